@@ -1,0 +1,291 @@
+//! Configuration: raw serde types (unknown keys rejected) validated into typed values.
+//!
+//! Every problem is reported as `path:line: message`, the line taken from the TOML span of the
+//! offending key, so `mailns check` points an admin at what to fix. Paths inside the file are
+//! relative to the file's folder, so a config works from any working directory.
+
+use std::collections::HashSet;
+use std::fs;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hickory_proto::rr::Name;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::diag::{line_of, Diagnostic};
+use crate::zone::{load_zone, Zone};
+
+/// The default config path, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/mailns.toml";
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    /// The DNS server.
+    #[serde(default)]
+    dns: RawDns,
+    /// Zones served, one `[[zone]]` table each.
+    #[serde(default, rename = "zone")]
+    zones: Vec<RawZone>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    /// Addresses to serve DNS on, UDP and TCP each.
+    #[serde(default = "default_listen")]
+    listen: Vec<Spanned<String>>,
+    /// UDP worker threads (one socket each, SO_REUSEPORT); 0 = one per CPU.
+    #[serde(default)]
+    udp_workers: usize,
+    /// TCP connections idle this long are closed ("10s", "1m").
+    tcp_idle_timeout: Option<Spanned<String>>,
+    /// Open TCP connections at most.
+    #[serde(default = "default_tcp_max")]
+    tcp_max_connections: usize,
+}
+
+impl Default for RawDns {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            udp_workers: 0,
+            tcp_idle_timeout: None,
+            tcp_max_connections: default_tcp_max(),
+        }
+    }
+}
+
+fn default_listen() -> Vec<Spanned<String>> {
+    Vec::new()
+}
+
+fn default_tcp_max() -> usize {
+    1024
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawZone {
+    /// The zone's origin, e.g. "mail.example.test".
+    name: Spanned<String>,
+    /// The master file, relative to the config file's folder.
+    file: Spanned<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file.
+    pub path: PathBuf,
+    /// DNS server settings.
+    pub dns: DnsConfig,
+    /// Zones to serve.
+    pub zones: Vec<ZoneConfig>,
+}
+
+/// DNS server settings.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Addresses to serve on (UDP and TCP).
+    pub listen: Vec<SocketAddr>,
+    /// UDP worker threads.
+    pub udp_workers: usize,
+    /// TCP idle timeout.
+    pub tcp_idle_timeout: Duration,
+    /// TCP connection cap.
+    pub tcp_max_connections: usize,
+}
+
+/// One zone to serve.
+#[derive(Debug, Clone)]
+pub struct ZoneConfig {
+    /// Origin, lowercase, fully qualified.
+    pub origin: Name,
+    /// Master file (resolved against the config's folder).
+    pub file: PathBuf,
+    /// Line of the `file` key, for errors about the file as a whole.
+    pub line: usize,
+}
+
+impl Config {
+    /// Reads and validates the config at `path` (zones are not loaded; see [`Config::load_zones`]).
+    ///
+    /// # Errors
+    /// Every problem found, as diagnostics.
+    pub fn load(path: &Path) -> Result<Self, Vec<Diagnostic>> {
+        let text = fs::read_to_string(path).map_err(|e| {
+            vec![Diagnostic::error(
+                path,
+                None,
+                format!("cannot read config file: {e}"),
+            )]
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates config text as if read from `path`.
+    ///
+    /// # Errors
+    /// Every problem found, as diagnostics.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, Vec<Diagnostic>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            vec![Diagnostic::error(
+                path,
+                line,
+                e.message().trim().to_string(),
+            )]
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut diags = Vec::new();
+        let at = |span: Range<usize>| Some(line_of(text, span.start));
+
+        let mut listen = Vec::new();
+        let raw_listen = if raw.dns.listen.is_empty() {
+            vec![Spanned::new(0..0, "127.0.0.1:5353".to_string())]
+        } else {
+            raw.dns.listen
+        };
+        for l in raw_listen {
+            match l.get_ref().parse::<SocketAddr>() {
+                Ok(a) if listen.contains(&a) => diags.push(Diagnostic::error(
+                    path,
+                    at(l.span()),
+                    format!("dns.listen: {a} is listed twice"),
+                )),
+                Ok(a) => listen.push(a),
+                Err(_) => diags.push(Diagnostic::error(
+                    path,
+                    at(l.span()),
+                    format!("dns.listen: '{}' is not an address:port (e.g. \"127.0.0.1:5353\" or \"[::1]:53\")", l.get_ref()),
+                )),
+            }
+        }
+        let tcp_idle_timeout = match raw.dns.tcp_idle_timeout {
+            None => Duration::from_secs(10),
+            Some(s) => {
+                match humantime::parse_duration(s.get_ref()) {
+                    Ok(d) if !d.is_zero() => d,
+                    _ => {
+                        diags.push(Diagnostic::error(
+                        path,
+                        at(s.span()),
+                        format!("dns.tcp_idle_timeout: '{}' is not a positive duration (e.g. \"10s\")", s.get_ref()),
+                    ));
+                        Duration::from_secs(10)
+                    }
+                }
+            }
+        };
+        if raw.dns.tcp_max_connections == 0 {
+            diags.push(Diagnostic::error(
+                path,
+                None,
+                "dns.tcp_max_connections must be at least 1",
+            ));
+        }
+        let udp_workers = match raw.dns.udp_workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+
+        let mut zones = Vec::new();
+        let mut seen = HashSet::new();
+        for z in raw.zones {
+            let line = line_of(text, z.file.span().start);
+            let origin = match Name::from_ascii(z.name.get_ref()) {
+                Ok(mut n) => {
+                    n.set_fqdn(true);
+                    n.to_lowercase()
+                }
+                Err(e) => {
+                    diags.push(Diagnostic::error(
+                        path,
+                        at(z.name.span()),
+                        format!("zone name '{}' is not a domain name: {e}", z.name.get_ref()),
+                    ));
+                    continue;
+                }
+            };
+            if !seen.insert(origin.clone()) {
+                diags.push(Diagnostic::error(
+                    path,
+                    at(z.name.span()),
+                    format!("zone {origin} is configured twice"),
+                ));
+                continue;
+            }
+            zones.push(ZoneConfig {
+                origin,
+                file: base.join(z.file.get_ref()),
+                line,
+            });
+        }
+        if zones.is_empty() {
+            diags.push(Diagnostic::error(
+                path,
+                None,
+                "no [[zone]] configured: there is nothing to serve",
+            ));
+        }
+        if diags.is_empty() {
+            Ok(Self {
+                path: path.to_path_buf(),
+                dns: DnsConfig {
+                    listen,
+                    udp_workers,
+                    tcp_idle_timeout,
+                    tcp_max_connections: raw.dns.tcp_max_connections,
+                },
+                zones,
+            })
+        } else {
+            Err(diags)
+        }
+    }
+
+    /// Loads every zone the config names.
+    ///
+    /// # Errors
+    /// Every problem in every zone (warnings included); `Ok` carries the warnings.
+    pub fn load_zones(&self) -> Result<(Vec<Zone>, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let mut zones = Vec::new();
+        let mut diags = Vec::new();
+        let mut failed = false;
+        for zc in &self.zones {
+            if !zc.file.is_file() {
+                failed = true;
+                diags.push(Diagnostic::error(
+                    &self.path,
+                    Some(zc.line),
+                    format!(
+                        "zone {}: file {} does not exist",
+                        zc.origin,
+                        zc.file.display()
+                    ),
+                ));
+                continue;
+            }
+            match load_zone(&zc.file, &zc.origin) {
+                Ok((z, w)) => {
+                    zones.push(z);
+                    diags.extend(w);
+                }
+                Err(d) => {
+                    failed = true;
+                    diags.extend(d);
+                }
+            }
+        }
+        if failed {
+            Err(diags)
+        } else {
+            Ok((zones, diags))
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Pre-encoded responses for every name the zones hold, rebuilt once per snapshot.
+//!
+//! A response depends on the query only through its ID, RD/CD bits, the question's letter case
+//! and EDNS. So each (name, type) answer is encoded once with a lowercased question, with and
+//! without OPT; per query the server copies it and patches the ID, the flags and the client's own
+//! question bytes (same length, so compression pointers stay valid). The NODATA answer of a name
+//! is the same for every type it lacks, so one entry serves them all.
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use rustc_hash::FxHashMap;
+
+use super::lookup::{resolve, ZoneSet};
+use super::wire::{self, Edns, Query};
+
+/// Above this many prebuilt responses, further names are answered by the general path.
+const MAX_ENTRIES: usize = 1_000_000;
+
+/// One response, without and with OPT.
+#[derive(Debug)]
+pub struct Prebuilt {
+    plain: Box<[u8]>,
+    edns: Box<[u8]>,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    by_type: Vec<(RecordType, Prebuilt)>,
+    /// For every type not in `by_type` (NODATA), where that does not depend on the type.
+    other: Option<Prebuilt>,
+}
+
+/// The table: lowercase wire name → prebuilt responses.
+#[derive(Debug, Default)]
+pub struct FastTable {
+    names: FxHashMap<Box<[u8]>, Entry>,
+    /// Number of prebuilt responses.
+    pub len: usize,
+}
+
+impl FastTable {
+    /// Builds the table for every name in `zones` that is not at or below a zone cut.
+    pub fn build(zones: &ZoneSet) -> Self {
+        let mut t = Self::default();
+        for zone in &zones.zones {
+            for (wire, node) in &zone.nodes {
+                if t.len >= MAX_ENTRIES {
+                    return t;
+                }
+                if node.cut {
+                    continue;
+                }
+                let mut e = Entry::default();
+                let mut types: Vec<RecordType> = node.rrsets.iter().map(|s| s.rtype).collect();
+                let is_cname = node.rrset(RecordType::CNAME).is_some();
+                if is_cname {
+                    types.extend([RecordType::A, RecordType::AAAA]);
+                }
+                for t in types {
+                    if let Some(p) = prebuild(zones, wire, t) {
+                        e.by_type.push((t, p));
+                    }
+                }
+                if !is_cname {
+                    e.other = prebuild(zones, wire, RecordType::NULL);
+                }
+                t.len += e.by_type.len() + usize::from(e.other.is_some());
+                t.names.insert(wire.clone(), e);
+            }
+        }
+        t
+    }
+
+    /// The response for `q`, written into `out`, if the table has it and it fits `limit`.
+    #[inline]
+    pub fn answer(&self, q: &Query<'_>, limit: usize, out: &mut Vec<u8>) -> bool {
+        if q.qclass != 1 || is_special(q.qtype) {
+            return false;
+        }
+        let Some(entry) = self.names.get(q.qname()) else {
+            return false;
+        };
+        let pre = match entry.by_type.iter().find(|(t, _)| *t == q.qtype) {
+            Some((_, p)) => p,
+            None => match &entry.other {
+                Some(p) => p,
+                None => return false,
+            },
+        };
+        let bytes = if q.edns.is_some() {
+            &pre.edns
+        } else {
+            &pre.plain
+        };
+        if bytes.len() > limit {
+            return false;
+        }
+        out.clear();
+        out.extend_from_slice(bytes);
+        out[0..2].copy_from_slice(&q.id.to_be_bytes());
+        out[2] |= q.flags_hi & 0x01; // RD
+        out[3] |= q.flags_lo & 0x10; // CD
+        out[12..12 + q.question.len()].copy_from_slice(q.question);
+        if q.edns.is_some_and(|e| e.dnssec_ok) {
+            let n = out.len();
+            out[n - 4] |= 0x80;
+        }
+        true
+    }
+}
+
+/// Types never answered from the table: meta queries and ANY (which differs by transport).
+fn is_special(t: RecordType) -> bool {
+    matches!(
+        t,
+        RecordType::ANY | RecordType::AXFR | RecordType::IXFR | RecordType::OPT | RecordType::TSIG
+    ) || matches!(t, RecordType::Unknown(128..=255))
+}
+
+fn prebuild(zones: &ZoneSet, wire: &[u8], qtype: RecordType) -> Option<Prebuilt> {
+    let mut question = Vec::with_capacity(wire.len() + 4);
+    question.extend_from_slice(wire);
+    question.extend_from_slice(&u16::from(qtype).to_be_bytes());
+    question.extend_from_slice(&1u16.to_be_bytes());
+    let mut q = Query {
+        id: 0,
+        flags_hi: 0,
+        flags_lo: 0,
+        question: &question,
+        qname_len: wire.len(),
+        qname_lower: [0; 256],
+        qtype,
+        qclass: 1,
+        edns: None,
+    };
+    q.qname_lower[..wire.len()].copy_from_slice(wire);
+    let ans = resolve(zones, wire, qtype, true);
+    if ans.rcode == ResponseCode::Refused {
+        return None;
+    }
+    let mut plain = Vec::new();
+    wire::encode_answer(&mut plain, &q, ans.rcode, &ans, usize::from(u16::MAX)).ok()?;
+    q.edns = Some(Edns {
+        payload: wire::MAX_UDP_PAYLOAD,
+        version: 0,
+        dnssec_ok: false,
+    });
+    let mut edns = Vec::new();
+    wire::encode_answer(&mut edns, &q, ans.rcode, &ans, usize::from(u16::MAX)).ok()?;
+    Some(Prebuilt {
+        plain: plain.into(),
+        edns: edns.into(),
+    })
+}

@@ -1,0 +1,242 @@
+//! The pure authoritative decision: which zone, which records, which rcode. No I/O.
+//!
+//! Every lookup walks the query name's ancestors from the apex down as tail slices of its
+//! lowercase wire form: O(labels) hash probes for hits and misses alike (RFC 1034 §4.3.2 with
+//! RFC 4592 wildcards, RFC 6604 CNAME chains, RFC 2308 negative answers).
+
+use std::borrow::Cow;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use rustc_hash::FxHashMap;
+
+use crate::zone::{label_starts, wire_lower, Node, Zone};
+
+/// The longest CNAME chain followed inside a zone before answering with what was found.
+const MAX_CHAIN: usize = 8;
+
+/// Every zone served, found by the longest matching origin.
+#[derive(Debug, Default)]
+pub struct ZoneSet {
+    /// The zones.
+    pub zones: Vec<Zone>,
+    by_origin: FxHashMap<Box<[u8]>, usize>,
+}
+
+impl ZoneSet {
+    /// Indexes `zones` by origin.
+    pub fn new(zones: Vec<Zone>) -> Self {
+        let by_origin = zones
+            .iter()
+            .enumerate()
+            .map(|(i, z)| (z.origin_wire.clone(), i))
+            .collect();
+        Self { zones, by_origin }
+    }
+
+    /// The most specific zone containing `wire` (a lowercase wire-form name).
+    pub fn find(&self, wire: &[u8], starts: &[usize]) -> Option<&Zone> {
+        starts
+            .iter()
+            .find_map(|&s| self.by_origin.get(&wire[s..]))
+            .map(|&i| &self.zones[i])
+    }
+}
+
+/// What to answer: sections and flags, before encoding.
+#[derive(Debug, Default)]
+pub struct Answer<'z> {
+    /// Response code.
+    pub rcode: ResponseCode,
+    /// AA: true inside our zones, false for referrals and refusals.
+    pub authoritative: bool,
+    /// Answer section.
+    pub answers: Vec<Cow<'z, Record>>,
+    /// Authority section (SOA for negative answers, NS for referrals).
+    pub authority: Vec<Cow<'z, Record>>,
+    /// Additional section (addresses of MX/SRV/NS targets, glue).
+    pub additional: Vec<Cow<'z, Record>>,
+    /// The additional records are glue a referral needs: if they don't fit, set TC.
+    pub additional_required: bool,
+}
+
+/// How a name resolves inside one zone.
+enum Find<'z> {
+    /// The name exists (possibly as an empty non-terminal).
+    Exact(&'z Node),
+    /// The name does not exist but a wildcard covers it.
+    Wildcard(&'z Node),
+    /// The name is at or below a zone cut.
+    Cut(&'z Node),
+    /// The name does not exist.
+    NxDomain,
+}
+
+/// Answers `qname`/`qtype` from `zones`. `qwire` is the lowercase wire form of `qname`.
+/// `minimal_any` answers ANY with one RRset (RFC 8482; used over UDP).
+pub fn resolve<'z>(
+    zones: &'z ZoneSet,
+    qwire: &[u8],
+    qtype: RecordType,
+    minimal_any: bool,
+) -> Answer<'z> {
+    let mut starts = Vec::with_capacity(16);
+    label_starts(qwire, &mut starts);
+    let Some(zone) = zones.find(qwire, &starts) else {
+        return Answer {
+            rcode: ResponseCode::Refused,
+            ..Answer::default()
+        };
+    };
+    let mut ans = Answer {
+        authoritative: true,
+        ..Answer::default()
+    };
+    let mut owned: Cow<'_, [u8]> = Cow::Borrowed(qwire);
+    for hop in 0..=MAX_CHAIN {
+        if hop > 0 {
+            label_starts(&owned, &mut starts);
+        }
+        let found = find(zone, &owned, &starts, qtype);
+        let (node, wildcard) = match found {
+            Find::Cut(cut) => {
+                if hop == 0 {
+                    ans.authoritative = false;
+                }
+                referral(zone, cut, &mut ans);
+                return ans;
+            }
+            Find::NxDomain => {
+                ans.rcode = ResponseCode::NXDomain;
+                ans.authority.push(Cow::Borrowed(&zone.negative_soa));
+                return ans;
+            }
+            Find::Exact(n) => (n, false),
+            Find::Wildcard(n) => (n, true),
+        };
+        // Records of a wildcard are synthesized with the query name as owner (RFC 4592 §3.3.1).
+        let owner = wildcard.then(|| crate::zone::name_from_wire(&owned));
+        let take = |r: &'z Record| -> Cow<'z, Record> {
+            match &owner {
+                Some(name) => {
+                    let mut r = r.clone();
+                    r.name = name.clone();
+                    Cow::Owned(r)
+                }
+                None => Cow::Borrowed(r),
+            }
+        };
+
+        if qtype == RecordType::ANY {
+            let sets = if minimal_any {
+                &node.rrsets[..node.rrsets.len().min(1)]
+            } else {
+                &node.rrsets[..]
+            };
+            if sets.is_empty() {
+                nodata(zone, &mut ans);
+            }
+            for set in sets {
+                ans.answers.extend(set.records.iter().map(take));
+            }
+            return ans;
+        }
+        if let Some(set) = node.rrset(qtype) {
+            ans.answers.extend(set.records.iter().map(take));
+            add_target_addresses(zone, &set.records, &mut ans);
+            return ans;
+        }
+        if qtype != RecordType::CNAME {
+            if let Some(cname) = node.rrset(RecordType::CNAME) {
+                let r = &cname.records[0];
+                ans.answers.push(take(r));
+                let RData::CNAME(target) = &r.data else {
+                    return ans;
+                };
+                if !zone.origin.zone_of(&target.0) || hop == MAX_CHAIN {
+                    return ans; // out of zone: the resolver follows it from here
+                }
+                let next = wire_lower(&target.0);
+                if ans.answers[..ans.answers.len() - 1]
+                    .iter()
+                    .any(|a| a.name == target.0)
+                {
+                    return ans; // a loop: stop where it closes
+                }
+                owned = Cow::Owned(next.into_vec());
+                continue;
+            }
+        }
+        nodata(zone, &mut ans);
+        return ans;
+    }
+    ans
+}
+
+fn nodata<'z>(zone: &'z Zone, ans: &mut Answer<'z>) {
+    ans.authority.push(Cow::Borrowed(&zone.negative_soa));
+}
+
+fn find<'z>(zone: &'z Zone, wire: &[u8], starts: &[usize], qtype: RecordType) -> Find<'z> {
+    let apex_len = zone.origin_wire.len();
+    // Index in `starts` of the apex; labels before it are walked from the apex down.
+    let apex = starts
+        .iter()
+        .position(|&s| wire.len() - s == apex_len)
+        .expect("the zone was found by this suffix");
+    for j in (0..apex).rev() {
+        match zone.node(&wire[starts[j]..]) {
+            Some(node) if node.cut && !(j == 0 && qtype == RecordType::DS) => {
+                return Find::Cut(node)
+            }
+            Some(_) => {}
+            None => {
+                // starts[j + 1] is the closest encloser (RFC 4592 §3.3.1).
+                let encloser = &wire[starts[j + 1]..];
+                let mut source = Vec::with_capacity(encloser.len() + 2);
+                source.extend_from_slice(&[1, b'*']);
+                source.extend_from_slice(encloser);
+                return match zone.node(&source) {
+                    Some(node) => Find::Wildcard(node),
+                    None => Find::NxDomain,
+                };
+            }
+        }
+    }
+    Find::Exact(zone.node(wire).expect("walked down to the name itself"))
+}
+
+/// A referral: the cut's NS records in authority, their addresses as glue.
+fn referral<'z>(zone: &'z Zone, cut: &'z Node, ans: &mut Answer<'z>) {
+    let Some(ns) = cut.rrset(RecordType::NS) else {
+        return;
+    };
+    ans.authority.extend(ns.records.iter().map(Cow::Borrowed));
+    add_target_addresses(zone, &ns.records, ans);
+    ans.additional_required = true;
+}
+
+/// In-zone A/AAAA records of MX, SRV and NS targets (RFC 1035 §3.3.9, RFC 2782, RFC 1034 §4.3.2),
+/// glue below cuts included.
+fn add_target_addresses<'z>(zone: &'z Zone, records: &'z [Record], ans: &mut Answer<'z>) {
+    let mut seen: Vec<&Name> = Vec::new();
+    for r in records {
+        let target = match &r.data {
+            RData::MX(mx) => &mx.exchange,
+            RData::SRV(srv) => &srv.target,
+            RData::NS(ns) => &ns.0,
+            _ => return,
+        };
+        if seen.contains(&target) || !zone.origin.zone_of(target) {
+            continue;
+        }
+        seen.push(target);
+        if let Some(node) = zone.node(&wire_lower(target)) {
+            for t in [RecordType::A, RecordType::AAAA] {
+                if let Some(set) = node.rrset(t) {
+                    ans.additional.extend(set.records.iter().map(Cow::Borrowed));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! DNS messages on the wire: a zero-allocation parser for the queries real clients send, and the
+//! response encoder (EDNS payload capped at 1232, OPT kept on truncated replies, the client's
+//! question bytes echoed so 0x20 letter case survives).
+//!
+//! The parser takes the common shape (one question, no answer or authority records, at most an
+//! OPT record) without allocating; anything else goes through hickory-proto's full `Message`
+//! decoder, and what that rejects is answered FORMERR.
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+use super::lookup::Answer;
+
+/// The UDP payload mailns uses at most, whatever the client offers (DNS flag day 2020).
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// The UDP payload without EDNS (RFC 1035 §4.2.1).
+pub const PLAIN_UDP_PAYLOAD: u16 = 512;
+/// Length of the OPT record mailns sends: root name, type, class, TTL, empty RDATA.
+pub const OPT_LEN: usize = 11;
+
+const QR: u8 = 0x80;
+const AA: u8 = 0x04;
+const TC: u8 = 0x02;
+const RD: u8 = 0x01;
+const CD: u8 = 0x10;
+
+/// EDNS(0) parameters of a query (RFC 6891).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edns {
+    /// Requestor's UDP payload size.
+    pub payload: u16,
+    /// EDNS version.
+    pub version: u8,
+    /// DNSSEC OK (RFC 3225): echoed in the response's OPT.
+    pub dnssec_ok: bool,
+}
+
+/// A parsed query. `question` borrows the received bytes.
+#[derive(Debug, Clone)]
+pub struct Query<'a> {
+    /// Message ID.
+    pub id: u16,
+    /// The third header byte (QR, opcode, AA, TC, RD) as received.
+    pub flags_hi: u8,
+    /// The fourth header byte (RA, Z, AD, CD, rcode) as received.
+    pub flags_lo: u8,
+    /// The question section as received: name, type, class.
+    pub question: &'a [u8],
+    /// Length of the question name in `question`.
+    pub qname_len: usize,
+    /// The question name, lowercased, in wire form.
+    pub qname_lower: [u8; 256],
+    /// Query type.
+    pub qtype: RecordType,
+    /// Query class (1 = IN).
+    pub qclass: u16,
+    /// EDNS, if the query had an OPT record.
+    pub edns: Option<Edns>,
+}
+
+impl Query<'_> {
+    /// The lowercase wire-form question name.
+    pub fn qname(&self) -> &[u8] {
+        &self.qname_lower[..self.qname_len]
+    }
+
+    /// RD from the query.
+    pub fn rd(&self) -> bool {
+        self.flags_hi & RD != 0
+    }
+
+    /// The opcode.
+    pub fn opcode(&self) -> u8 {
+        (self.flags_hi >> 3) & 0x0f
+    }
+
+    /// The largest UDP response this client can take: min(its EDNS payload, 1232), at least 512.
+    pub fn udp_limit(&self) -> usize {
+        match self.edns {
+            Some(e) => e.payload.clamp(PLAIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD) as usize,
+            None => PLAIN_UDP_PAYLOAD as usize,
+        }
+    }
+}
+
+/// What to do with a packet.
+#[derive(Debug)]
+pub enum Parsed<'a> {
+    /// A query to answer.
+    Query(Box<Query<'a>>),
+    /// Answer with this rcode and no question (the header could be read, the rest not).
+    Error {
+        /// ID to echo.
+        id: u16,
+        /// Third header byte of the query.
+        flags_hi: u8,
+        /// Response code.
+        rcode: ResponseCode,
+    },
+    /// Not worth an answer: too short to carry an ID, or itself a response.
+    Drop,
+}
+
+/// Parses a query packet.
+pub fn parse(packet: &[u8]) -> Parsed<'_> {
+    if packet.len() < 12 || packet[2] & QR != 0 {
+        return Parsed::Drop;
+    }
+    let id = u16::from_be_bytes([packet[0], packet[1]]);
+    let flags_hi = packet[2];
+    let formerr = Parsed::Error {
+        id,
+        flags_hi,
+        rcode: ResponseCode::FormErr,
+    };
+    let count = |i: usize| u16::from_be_bytes([packet[i], packet[i + 1]]);
+    if count(4) != 1 {
+        return formerr;
+    }
+    let mut q = Box::new(Query {
+        id,
+        flags_hi,
+        flags_lo: packet[3],
+        question: &[],
+        qname_len: 0,
+        qname_lower: [0; 256],
+        qtype: RecordType::A,
+        qclass: 1,
+        edns: None,
+    });
+    // Question name: labels only (a compression pointer in a lone question can point nowhere).
+    let mut i = 12;
+    loop {
+        let Some(&len) = packet.get(i) else {
+            return formerr;
+        };
+        if len & 0xc0 != 0 || q.qname_len + len as usize + 1 > 255 {
+            return formerr;
+        }
+        let Some(label) = packet.get(i..i + 1 + len as usize) else {
+            return formerr;
+        };
+        let out = &mut q.qname_lower[q.qname_len..q.qname_len + label.len()];
+        out.copy_from_slice(label);
+        out.make_ascii_lowercase();
+        out[0] = len;
+        q.qname_len += label.len();
+        i += label.len();
+        if len == 0 {
+            break;
+        }
+    }
+    let Some(tc) = packet.get(i..i + 4) else {
+        return formerr;
+    };
+    q.qtype = RecordType::from(u16::from_be_bytes([tc[0], tc[1]]));
+    q.qclass = u16::from_be_bytes([tc[2], tc[3]]);
+    q.question = &packet[12..i + 4];
+    i += 4;
+
+    let (an, ns, ar) = (count(6), count(8), count(10));
+    if an == 0 && ns == 0 && ar == 0 && i == packet.len() {
+        return Parsed::Query(q);
+    }
+    if an == 0 && ns == 0 && ar == 1 {
+        if let Some(edns) = parse_opt(&packet[i..]) {
+            q.edns = Some(edns);
+            return Parsed::Query(q);
+        }
+    }
+    // Anything else: the full decoder decides (and rejects two OPT records, RFC 6891 §6.1.1).
+    match Message::from_vec(packet) {
+        Ok(m) => {
+            let opts = m
+                .additionals
+                .iter()
+                .filter(|r| r.record_type() == RecordType::OPT)
+                .count();
+            if opts > 1 {
+                return formerr;
+            }
+            q.edns = m.edns.as_ref().map(|e| Edns {
+                payload: e.max_payload(),
+                version: e.version(),
+                dnssec_ok: e.flags().dnssec_ok,
+            });
+            Parsed::Query(q)
+        }
+        Err(_) => formerr,
+    }
+}
+
+/// A lone OPT record filling exactly `rest`, or None.
+fn parse_opt(rest: &[u8]) -> Option<Edns> {
+    if rest.len() < OPT_LEN || rest[0] != 0 || rest[1..3] != [0, 41] {
+        return None;
+    }
+    let payload = u16::from_be_bytes([rest[3], rest[4]]);
+    let version = rest[6];
+    let dnssec_ok = rest[7] & 0x80 != 0;
+    let rdlen = u16::from_be_bytes([rest[9], rest[10]]) as usize;
+    let mut opts = &rest[OPT_LEN..];
+    if opts.len() != rdlen {
+        return None;
+    }
+    while !opts.is_empty() {
+        if opts.len() < 4 {
+            return None;
+        }
+        let len = u16::from_be_bytes([opts[2], opts[3]]) as usize;
+        opts = opts.get(4 + len..)?;
+    }
+    Some(Edns {
+        payload,
+        version,
+        dnssec_ok,
+    })
+}
+
+/// Writes the 12-byte header.
+fn header(out: &mut Vec<u8>, id: u16, hi: u8, lo: u8, counts: [u16; 4]) {
+    out.extend_from_slice(&id.to_be_bytes());
+    out.push(hi);
+    out.push(lo);
+    for c in counts {
+        out.extend_from_slice(&c.to_be_bytes());
+    }
+}
+
+/// Appends mailns's OPT record: payload 1232, the extended rcode bits, DO echoed.
+pub fn push_opt(out: &mut Vec<u8>, rcode: ResponseCode, dnssec_ok: bool) {
+    let ext = (u16::from(rcode) >> 4) as u8;
+    out.extend_from_slice(&[0, 0, 41]);
+    out.extend_from_slice(&MAX_UDP_PAYLOAD.to_be_bytes());
+    out.extend_from_slice(&[ext, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
+}
+
+/// A response with only a header (and OPT if the query had one): FORMERR, NOTIMP, REFUSED...
+pub fn encode_error(
+    out: &mut Vec<u8>,
+    id: u16,
+    flags_hi: u8,
+    rcode: ResponseCode,
+    edns: Option<Edns>,
+) {
+    out.clear();
+    let hi = QR | (flags_hi & (0x78 | RD));
+    let lo = (u16::from(rcode) & 0x0f) as u8;
+    header(out, id, hi, lo, [0, 0, 0, u16::from(edns.is_some())]);
+    if let Some(e) = edns {
+        push_opt(out, rcode, e.dnssec_ok);
+    }
+}
+
+/// Encodes `ans` for `q` into `out`, fitting `limit` bytes: additional records are dropped first
+/// (unless they are required glue), and if the answer itself does not fit the reply is sent with
+/// TC=1, empty sections and, where the query had EDNS, the OPT record (RFC 6891 §7).
+///
+/// # Errors
+/// Only if hickory cannot encode a record from the zone; the caller answers SERVFAIL.
+pub fn encode_answer(
+    out: &mut Vec<u8>,
+    q: &Query<'_>,
+    rcode: ResponseCode,
+    ans: &Answer<'_>,
+    limit: usize,
+) -> Result<(), hickory_proto::ProtoError> {
+    out.clear();
+    header(out, q.id, 0, 0, [1, 0, 0, 0]);
+    let qlen = q.question.len();
+    out.extend_from_slice(q.qname());
+    out.extend_from_slice(&q.question[q.qname_len..]);
+    let q_end = out.len();
+    let mut ends: Vec<usize> =
+        Vec::with_capacity(ans.answers.len() + ans.authority.len() + ans.additional.len());
+    {
+        let mut enc = BinEncoder::with_offset(out, q_end as u32);
+        // Register the question name's suffixes for compression, as if hickory had written it.
+        let mut i = 12;
+        let name_end = 12 + q.qname_len - 1;
+        while i < name_end {
+            enc.store_label_pointer(i, name_end);
+            i += 1 + q.qname_lower[i - 12] as usize;
+        }
+        let all = ans
+            .answers
+            .iter()
+            .chain(&ans.authority)
+            .chain(&ans.additional);
+        for r in all {
+            emit_record(&mut enc, r)?;
+            ends.push(enc.offset());
+        }
+    }
+    let opt_len = if q.edns.is_some() { OPT_LEN } else { 0 };
+    let (na, nn) = (ans.answers.len(), ans.authority.len());
+    let required = if ans.additional_required {
+        ends.len()
+    } else {
+        na + nn
+    };
+    // How many records fit.
+    let fit = ends.iter().take_while(|&&e| e + opt_len <= limit).count();
+    let (kept, truncated) = if fit >= required {
+        (fit, false)
+    } else {
+        (0, true)
+    };
+    let end = if kept == 0 { q_end } else { ends[kept - 1] };
+    out.truncate(end);
+    let counts = [
+        1,
+        kept.min(na) as u16,
+        kept.saturating_sub(na).min(nn) as u16,
+        (kept.saturating_sub(na + nn) + usize::from(opt_len > 0)) as u16,
+    ];
+    let mut hi = QR | (q.flags_hi & RD);
+    if ans.authoritative {
+        hi |= AA;
+    }
+    if truncated {
+        hi |= TC;
+    }
+    let lo = (q.flags_lo & CD) | (u16::from(rcode) & 0x0f) as u8;
+    out[2] = hi;
+    out[3] = lo;
+    for (k, c) in counts.iter().enumerate() {
+        out[4 + 2 * k..6 + 2 * k].copy_from_slice(&c.to_be_bytes());
+    }
+    if let Some(e) = q.edns {
+        push_opt(out, rcode, e.dnssec_ok);
+    }
+    // The client's own question bytes: same length as the lowercased ones, so every compression
+    // pointer into them stays valid, and the client sees its letter case echoed.
+    out[12..12 + qlen].copy_from_slice(q.question);
+    Ok(())
+}
+
+fn emit_record(enc: &mut BinEncoder<'_>, r: &Record) -> Result<(), hickory_proto::ProtoError> {
+    r.emit(enc)
+}

@@ -1,0 +1,16 @@
+//! mailns: authoritative, health-driven DNS (and, later, relays) for an Exchange mail namespace.
+//!
+//! # Layout
+//! - [`config`]: the TOML file, validated into typed values with `path:line` errors.
+//! - [`zone`]: RFC 1035 master files → validated in-memory zones.
+//! - [`dns`]: the pure lookup core, the wire codec, prebuilt answers, UDP and TCP servers.
+//! - [`state`]: the immutable [`state::Snapshot`] every query reads lock-free.
+//! - [`runtime`]: start-up, signals, shutdown.
+//! - [`diag`]: diagnostics shared by config and zone loading.
+
+pub mod config;
+pub mod diag;
+pub mod dns;
+pub mod runtime;
+pub mod state;
+pub mod zone;

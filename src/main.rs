@@ -1,0 +1,132 @@
+//! The `mailns` binary: parse arguments, set up logging, load and validate, then serve.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use mailns::config::{Config, DEFAULT_PATH};
+use mailns::runtime;
+
+/// Exit code for a broken config or zone (sysexits EX_CONFIG).
+const EX_CONFIG: u8 = 78;
+/// Exit code for a failure to start serving (sysexits EX_OSERR).
+const EX_OSERR: u8 = 71;
+
+#[derive(Parser)]
+#[command(
+    name = "mailns",
+    version,
+    about = "Authoritative, health-driven DNS for an Exchange mail namespace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve DNS for the configured zones.
+    Run {
+        /// Config file.
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Validate the config and every zone it names; bind nothing. Exit 1 on any error.
+    Check {
+        /// Config file.
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => run(&config),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let diags = match Config::load(path) {
+        Err(d) => d,
+        Ok(config) => match config.load_zones() {
+            Ok((zones, warnings)) => {
+                for w in &warnings {
+                    println!("{w}");
+                }
+                for z in &zones {
+                    println!(
+                        "{}: zone {} serial {}: {} records, ok",
+                        z.file.display(),
+                        z.origin,
+                        z.serial(),
+                        z.record_count
+                    );
+                }
+                return ExitCode::SUCCESS;
+            }
+            Err(d) => d,
+        },
+    };
+    for d in &diags {
+        println!("{d}");
+    }
+    if diags.iter().any(|d| d.is_error()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(diags) => {
+            for d in diags {
+                eprintln!("{d}");
+            }
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mailns: cannot start the runtime: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    rt.block_on(async {
+        let token = CancellationToken::new();
+        let signal_token = token.clone();
+        tokio::spawn(async move {
+            runtime::shutdown_signal().await;
+            signal_token.cancel();
+        });
+        match runtime::run(config, token).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(runtime::RunError::Invalid(diags)) => {
+                for d in diags {
+                    eprintln!("{d}");
+                }
+                ExitCode::from(EX_CONFIG)
+            }
+            Err(e) => {
+                eprintln!("mailns: {e}");
+                ExitCode::from(EX_OSERR)
+            }
+        }
+    })
+}

@@ -1,0 +1,115 @@
+//! Start-up and shutdown: load everything, bind every listener, serve until SIGINT/SIGTERM.
+//!
+//! Loading and validation happen before any socket is bound, so a broken config fails fast with
+//! its diagnostics and nothing half-started.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::diag::Diagnostic;
+use crate::dns::{self, tcp::TcpOptions, Stats};
+use crate::state::{Snapshot, Store};
+
+/// Why `run` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The config or a zone is broken.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+    /// A listener could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Loads the config's zones into a snapshot, logging warnings.
+///
+/// # Errors
+/// The diagnostics of a broken zone.
+pub fn load_snapshot(config: &Config) -> Result<Snapshot, Vec<Diagnostic>> {
+    let (zones, warnings) = config.load_zones()?;
+    for w in &warnings {
+        warn!("{w}");
+    }
+    for z in &zones {
+        info!(zone = %z.origin, serial = z.serial(), records = z.record_count, "zone loaded");
+    }
+    Ok(Snapshot::new(zones))
+}
+
+/// Serves `config` until `token` is cancelled.
+///
+/// # Errors
+/// A broken config or zone, or a listener that cannot be bound.
+pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunError> {
+    let snap = load_snapshot(&config).map_err(RunError::Invalid)?;
+    let store: Store = Arc::new(ArcSwap::from_pointee(snap));
+    let stats = Arc::new(Stats::default());
+
+    let mut threads = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for &addr in &config.dns.listen {
+        let socks = dns::udp::bind(addr, config.dns.udp_workers)
+            .map_err(|source| RunError::Bind { addr, source })?;
+        // TCP on the same port as UDP (port 0 in tests: the one UDP picked).
+        let port = socks[0].local_addr().map_or(addr.port(), |a| a.port());
+        let tcp_addr = SocketAddr::new(addr.ip(), port);
+        let listener = TcpListener::bind(tcp_addr)
+            .await
+            .map_err(|source| RunError::Bind {
+                addr: tcp_addr,
+                source,
+            })?;
+        threads.extend(dns::udp::serve(
+            socks,
+            store.clone(),
+            stats.clone(),
+            token.clone(),
+        ));
+        let opts = TcpOptions {
+            idle_timeout: config.dns.tcp_idle_timeout,
+            max_connections: config.dns.tcp_max_connections,
+        };
+        tasks.spawn(dns::tcp::serve(
+            listener,
+            store.clone(),
+            stats.clone(),
+            opts,
+            token.clone(),
+        ));
+    }
+    info!("mailns ready");
+    token.cancelled().await;
+    info!("shutting down");
+    while tasks.join_next().await.is_some() {}
+    tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await
+    .ok();
+    Ok(())
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term =
+        signal(SignalKind::terminate()).expect("installing a SIGTERM handler must not fail");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,308 @@
+//! Reads a master file (and its `$INCLUDE`s) into records with file and line, then hands them to
+//! validation.
+//!
+//! Directives, owners, TTLs and classes are handled here, so each error can name its line; the
+//! record data of each entry is parsed by hickory's zone `Parser`, one record at a time. Unlike
+//! hickory's parser this loader rejects a record with no type (hickory drops it silently),
+//! keeps `$ORIGIN` and `$TTL` inside the file that sets them (RFC 1035 §5.1: an include's origin
+//! does not leak into its parent), supports `$INCLUDE file origin`, and accepts `@` in record data.
+
+use std::fs;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::txt::{parse_ttl, Parser};
+
+use super::lex::{self, Entry, Token};
+use super::validate;
+use super::Zone;
+use crate::diag::Diagnostic;
+
+/// `$INCLUDE` nesting deeper than this is an error (it is almost always a loop).
+const MAX_INCLUDE_DEPTH: usize = 16;
+
+/// The largest TTL RFC 2181 §8 allows.
+const MAX_TTL: u32 = 0x7fff_ffff;
+
+/// A record and where it was written.
+#[derive(Debug, Clone)]
+pub(crate) struct Placed {
+    pub(crate) record: Record,
+    pub(crate) file: PathBuf,
+    pub(crate) line: usize,
+}
+
+/// Loads and validates the zone `origin` from `path`.
+///
+/// # Errors
+/// Every problem found, as `path:line: message` diagnostics; warnings ride along in the `Ok` case.
+pub fn load_zone(path: &Path, origin: &Name) -> Result<(Zone, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let origin = origin.to_lowercase();
+    let mut loader = Loader {
+        diags: Vec::new(),
+        records: Vec::new(),
+    };
+    loader.file(path, &origin, None, 0);
+    if loader.diags.iter().any(Diagnostic::is_error) {
+        return Err(loader.diags);
+    }
+    validate::build(path, &origin, loader.records, loader.diags)
+}
+
+struct Loader {
+    diags: Vec<Diagnostic>,
+    records: Vec<Placed>,
+}
+
+/// Per-file parsing state (RFC 1035: `$ORIGIN`/`$TTL` hold until the end of the file).
+struct FileState {
+    origin: Name,
+    default_ttl: Option<u32>,
+    last_ttl: Option<u32>,
+    last_owner: Option<Name>,
+}
+
+impl Loader {
+    fn file(&mut self, path: &Path, origin: &Name, from: Option<(&Path, usize)>, depth: usize) {
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                let d = match from {
+                    Some((parent, line)) => Diagnostic::error(
+                        parent,
+                        Some(line),
+                        format!("cannot read included file {}: {e}", path.display()),
+                    ),
+                    None => Diagnostic::error(path, None, format!("cannot read zone file: {e}")),
+                };
+                self.diags.push(d);
+                return;
+            }
+        };
+        let entries = match lex::entries(&text) {
+            Ok(e) => e,
+            Err(e) => {
+                self.diags
+                    .push(Diagnostic::error(path, Some(e.line), e.message));
+                return;
+            }
+        };
+        let mut st = FileState {
+            origin: origin.clone(),
+            default_ttl: None,
+            last_ttl: None,
+            last_owner: None,
+        };
+        for entry in &entries {
+            if let Err(message) = self.entry(path, entry, &mut st, depth) {
+                self.diags
+                    .push(Diagnostic::error(path, Some(entry.line), message));
+            }
+        }
+    }
+
+    fn entry(
+        &mut self,
+        path: &Path,
+        entry: &Entry,
+        st: &mut FileState,
+        depth: usize,
+    ) -> Result<(), String> {
+        let toks = &entry.tokens;
+        let first = toks[0].text.as_str();
+        if !entry.blank_owner && first.starts_with('$') {
+            return self.directive(path, entry, st, depth);
+        }
+
+        // Owner.
+        let mut i = 0;
+        let owner = if entry.blank_owner {
+            st.last_owner
+                .clone()
+                .ok_or("record has no owner name and no previous record to take it from")?
+        } else {
+            i = 1;
+            parse_name(&toks[0], &st.origin)?
+        };
+        st.last_owner = Some(owner.clone());
+
+        // [TTL] [class] in either order, then the type.
+        let mut ttl = None;
+        let mut rtype = None;
+        while let Some(t) = toks.get(i) {
+            i += 1;
+            let s = t.text.as_str();
+            if s.as_bytes()[0].is_ascii_digit() {
+                if ttl.is_some() {
+                    return Err(format!("unexpected '{s}': the TTL is already given"));
+                }
+                ttl = Some(parse_ttl_checked(s)?);
+            } else if is_class(s) {
+                if !s.eq_ignore_ascii_case("IN") {
+                    return Err(format!(
+                        "class {s} is not supported; mailns serves class IN only"
+                    ));
+                }
+            } else {
+                let upper = s.to_ascii_uppercase();
+                let t = RecordType::from_str(&upper)
+                    .map_err(|_| format!("unknown record type '{s}'"))?;
+                if matches!(t, RecordType::Unknown(_)) || t.is_any() || t == RecordType::OPT {
+                    return Err(format!(
+                        "record type '{s}' cannot be loaded from a zone file"
+                    ));
+                }
+                rtype = Some(t);
+                break;
+            }
+        }
+        let rtype = rtype.ok_or_else(|| {
+            format!("record for {owner} has no type (expected e.g. A, MX, TXT after the owner, TTL and class)")
+        })?;
+        let ttl = match ttl {
+            Some(t) => {
+                st.last_ttl = Some(t);
+                t
+            }
+            None => st.default_ttl.or(st.last_ttl).ok_or(
+                "record has no TTL and none is set before it: add a $TTL line or a TTL to the record",
+            )?,
+        };
+        let rdata_tokens = &toks[i..];
+        if rdata_tokens.is_empty() {
+            return Err(format!("{rtype} record for {owner} has no data"));
+        }
+        let data = parse_rdata(rtype, rdata_tokens, &st.origin)?;
+        let mut record = Record::from_rdata(owner.to_lowercase(), ttl, data);
+        record.name.set_fqdn(true);
+        self.records.push(Placed {
+            record,
+            file: path.to_path_buf(),
+            line: entry.line,
+        });
+        Ok(())
+    }
+
+    fn directive(
+        &mut self,
+        path: &Path,
+        entry: &Entry,
+        st: &mut FileState,
+        depth: usize,
+    ) -> Result<(), String> {
+        let toks = &entry.tokens;
+        let args = &toks[1..];
+        match toks[0].text.to_ascii_uppercase().as_str() {
+            "$ORIGIN" => {
+                let [name] = args else {
+                    return Err("$ORIGIN takes exactly one domain name".into());
+                };
+                st.origin = parse_name(name, &st.origin)?;
+                Ok(())
+            }
+            "$TTL" => {
+                let [ttl] = args else {
+                    return Err("$TTL takes exactly one TTL".into());
+                };
+                st.default_ttl = Some(parse_ttl_checked(&ttl.text)?);
+                Ok(())
+            }
+            "$INCLUDE" => {
+                let (file, origin) = match args {
+                    [f] => (f, st.origin.clone()),
+                    [f, o] => (f, parse_name(o, &st.origin)?),
+                    _ => return Err("$INCLUDE takes a file name and an optional origin".into()),
+                };
+                if depth >= MAX_INCLUDE_DEPTH {
+                    return Err(format!(
+                        "$INCLUDE nested more than {MAX_INCLUDE_DEPTH} deep (an include loop?)"
+                    ));
+                }
+                let name = file.text.trim_matches('"');
+                let target = path.parent().unwrap_or(Path::new(".")).join(name);
+                self.file(&target, &origin, Some((path, entry.line)), depth + 1);
+                Ok(())
+            }
+            d => Err(format!("unsupported directive {d}")),
+        }
+    }
+}
+
+fn is_class(s: &str) -> bool {
+    ["IN", "CH", "CS", "HS", "NONE", "ANY"]
+        .iter()
+        .any(|c| s.eq_ignore_ascii_case(c))
+}
+
+fn parse_ttl_checked(s: &str) -> Result<u32, String> {
+    let ttl = parse_ttl(s).map_err(|_| format!("invalid TTL '{s}'"))?;
+    if ttl > MAX_TTL {
+        return Err(format!("TTL {ttl} is larger than {MAX_TTL} (RFC 2181 §8)"));
+    }
+    Ok(ttl)
+}
+
+fn parse_name(tok: &Token, origin: &Name) -> Result<Name, String> {
+    if tok.is_quoted() {
+        return Err(format!("a domain name cannot be quoted: {}", tok.text));
+    }
+    if tok.text == "@" {
+        return Ok(origin.clone());
+    }
+    let mut n = Name::parse(&tok.text, Some(origin))
+        .map_err(|e| format!("invalid domain name '{}': {e}", tok.text))?;
+    n.set_fqdn(true);
+    Ok(n)
+}
+
+/// Parses record data. A and AAAA are parsed here (the bulk of a mail zone); everything else goes
+/// through hickory's zone parser so every type it knows is supported with its own rules.
+fn parse_rdata(rtype: RecordType, toks: &[Token], origin: &Name) -> Result<RData, String> {
+    let bad = |e: &dyn std::fmt::Display| format!("invalid {rtype} record data: {e}");
+    match rtype {
+        RecordType::A | RecordType::AAAA => {
+            let [t] = toks else {
+                return Err(format!(
+                    "{rtype} record takes exactly one address, found {}",
+                    toks.len()
+                ));
+            };
+            return if rtype == RecordType::A {
+                Ipv4Addr::from_str(&t.text)
+                    .map(|a| RData::A(A(a)))
+                    .map_err(|_| format!("invalid IPv4 address '{}'", t.text))
+            } else {
+                Ipv6Addr::from_str(&t.text)
+                    .map(|a| RData::AAAA(AAAA(a)))
+                    .map_err(|_| format!("invalid IPv6 address '{}'", t.text))
+            };
+        }
+        _ => {}
+    }
+    let origin_text = origin.to_string();
+    let mut line = format!("@ 0 IN {rtype}");
+    for t in toks {
+        line.push(' ');
+        line.push_str(if t.text == "@" { &origin_text } else { &t.text });
+    }
+    line.push('\n');
+    let (_, sets) = Parser::new(line, None, Some(origin.clone()))
+        .parse()
+        .map_err(|e| bad(&e))?;
+    let set = sets
+        .into_values()
+        .next()
+        .ok_or_else(|| bad(&"no record parsed"))?;
+    let record = set
+        .records_without_rrsigs()
+        .next()
+        .cloned()
+        .ok_or_else(|| bad(&"no record parsed"))?;
+    if record.record_type() != rtype {
+        return Err(bad(&format!("parsed as {}", record.record_type())));
+    }
+    Ok(record.data)
+}

@@ -1,0 +1,114 @@
+//! Zones: loading RFC 1035 master files with line-numbered diagnostics, validating what would
+//! break clients, and the in-memory form the DNS core answers from.
+//!
+//! The in-memory form is keyed by the lowercase wire form of each owner name, so the DNS core can
+//! look up every ancestor of a query name as a tail slice of one buffer: no allocation and
+//! O(labels) per lookup, where hickory's in-memory store scans the whole zone on a miss.
+
+mod lex;
+mod load;
+mod validate;
+
+use std::path::PathBuf;
+
+use hickory_proto::rr::{rdata::SOA, Name, RData, Record, RecordType};
+use rustc_hash::FxHashMap;
+
+pub use load::load_zone;
+pub(crate) use validate::name_from_wire;
+
+/// One RRset: every record of one type at one owner, with one TTL.
+#[derive(Debug, Clone)]
+pub struct RRset {
+    /// The records' type.
+    pub rtype: RecordType,
+    /// The records, in zone-file order, duplicates removed.
+    pub records: Vec<Record>,
+    /// Line of the first record, for diagnostics.
+    pub line: usize,
+    /// File of the first record, for diagnostics.
+    pub file: PathBuf,
+}
+
+/// One owner name and what it holds; empty non-terminals are nodes with no RRsets.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The owner name, lowercase, fully qualified.
+    pub name: Name,
+    /// Its RRsets, one per type.
+    pub rrsets: Vec<RRset>,
+    /// True where NS records sit below the apex: a zone cut, answered with a referral.
+    pub cut: bool,
+}
+
+impl Node {
+    /// The RRset of `rtype`, if any.
+    pub fn rrset(&self, rtype: RecordType) -> Option<&RRset> {
+        self.rrsets.iter().find(|s| s.rtype == rtype)
+    }
+}
+
+/// A loaded, validated zone.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// The apex, lowercase, fully qualified.
+    pub origin: Name,
+    /// The apex in lowercase wire form.
+    pub origin_wire: Box<[u8]>,
+    /// Every node, by lowercase wire-form name, ancestors up to the apex included.
+    pub nodes: FxHashMap<Box<[u8]>, Node>,
+    /// The SOA record as written.
+    pub soa: Record,
+    /// The SOA for negative answers: TTL = min(SOA TTL, MINIMUM) (RFC 2308 §3).
+    pub negative_soa: Record,
+    /// The zone file.
+    pub file: PathBuf,
+    /// Number of records.
+    pub record_count: usize,
+}
+
+impl Zone {
+    /// The node at `name` (lowercase wire form).
+    pub fn node(&self, wire: &[u8]) -> Option<&Node> {
+        self.nodes.get(wire)
+    }
+
+    /// The SOA serial.
+    pub fn serial(&self) -> u32 {
+        soa_of(&self.soa).map_or(0, |s| s.serial)
+    }
+}
+
+/// The SOA data of a record, if it is one.
+pub(crate) fn soa_of(r: &Record) -> Option<&SOA> {
+    match &r.data {
+        RData::SOA(soa) => Some(soa),
+        _ => None,
+    }
+}
+
+/// The lowercase wire form of `name` (labels with length bytes, then the root's 0).
+pub fn wire_lower(name: &Name) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(name.len() + 2);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out.into_boxed_slice()
+}
+
+/// Start offsets of each label in a wire-form name, the full name first; the root's empty suffix
+/// (offset of the final 0) is last.
+pub fn label_starts(wire: &[u8], out: &mut Vec<usize>) {
+    out.clear();
+    let mut i = 0;
+    while i < wire.len() {
+        out.push(i);
+        let len = wire[i] as usize;
+        if len == 0 {
+            break;
+        }
+        i += len + 1;
+    }
+}

@@ -1,0 +1,298 @@
+//! Turns loaded records into a [`Zone`], rejecting what would break clients: data outside the
+//! zone, a missing or misplaced SOA, no NS at the apex, a CNAME beside other data, MX/SRV/NS
+//! targets that are in-zone CNAMEs (RFC 2181 §10.3), delegations whose in-bailiwick name servers
+//! have no glue, and data hidden below a delegation.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use hickory_proto::rr::{Name, RData, RecordType};
+use rustc_hash::FxHashMap;
+
+use super::load::Placed;
+use super::{label_starts, soa_of, wire_lower, Node, RRset, Zone};
+use crate::diag::Diagnostic;
+
+/// Groups records into nodes and RRsets and validates the result.
+pub(super) fn build(
+    path: &Path,
+    origin: &Name,
+    placed: Vec<Placed>,
+    mut diags: Vec<Diagnostic>,
+) -> Result<(Zone, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let origin_wire = wire_lower(origin);
+    let mut nodes: FxHashMap<Box<[u8]>, Node> = FxHashMap::default();
+    let mut count = 0usize;
+
+    for p in &placed {
+        let name = &p.record.name;
+        if !origin.zone_of(name) {
+            diags.push(Diagnostic::error(
+                &p.file,
+                Some(p.line),
+                format!("owner {name} is outside the zone {origin}"),
+            ));
+            continue;
+        }
+        let node = nodes.entry(wire_lower(name)).or_insert_with(|| Node {
+            name: name.clone(),
+            rrsets: Vec::new(),
+            cut: false,
+        });
+        let rtype = p.record.record_type();
+        match node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
+            Some(set) => {
+                if set.records.iter().any(|r| r.data == p.record.data) {
+                    continue; // RFC 2181 §5: duplicate records are one record
+                }
+                let ttl = set.records[0].ttl;
+                let mut r = p.record.clone();
+                if r.ttl != ttl {
+                    diags.push(Diagnostic::warning(
+                        &p.file,
+                        Some(p.line),
+                        format!(
+                            "TTL {} differs from the TTL {ttl} of the other {rtype} records of {name}; using {ttl} (RFC 2181 §5.2)",
+                            r.ttl
+                        ),
+                    ));
+                    r.ttl = ttl;
+                }
+                set.records.push(r);
+            }
+            None => node.rrsets.push(RRset {
+                rtype,
+                records: vec![p.record.clone()],
+                line: p.line,
+                file: p.file.clone(),
+            }),
+        }
+        count += 1;
+    }
+
+    // SOA: exactly one, at the apex.
+    for p in placed
+        .iter()
+        .filter(|p| p.record.record_type() == RecordType::SOA)
+    {
+        if p.record.name != *origin {
+            diags.push(Diagnostic::error(
+                &p.file,
+                Some(p.line),
+                format!(
+                    "SOA record at {} is not at the zone apex {origin}",
+                    p.record.name
+                ),
+            ));
+        }
+    }
+    let apex = nodes.get(&origin_wire);
+    let soa = apex
+        .and_then(|n| n.rrset(RecordType::SOA))
+        .map(|s| (s.records[0].clone(), s.records.len(), s.file.clone()));
+    match &soa {
+        None => diags.push(Diagnostic::error(
+            path,
+            None,
+            format!("zone {origin} has no SOA record at its apex"),
+        )),
+        Some((_, n, file)) if *n > 1 => diags.push(Diagnostic::error(
+            file,
+            Some(line_of_nth(&placed, origin, RecordType::SOA, 1)),
+            format!("zone {origin} has more than one SOA record"),
+        )),
+        Some(_) => {}
+    }
+    if apex.and_then(|n| n.rrset(RecordType::NS)).is_none() {
+        diags.push(Diagnostic::error(
+            path,
+            None,
+            format!("zone {origin} has no NS records at its apex"),
+        ));
+    }
+
+    // CNAME must stand alone.
+    for node in nodes.values() {
+        let Some(cname) = node.rrset(RecordType::CNAME) else {
+            continue;
+        };
+        if cname.records.len() > 1 {
+            diags.push(Diagnostic::error(
+                &cname.file,
+                Some(line_of_nth(&placed, &node.name, RecordType::CNAME, 1)),
+                format!("{} has more than one CNAME record", node.name),
+            ));
+        }
+        let others: Vec<String> = node
+            .rrsets
+            .iter()
+            .filter(|s| s.rtype != RecordType::CNAME)
+            .map(|s| s.rtype.to_string())
+            .collect();
+        if !others.is_empty() {
+            diags.push(Diagnostic::error(
+                &cname.file,
+                Some(cname.line),
+                format!(
+                    "{} has a CNAME and other data ({}); a CNAME must stand alone (RFC 1034 §3.6.2)",
+                    node.name,
+                    others.join(", ")
+                ),
+            ));
+        }
+    }
+
+    // Zone cuts.
+    let mut cuts: Vec<Name> = Vec::new();
+    for (wire, node) in nodes.iter_mut() {
+        if **wire != *origin_wire && node.rrset(RecordType::NS).is_some() {
+            node.cut = true;
+            cuts.push(node.name.clone());
+        }
+    }
+
+    // Data at or below a cut: only NS at the cut and addresses (glue) below it are served.
+    for p in &placed {
+        let name = &p.record.name;
+        let rtype = p.record.record_type();
+        let Some(cut) = cuts.iter().find(|c| c.zone_of(name)) else {
+            continue;
+        };
+        let glue = matches!(rtype, RecordType::A | RecordType::AAAA);
+        let at_cut = name == cut;
+        let ok = if at_cut {
+            matches!(rtype, RecordType::NS | RecordType::DS) || glue
+        } else {
+            glue
+        };
+        if !ok {
+            diags.push(Diagnostic::error(
+                &p.file,
+                Some(p.line),
+                format!(
+                    "{rtype} record at {name} is at or below the delegation to {cut} and would never be served"
+                ),
+            ));
+        }
+    }
+
+    // Targets: MX, SRV and NS targets must not be CNAMEs; in-bailiwick name servers need glue.
+    for p in &placed {
+        let (kind, target) = match &p.record.data {
+            RData::MX(mx) => ("MX", &mx.exchange),
+            RData::SRV(srv) => ("SRV", &srv.target),
+            RData::NS(ns) => ("NS", &ns.0),
+            _ => continue,
+        };
+        if !origin.zone_of(target) || target.is_root() {
+            continue;
+        }
+        let node = nodes.get(&wire_lower(target));
+        if node.is_some_and(|n| n.rrset(RecordType::CNAME).is_some()) {
+            diags.push(Diagnostic::error(
+                &p.file,
+                Some(p.line),
+                format!("{kind} target {target} is a CNAME; it must be a name with A/AAAA records (RFC 2181 §10.3)"),
+            ));
+            continue;
+        }
+        let has_addr = node.is_some_and(|n| {
+            n.rrset(RecordType::A).is_some() || n.rrset(RecordType::AAAA).is_some()
+        });
+        if kind == "NS" && p.record.name != *origin {
+            if p.record.name.zone_of(target) && !has_addr {
+                diags.push(Diagnostic::error(
+                    &p.file,
+                    Some(p.line),
+                    format!(
+                        "delegation {}: name server {target} is inside the delegated zone but has no glue A/AAAA record",
+                        p.record.name
+                    ),
+                ));
+            }
+        } else if !has_addr {
+            diags.push(Diagnostic::warning(
+                &p.file,
+                Some(p.line),
+                format!("{kind} target {target} is in this zone but has no A or AAAA record"),
+            ));
+        }
+    }
+
+    if diags.iter().any(Diagnostic::is_error) {
+        sort(&mut diags);
+        return Err(diags);
+    }
+
+    // Empty non-terminals: every ancestor between an owner and the apex exists as a node.
+    let mut starts = Vec::new();
+    let mut ents: BTreeSet<Box<[u8]>> = BTreeSet::new();
+    for wire in nodes.keys() {
+        label_starts(wire, &mut starts);
+        for &s in &starts[1..] {
+            let tail = &wire[s..];
+            if tail.len() <= origin_wire.len() {
+                break;
+            }
+            if !nodes.contains_key(tail) {
+                ents.insert(tail.into());
+            }
+        }
+    }
+    for wire in ents {
+        let name = name_from_wire(&wire);
+        nodes.insert(
+            wire,
+            Node {
+                name,
+                rrsets: Vec::new(),
+                cut: false,
+            },
+        );
+    }
+
+    let soa = soa.expect("checked above: the apex has an SOA").0;
+    let mut negative_soa = soa.clone();
+    let minimum = soa_of(&soa).map_or(0, |s| s.minimum);
+    negative_soa.ttl = soa.ttl.min(minimum);
+
+    sort(&mut diags);
+    Ok((
+        Zone {
+            origin: origin.clone(),
+            origin_wire,
+            nodes,
+            soa,
+            negative_soa,
+            file: path.to_path_buf(),
+            record_count: count,
+        },
+        diags,
+    ))
+}
+
+fn line_of_nth(placed: &[Placed], name: &Name, rtype: RecordType, nth: usize) -> usize {
+    placed
+        .iter()
+        .filter(|p| p.record.name == *name && p.record.record_type() == rtype)
+        .nth(nth)
+        .map_or(0, |p| p.line)
+}
+
+fn sort(diags: &mut [Diagnostic]) {
+    diags.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
+}
+
+/// A name from its lowercase wire form (the inverse of [`wire_lower`]).
+pub(crate) fn name_from_wire(wire: &[u8]) -> Name {
+    let mut labels = Vec::new();
+    let mut i = 0;
+    while i < wire.len() && wire[i] != 0 {
+        let len = wire[i] as usize;
+        labels.push(&wire[i + 1..i + 1 + len]);
+        i += len + 1;
+    }
+    let mut n = Name::from_labels(labels).expect("labels came from a valid name");
+    n.set_fqdn(true);
+    n
+}
