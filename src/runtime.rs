@@ -71,6 +71,8 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
                 addr: tcp_addr,
                 source,
             })?;
+        info!(local_addr = %tcp_addr_bound(&listener, tcp_addr), "listening for DNS/TCP");
+        info!(local_addr = %tcp_addr_bound(&listener, tcp_addr), workers = socks.len(), "listening for DNS/UDP");
         threads.extend(dns::udp::serve(
             socks,
             store.clone(),
@@ -101,6 +103,10 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
     .await
     .ok();
     Ok(())
+}
+
+fn tcp_addr_bound(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {
+    l.local_addr().unwrap_or(fallback)
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::{handle, Stats, Transport};
 use crate::state::Store;
@@ -36,9 +36,6 @@ pub async fn serve(
     opts: TcpOptions,
     token: CancellationToken,
 ) {
-    if let Ok(local_addr) = listener.local_addr() {
-        info!(%local_addr, "listening for DNS/TCP");
-    }
     let permits = Arc::new(Semaphore::new(opts.max_connections));
     let mut conns = JoinSet::new();
     loop {

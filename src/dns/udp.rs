@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::{handle, Stats, Transport};
 use crate::state::Store;
@@ -65,9 +65,6 @@ pub fn serve(
 }
 
 fn worker(sock: &UdpSocket, store: &Store, stats: &Stats, token: &CancellationToken) {
-    if let Ok(local_addr) = sock.local_addr() {
-        info!(%local_addr, "listening for DNS/UDP");
-    }
     let mut cache = arc_swap::Cache::new(&**store);
     let mut rx = vec![0u8; 65535];
     let mut tx = Vec::with_capacity(4096);

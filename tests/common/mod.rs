@@ -1,0 +1,229 @@
+//! Shared test harness: start the real `mailns` binary on 127.0.0.1 with an ephemeral port,
+//! find its port in the log, and talk DNS to it (and to peers) over real sockets.
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+/// Folder of the test data files.
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+/// Fails the test with an install hint when a tool the tests need is missing.
+pub fn require_tool(tool: &str) -> PathBuf {
+    for dir in [
+        "/usr/bin",
+        "/usr/sbin",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+        "/bin",
+        "/sbin",
+    ] {
+        let p = Path::new(dir).join(tool);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{tool} is not installed; run the README's test command, which installs what the tests need");
+}
+
+/// A running mailns.
+pub struct Mailns {
+    child: Child,
+    /// Where it answers DNS (UDP and TCP).
+    pub addr: SocketAddr,
+    /// Its working folder (config, zones).
+    pub dir: tempfile::TempDir,
+    /// Log lines seen so far.
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Mailns {
+    /// Starts mailns serving `zone_file` (copied with `extra` files from tests/data) as `origin`.
+    pub fn start(origin: &str, zone_file: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in std::iter::once(&zone_file).chain(extra) {
+            std::fs::copy(data_dir().join(f), dir.path().join(f)).expect("copy test data");
+        }
+        let config = format!(
+            "[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 2\ntcp_idle_timeout = \"2s\"\ntcp_max_connections = 8\n\n[[zone]]\nname = \"{origin}\"\nfile = \"{zone_file}\"\n"
+        );
+        Self::start_config(dir, &config)
+    }
+
+    /// Starts mailns with `config` written into `dir`.
+    pub fn start_config(dir: tempfile::TempDir, config: &str) -> Self {
+        let path = dir.path().join("mailns.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mailns"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mailns");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut addr = None;
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("mailns did not log its DNS/TCP listener in time");
+            if line.contains("listening for DNS/TCP") {
+                addr = line
+                    .split("local_addr=")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                    .and_then(|s| s.parse().ok());
+            }
+            if line.contains("mailns ready") {
+                break;
+            }
+        }
+        Self {
+            child,
+            addr: addr.expect("a DNS/TCP listener address in the log"),
+            dir,
+            log: rx,
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        let status = self.child.wait().expect("wait");
+        std::mem::forget(self);
+        status
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Mailns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A query message: `name`/`rtype`, RD off, with EDNS at `payload` if given.
+pub fn query(name: &str, rtype: RecordType, payload: Option<u16>) -> Vec<u8> {
+    let mut m = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = false;
+    m.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
+    if let Some(p) = payload {
+        let mut e = Edns::new();
+        e.set_max_payload(p);
+        m.edns = Some(e);
+    }
+    m.to_vec().expect("encode query")
+}
+
+fn rand_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(4242);
+    NEXT.fetch_add(7919, Ordering::Relaxed)
+}
+
+/// Sends `packet` over UDP and returns the raw reply, or None after a 2 s timeout.
+pub fn udp_raw(addr: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.send_to(packet, addr).expect("send");
+    let mut buf = vec![0u8; 65535];
+    match sock.recv(&mut buf) {
+        Ok(n) => Some(buf[..n].to_vec()),
+        Err(_) => None,
+    }
+}
+
+/// Sends `packet` over a new TCP connection and returns the reply.
+pub fn tcp_raw(addr: SocketAddr, packet: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(packet);
+    s.write_all(&framed).expect("write");
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).expect("read length");
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).expect("read message");
+    buf
+}
+
+/// UDP query, parsed.
+pub fn udp(addr: SocketAddr, name: &str, rtype: RecordType, payload: Option<u16>) -> Message {
+    let raw = udp_raw(addr, &query(name, rtype, payload)).expect("an answer over UDP");
+    Message::from_vec(&raw).expect("a parsable answer")
+}
+
+/// TCP query, parsed.
+pub fn tcp(addr: SocketAddr, name: &str, rtype: RecordType, payload: Option<u16>) -> Message {
+    Message::from_vec(&tcp_raw(addr, &query(name, rtype, payload))).expect("a parsable answer")
+}
+
+/// Runs `dig @addr -p port args...` and returns its stdout.
+pub fn dig(addr: SocketAddr, args: &[&str]) -> String {
+    tool_query("dig", addr, args)
+}
+
+/// Runs `kdig @addr -p port args...` and returns its stdout.
+pub fn kdig(addr: SocketAddr, args: &[&str]) -> String {
+    tool_query("kdig", addr, args)
+}
+
+fn tool_query(tool: &str, addr: SocketAddr, args: &[&str]) -> String {
+    let bin = require_tool(tool);
+    let out = Command::new(bin)
+        .arg(format!("@{}", addr.ip()))
+        .args(["-p", &addr.port().to_string(), "+time=2"])
+        .arg(if tool == "kdig" {
+            "+retry=0"
+        } else {
+            "+tries=1"
+        })
+        .args(args)
+        .output()
+        .expect("run the tool");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A free port on 127.0.0.1 for both UDP and TCP (for peers that cannot be told port 0).
+pub fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Parses `s` as a name.
+pub fn name(s: &str) -> Name {
+    Name::from_str(s).expect("name")
+}
