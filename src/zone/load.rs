@@ -45,7 +45,7 @@ pub fn load_zone(path: &Path, origin: &Name) -> Result<(Zone, Vec<Diagnostic>), 
         diags: Vec::new(),
         records: Vec::new(),
     };
-    loader.file(path, &origin, None, 0);
+    loader.file(path, &origin, None, None, 0);
     if loader.diags.iter().any(Diagnostic::is_error) {
         return Err(loader.diags);
     }
@@ -66,7 +66,14 @@ struct FileState {
 }
 
 impl Loader {
-    fn file(&mut self, path: &Path, origin: &Name, from: Option<(&Path, usize)>, depth: usize) {
+    fn file(
+        &mut self,
+        path: &Path,
+        origin: &Name,
+        ttl: Option<u32>,
+        from: Option<(&Path, usize)>,
+        depth: usize,
+    ) {
         let text = match fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
@@ -92,7 +99,7 @@ impl Loader {
         };
         let mut st = FileState {
             origin: origin.clone(),
-            default_ttl: None,
+            default_ttl: ttl,
             last_ttl: None,
             last_owner: None,
         };
@@ -223,7 +230,9 @@ impl Loader {
                 }
                 let name = file.text.trim_matches('"');
                 let target = path.parent().unwrap_or(Path::new(".")).join(name);
-                self.file(&target, &origin, Some((path, entry.line)), depth + 1);
+                // The included file starts with this file's TTL default (as BIND and Knot do).
+                let ttl = st.default_ttl.or(st.last_ttl);
+                self.file(&target, &origin, ttl, Some((path, entry.line)), depth + 1);
                 Ok(())
             }
             d => Err(format!("unsupported directive {d}")),

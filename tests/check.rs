@@ -1,0 +1,373 @@
+//! `mailns check`: every broken zone or config names the file, the line and what is wrong, exits 1,
+//! and binds nothing; good files pass with exit 0.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Lines 1-5 of every test zone: a valid apex.
+const HEAD: &str = "$ORIGIN z.test.\n$TTL 300\n@ SOA ns1 hostmaster 1 7200 900 1209600 60\n@ NS ns1\nns1 A 127.0.0.1\n";
+
+/// Writes `zone` (and `extra` files) beside a config naming it, runs `mailns check`.
+fn check(zone: &str, extra: &[(&str, &str)]) -> (i32, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("z.zone"), zone).unwrap();
+    for (name, text) in extra {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let cfg = dir.path().join("mailns.toml");
+    std::fs::write(&cfg, "[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n").unwrap();
+    run_check(&cfg, dir)
+}
+
+fn run_check(cfg: &Path, dir: tempfile::TempDir) -> (i32, String, tempfile::TempDir) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mailns"))
+        .args(["check", "--config"])
+        .arg(cfg)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        dir,
+    )
+}
+
+/// Asserts `mailns check` fails with exactly `file:line: message` among its lines.
+fn expect(zone: &str, extra: &[(&str, &str)], file: &str, line: Option<usize>, message: &str) {
+    let (code, out, dir) = check(zone, extra);
+    assert_eq!(code, 1, "exit code; output:\n{out}");
+    let path = dir.path().join(file);
+    let want = match line {
+        Some(l) => format!("{}:{l}: {message}", path.display()),
+        None => format!("{}: {message}", path.display()),
+    };
+    assert!(
+        out.lines()
+            .any(|l| l == want
+                || (message.ends_with('…') && l.starts_with(want.trim_end_matches('…')))),
+        "expected line:\n{want}\ngot:\n{out}"
+    );
+}
+
+macro_rules! broken {
+    ($name:ident, $zone:expr, $line:expr, $msg:expr) => {
+        #[test]
+        fn $name() {
+            expect(&$zone, &[], "z.zone", $line, $msg);
+        }
+    };
+}
+
+broken!(
+    record_without_type,
+    format!("{HEAD}www 3600 IN\n"),
+    Some(6),
+    "record for www.z.test. has no type (expected e.g. A, MX, TXT after the owner, TTL and class)"
+);
+broken!(
+    bad_ipv4,
+    format!("{HEAD}www A 127.0.0.300\n"),
+    Some(6),
+    "invalid IPv4 address '127.0.0.300'"
+);
+broken!(
+    ipv4_in_aaaa,
+    format!("{HEAD}www AAAA 127.0.0.1\n"),
+    Some(6),
+    "invalid IPv6 address '127.0.0.1'"
+);
+broken!(
+    unknown_type,
+    format!("{HEAD}www FOO bar\n"),
+    Some(6),
+    "unknown record type 'FOO'"
+);
+broken!(
+    cname_and_other_data,
+    format!("{HEAD}www CNAME ns1\nwww A 127.0.0.2\n"),
+    Some(6),
+    "www.z.test. has a CNAME and other data (A); a CNAME must stand alone (RFC 1034 §3.6.2)"
+);
+broken!(
+    mx_target_is_cname,
+    format!("{HEAD}@ MX 10 alias\nalias CNAME ns1\n"),
+    Some(6),
+    "MX target alias.z.test. is a CNAME; it must be a name with A/AAAA records (RFC 2181 §10.3)"
+);
+broken!(
+    srv_target_is_cname,
+    format!("{HEAD}alias CNAME ns1\n_autodiscover._tcp SRV 0 0 443 alias\n"),
+    Some(7),
+    "SRV target alias.z.test. is a CNAME; it must be a name with A/AAAA records (RFC 2181 §10.3)"
+);
+broken!(
+    missing_soa,
+    "$ORIGIN z.test.\n$TTL 300\n@ NS ns1\nns1 A 127.0.0.1\n",
+    None,
+    "zone z.test. has no SOA record at its apex"
+);
+broken!(
+    missing_apex_ns,
+    "$TTL 300\n@ SOA ns1 h 1 2 3 4 5\nns1 A 127.0.0.1\n",
+    None,
+    "zone z.test. has no NS records at its apex"
+);
+broken!(
+    owner_outside_zone,
+    format!("{HEAD}www.other.test. A 127.0.0.1\n"),
+    Some(6),
+    "owner www.other.test. is outside the zone z.test."
+);
+broken!(
+    unclosed_parenthesis,
+    format!("{HEAD}www TXT ( \"a\"\n\"b\"\n"),
+    Some(6),
+    "'(' is never closed"
+);
+broken!(
+    unterminated_quote,
+    format!("{HEAD}www TXT \"abc\nx A 127.0.0.1\n"),
+    Some(6),
+    "unterminated quoted string"
+);
+broken!(
+    bad_ttl,
+    format!("{HEAD}www 12x A 127.0.0.1\n"),
+    Some(6),
+    "invalid TTL '12x'"
+);
+broken!(
+    ttl_too_large,
+    format!("{HEAD}www 4294967295 A 127.0.0.1\n"),
+    Some(6),
+    "TTL 4294967295 is larger than 2147483647 (RFC 2181 §8)"
+);
+broken!(
+    other_class,
+    format!("{HEAD}www CH A 127.0.0.1\n"),
+    Some(6),
+    "class CH is not supported; mailns serves class IN only"
+);
+broken!(delegation_without_glue, format!("{HEAD}sub NS ns.sub\n"), Some(6),
+    "delegation sub.z.test.: name server ns.sub.z.test. is inside the delegated zone but has no glue A/AAAA record");
+broken!(data_below_delegation, format!("{HEAD}sub NS ns.other.test.\nwww.sub TXT \"x\"\n"), Some(7),
+    "TXT record at www.sub.z.test. is at or below the delegation to sub.z.test. and would never be served");
+broken!(
+    soa_not_at_apex,
+    format!("{HEAD}www SOA ns1 h 1 2 3 4 5\n"),
+    Some(6),
+    "SOA record at www.z.test. is not at the zone apex z.test."
+);
+broken!(
+    unsupported_directive,
+    format!("{HEAD}$GENERATE 1-10 host$ A 127.0.0.$\n"),
+    Some(6),
+    "unsupported directive $GENERATE"
+);
+broken!(
+    blank_owner_first,
+    "  A 127.0.0.1\n",
+    Some(1),
+    "record has no owner name and no previous record to take it from"
+);
+broken!(
+    no_ttl_anywhere,
+    "$ORIGIN z.test.\n@ SOA ns1 h 1 2 3 4 5\n",
+    Some(2),
+    "record has no TTL and none is set before it: add a $TTL line or a TTL to the record"
+);
+broken!(
+    bad_mx_data,
+    format!("{HEAD}@ MX ten mx\n"),
+    Some(6),
+    "invalid MX record data: …"
+);
+broken!(
+    a_with_two_addresses,
+    format!("{HEAD}www A 127.0.0.1 127.0.0.2\n"),
+    Some(6),
+    "A record takes exactly one address, found 2"
+);
+broken!(
+    record_without_data,
+    format!("{HEAD}www TXT\n"),
+    Some(6),
+    "TXT record for www.z.test. has no data"
+);
+broken!(
+    two_cnames,
+    format!("{HEAD}www CNAME a\nwww CNAME b\na A 127.0.0.1\nb A 127.0.0.2\n"),
+    Some(7),
+    "www.z.test. has more than one CNAME record"
+);
+
+#[test]
+fn missing_include_names_the_including_line() {
+    let (code, out, dir) = check(&format!("{HEAD}$INCLUDE nothere.inc\n"), &[]);
+    assert_eq!(code, 1);
+    let want = format!(
+        "{}:6: cannot read included file {}: ",
+        dir.path().join("z.zone").display(),
+        dir.path().join("nothere.inc").display()
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with(&want)),
+        "want {want}\ngot {out}"
+    );
+}
+
+#[test]
+fn error_in_an_include_names_the_included_file() {
+    expect(
+        &format!("{HEAD}$INCLUDE hosts.inc\n"),
+        &[("hosts.inc", "a A 127.0.0.1\n\nb A 300.1.1.1\n")],
+        "hosts.inc",
+        Some(3),
+        "invalid IPv4 address '300.1.1.1'",
+    );
+}
+
+#[test]
+fn include_with_origin_does_not_leak_its_origin() {
+    let zone = format!("{HEAD}$INCLUDE sub.inc sub.z.test.\nafter A 127.0.0.9\n");
+    let (code, out, _dir) = check(
+        &zone,
+        &[("sub.inc", "$ORIGIN deeper.sub.z.test.\nx A 127.0.0.8\n")],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("zone z.test. serial 1: 5 records, ok"),
+        "{out}"
+    );
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let (code, out, dir) = check(&format!("{HEAD}a A 1.2.3\nb AAAA zz\nc BOGUS x\n"), &[]);
+    assert_eq!(code, 1);
+    let p = dir.path().join("z.zone").display().to_string();
+    for l in [6, 7, 8] {
+        assert!(
+            out.contains(&format!("{p}:{l}: ")),
+            "line {l} missing:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn a_good_zone_passes_with_warnings_only() {
+    let zone = format!("{HEAD}@ MX 10 mx\nwww 60 A 127.0.0.2\nwww 120 A 127.0.0.3\n");
+    let (code, out, dir) = check(&zone, &[]);
+    assert_eq!(code, 0, "{out}");
+    let p = dir.path().join("z.zone").display().to_string();
+    assert!(
+        out.contains(&format!(
+            "{p}:6: warning: MX target mx.z.test. is in this zone but has no A or AAAA record"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{p}:8: warning: TTL 120 differs from the TTL 60")),
+        "{out}"
+    );
+}
+
+#[test]
+fn shipped_default_config_passes() {
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mailns.toml");
+    let (code, out, _d) = run_check(&cfg, tempfile::tempdir().unwrap());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("zone mail.example.test. serial"), "{out}");
+}
+
+fn config_error(config: &str, line: Option<usize>, message: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("z.zone"), HEAD).unwrap();
+    let cfg = dir.path().join("mailns.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let (code, out, dir) = run_check(&cfg, dir);
+    assert_eq!(code, 1, "{out}");
+    let p = dir.path().join("mailns.toml").display().to_string();
+    let want = match line {
+        Some(l) => format!("{p}:{l}: {message}"),
+        None => format!("{p}: {message}"),
+    };
+    assert!(
+        out.lines().any(|l| l.starts_with(&want)),
+        "want {want}\ngot {out}"
+    );
+}
+
+#[test]
+fn config_unknown_key_is_rejected_in_every_table() {
+    config_error(
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\nlisten_udp = 1\n",
+        Some(3),
+        "unknown field `listen_udp`",
+    );
+    config_error(
+        "[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\nserial = 1\n",
+        Some(4),
+        "unknown field `serial`",
+    );
+    config_error("[dsn]\n", Some(1), "unknown field `dsn`");
+}
+
+#[test]
+fn config_values_are_validated_with_lines() {
+    config_error(
+        "[dns]\nlisten = [\"127.0.0.1\"]\n[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n",
+        Some(2),
+        "dns.listen: '127.0.0.1' is not an address:port",
+    );
+    config_error(
+        "[dns]\ntcp_idle_timeout = \"soon\"\n[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n",
+        Some(2),
+        "dns.tcp_idle_timeout: 'soon' is not a positive duration",
+    );
+    config_error("[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n[[zone]]\nname = \"Z.test.\"\nfile = \"z.zone\"\n", Some(5),
+        "zone z.test. is configured twice");
+    config_error(
+        "[[zone]]\nname = \"z.test\"\nfile = \"gone.zone\"\n",
+        Some(3),
+        "zone z.test.: file ",
+    );
+    config_error(
+        "[dns]\n",
+        None,
+        "no [[zone]] configured: there is nothing to serve",
+    );
+    config_error(
+        "[[zone]]\nname = \"z.test\"\nfile = 7\n",
+        Some(3),
+        "invalid type: integer `7`, expected a string",
+    );
+}
+
+#[test]
+fn run_with_a_broken_zone_fails_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("z.zone"), format!("{HEAD}www A nope\n")).unwrap();
+    let cfg = dir.path().join("mailns.toml");
+    std::fs::write(
+        &cfg,
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\n[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mailns"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "EX_CONFIG");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:6: invalid IPv4 address 'nope'",
+            dir.path().join("z.zone").display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("listening"), "{err}");
+}
