@@ -126,7 +126,7 @@ fn case_variant(name: &str, seed: usize) -> String {
     name.chars()
         .enumerate()
         .map(|(i, c)| {
-            if (i + seed) % 3 == 0 {
+            if (i + seed).is_multiple_of(3) {
                 c.to_ascii_uppercase()
             } else {
                 c
