@@ -240,3 +240,103 @@ fn add_target_addresses<'z>(zone: &'z Zone, records: &'z [Record], ans: &mut Ans
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::Name;
+
+    use super::*;
+    use crate::dns::tests::{snapshot, ZONE};
+    use crate::zone::wire_lower;
+
+    fn resolve_name<'z>(
+        zones: &'z ZoneSet,
+        name: &str,
+        t: RecordType,
+        minimal: bool,
+    ) -> Answer<'z> {
+        let wire = wire_lower(&Name::from_ascii(name).unwrap());
+        // Leak the wire name for the test: Answer borrows only the zones.
+        resolve(zones, Box::leak(wire), t, minimal)
+    }
+
+    #[test]
+    fn hits_misses_and_refusals() {
+        let snap = snapshot("z.test", ZONE);
+        let z = &snap.zones;
+        let a = resolve_name(z, "OWA.z.test.", RecordType::A, true);
+        assert_eq!(
+            (a.rcode, a.authoritative, a.answers.len()),
+            (ResponseCode::NoError, true, 2)
+        );
+        let nx = resolve_name(z, "x.owa.z.test.", RecordType::A, true);
+        assert_eq!(nx.rcode, ResponseCode::NXDomain);
+        assert_eq!(nx.authority[0].ttl, 60, "min(SOA TTL 300, MINIMUM 60)");
+        let out = resolve_name(z, "other.test.", RecordType::A, true);
+        assert_eq!(
+            (out.rcode, out.authoritative),
+            (ResponseCode::Refused, false)
+        );
+    }
+
+    #[test]
+    fn mx_answers_carry_target_addresses() {
+        let snap = snapshot("z.test", ZONE);
+        let mx = resolve_name(&snap.zones, "z.test.", RecordType::MX, true);
+        assert_eq!(mx.additional.len(), 1);
+        assert_eq!(mx.additional[0].data.to_string(), "127.0.0.2");
+    }
+
+    #[test]
+    fn wildcard_synthesis_renames_the_owner() {
+        let snap = snapshot("z.test", ZONE);
+        let w = resolve_name(&snap.zones, "a.b.w.z.test.", RecordType::TXT, true);
+        assert_eq!(w.answers.len(), 1);
+        assert_eq!(w.answers[0].name.to_string(), "a.b.w.z.test.");
+        let ent = resolve_name(&snap.zones, "w.z.test.", RecordType::TXT, true);
+        assert!(ent.answers.is_empty());
+        assert_eq!(
+            ent.rcode,
+            ResponseCode::NoError,
+            "w is an empty non-terminal"
+        );
+    }
+
+    #[test]
+    fn any_is_minimal_only_when_asked() {
+        let snap = snapshot("z.test", ZONE);
+        assert_eq!(
+            resolve_name(&snap.zones, "z.test.", RecordType::ANY, true)
+                .answers
+                .len(),
+            1
+        );
+        assert!(
+            resolve_name(&snap.zones, "z.test.", RecordType::ANY, false)
+                .answers
+                .len()
+                >= 3
+        );
+    }
+
+    #[test]
+    fn the_most_specific_zone_wins() {
+        let mut f1 = tempfile::NamedTempFile::new().unwrap();
+        let mut f2 = tempfile::NamedTempFile::new().unwrap();
+        use std::io::Write;
+        f1.write_all(
+            b"$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.1\nsub NS ns.elsewhere.test.\n",
+        )
+        .unwrap();
+        f2.write_all(b"$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.2\nwww A 127.0.0.3\n")
+            .unwrap();
+        let (a, _) =
+            crate::zone::load_zone(f1.path(), &Name::from_ascii("t.test").unwrap()).unwrap();
+        let (b, _) =
+            crate::zone::load_zone(f2.path(), &Name::from_ascii("sub.t.test").unwrap()).unwrap();
+        let zones = ZoneSet::new(vec![a, b]);
+        let r = resolve_name(&zones, "www.sub.t.test.", RecordType::A, true);
+        assert!(r.authoritative, "served from the child zone, not referred");
+        assert_eq!(r.answers[0].data.to_string(), "127.0.0.3");
+    }
+}

@@ -116,3 +116,167 @@ fn answer_slow(
         refuse(out, ResponseCode::ServFail);
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::io::Write;
+
+    use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query as HQuery};
+    use hickory_proto::rr::Name;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::zone::load_zone;
+
+    /// A snapshot of `zone` (text) loaded as `origin`.
+    pub(crate) fn snapshot(origin: &str, zone: &str) -> Snapshot {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(zone.as_bytes()).unwrap();
+        let (z, _) = load_zone(f.path(), &Name::from_ascii(origin).unwrap()).unwrap();
+        Snapshot::new(vec![z])
+    }
+
+    pub(crate) const ZONE: &str = "$ORIGIN z.test.\n$TTL 300\n@ SOA ns h 1 2 3 4 60\n@ NS ns\nns A 127.0.0.1\n\
+        @ MX 10 mx\nmx A 127.0.0.2\nowa 30 A 127.0.1.1\nowa 30 A 127.0.1.2\na CNAME b\nb CNAME a\n*.w TXT \"w\"\n";
+
+    pub(crate) fn ask(
+        snap: &Snapshot,
+        name: &str,
+        t: RecordType,
+        edns: bool,
+        transport: Transport,
+    ) -> Message {
+        let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+        m.add_query(HQuery::query(Name::from_ascii(name).unwrap(), t));
+        if edns {
+            m.edns = Some(Edns::new());
+        }
+        let mut out = Vec::new();
+        assert!(handle(
+            snap,
+            &m.to_vec().unwrap(),
+            transport,
+            &mut out,
+            &Stats::default()
+        ));
+        Message::from_vec(&out).unwrap()
+    }
+
+    #[test]
+    fn fast_and_general_paths_give_the_same_bytes() {
+        let snap = snapshot("z.test", ZONE);
+        for name in [
+            "owa.z.test.",
+            "z.test.",
+            "mx.z.test.",
+            "ns.z.test.",
+            "nope.z.test.",
+            "x.w.z.test.",
+        ] {
+            for t in [
+                RecordType::A,
+                RecordType::MX,
+                RecordType::NS,
+                RecordType::TXT,
+                RecordType::SOA,
+            ] {
+                for edns in [false, true] {
+                    let mut m = Message::new(9, MessageType::Query, OpCode::Query);
+                    m.metadata.recursion_desired = true;
+                    m.add_query(HQuery::query(Name::from_ascii(name).unwrap(), t));
+                    if edns {
+                        m.edns = Some(Edns::new());
+                    }
+                    let packet = m.to_vec().unwrap();
+                    let Parsed::Query(q) = wire::parse(&packet) else {
+                        panic!("parse")
+                    };
+                    let mut fast = Vec::new();
+                    let used_fast = snap.fast.answer(&q, 1232, &mut fast);
+                    let mut slow = Vec::new();
+                    answer_slow(&snap, &q, Transport::Udp, 1232, &mut slow);
+                    if used_fast {
+                        assert_eq!(fast, slow, "{name} {t} edns={edns}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_cname_loop_ends() {
+        let snap = snapshot("z.test", ZONE);
+        let m = ask(&snap, "a.z.test.", RecordType::A, false, Transport::Udp);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(m.answers.len(), 2);
+    }
+
+    #[test]
+    fn stats_count_fast_and_slow_paths() {
+        let snap = snapshot("z.test", ZONE);
+        let stats = Stats::default();
+        let mut out = Vec::new();
+        let mut m = Message::new(1, MessageType::Query, OpCode::Query);
+        m.add_query(HQuery::query(
+            Name::from_ascii("owa.z.test.").unwrap(),
+            RecordType::A,
+        ));
+        handle(
+            &snap,
+            &m.to_vec().unwrap(),
+            Transport::Udp,
+            &mut out,
+            &stats,
+        );
+        let mut m = Message::new(2, MessageType::Query, OpCode::Query);
+        m.add_query(HQuery::query(
+            Name::from_ascii("nope.z.test.").unwrap(),
+            RecordType::A,
+        ));
+        handle(
+            &snap,
+            &m.to_vec().unwrap(),
+            Transport::Udp,
+            &mut out,
+            &stats,
+        );
+        assert_eq!(stats.fast.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.slow.load(Ordering::Relaxed), 1);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Any bytes: no panic; an answer, when given, parses and echoes the ID.
+        #[test]
+        fn arbitrary_packets_never_panic(packet in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let snap = snapshot("z.test", ZONE);
+            let mut out = Vec::new();
+            for transport in [Transport::Udp, Transport::Tcp] {
+                if handle(&snap, &packet, transport, &mut out, &Stats::default()) {
+                    prop_assert_eq!(&out[..2], &packet[..2]);
+                    prop_assert!(out.len() >= 12);
+                    if transport == Transport::Udp {
+                        prop_assert!(out.len() <= 1232);
+                    }
+                }
+            }
+        }
+
+        /// A valid query mangled at one byte: still no panic, and every answer decodes.
+        #[test]
+        fn mangled_queries_get_decodable_answers(at in 0usize..40, byte in any::<u8>(), t in 0u16..300) {
+            let snap = snapshot("z.test", ZONE);
+            let mut m = Message::new(3, MessageType::Query, OpCode::Query);
+            m.add_query(HQuery::query(Name::from_ascii("owa.z.test.").unwrap(), RecordType::from(t)));
+            m.edns = Some(Edns::new());
+            let mut p = m.to_vec().unwrap();
+            let at = at % p.len();
+            p[at] = byte;
+            let mut out = Vec::new();
+            if handle(&snap, &p, Transport::Udp, &mut out, &Stats::default()) {
+                prop_assert!(Message::from_vec(&out).is_ok(), "undecodable answer to {:?}", p);
+            }
+        }
+    }
+}

@@ -40,7 +40,8 @@ pub(crate) struct Placed {
 /// # Errors
 /// Every problem found, as `path:line: message` diagnostics; warnings ride along in the `Ok` case.
 pub fn load_zone(path: &Path, origin: &Name) -> Result<(Zone, Vec<Diagnostic>), Vec<Diagnostic>> {
-    let origin = origin.to_lowercase();
+    let mut origin = origin.to_lowercase();
+    origin.set_fqdn(true);
     let mut loader = Loader {
         diags: Vec::new(),
         records: Vec::new(),
