@@ -561,3 +561,39 @@ fn no_log_line_per_query() {
     let lines: Vec<String> = s.log.try_iter().collect();
     assert!(lines.is_empty(), "unexpected log lines: {lines:?}");
 }
+
+#[test]
+fn several_zones_ipv6_and_a_clean_exit_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["contoso.zone", "big.inc"] {
+        std::fs::copy(data_dir().join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("second.zone"),
+        "$TTL 60\n@ SOA ns1 h 7 2 3 4 5\n@ NS ns1\nns1 A 127.0.0.53\nowa A 127.0.9.1\n",
+    )
+    .unwrap();
+    let config = "[dns]\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\nudp_workers = 1\n\n\
+        [[zone]]\nname = \"mail.contoso.test\"\nfile = \"contoso.zone\"\n\n\
+        [[zone]]\nname = \"mail.fabrikam.test\"\nfile = \"second.zone\"\n";
+    let s = Mailns::start_config(dir, config);
+    assert_eq!(s.addrs.len(), 2);
+    let v6 = s.addrs[1];
+    assert!(v6.is_ipv6());
+    for addr in [s.addr, v6] {
+        let a = udp(addr, "owa.mail.fabrikam.test.", RecordType::A, None);
+        assert_eq!(rdatas(&a.answers, RecordType::A), ["127.0.9.1"]);
+        let b = tcp(addr, &n("owa"), RecordType::A, None);
+        assert_eq!(b.answers.len(), 3);
+        let soa = udp(addr, "mail.fabrikam.test.", RecordType::SOA, None);
+        assert!(
+            soa.answers[0].data.to_string().contains(" 7 "),
+            "{:?}",
+            soa.answers
+        );
+    }
+    let started = Instant::now();
+    let status = s.stop();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

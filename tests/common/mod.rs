@@ -39,8 +39,10 @@ pub fn require_tool(tool: &str) -> PathBuf {
 /// A running mailns.
 pub struct Mailns {
     child: Child,
-    /// Where it answers DNS (UDP and TCP).
+    /// Where it answers DNS (UDP and TCP): the first listener.
     pub addr: SocketAddr,
+    /// Every DNS listener, in config order.
+    pub addrs: Vec<SocketAddr>,
     /// Its working folder (config, zones).
     pub dir: tempfile::TempDir,
     /// Log lines seen so far.
@@ -81,17 +83,18 @@ impl Mailns {
                 }
             }
         });
-        let mut addr = None;
+        let mut addrs = Vec::new();
         loop {
             let line = rx
                 .recv_timeout(Duration::from_secs(20))
                 .expect("mailns did not log its DNS/TCP listener in time");
             if line.contains("listening for DNS/TCP") {
-                addr = line
+                let addr: Option<SocketAddr> = line
                     .split("local_addr=")
                     .nth(1)
                     .and_then(|s| s.split_whitespace().next())
                     .and_then(|s| s.parse().ok());
+                addrs.extend(addr);
             }
             if line.contains("mailns ready") {
                 break;
@@ -99,7 +102,10 @@ impl Mailns {
         }
         Self {
             child,
-            addr: addr.expect("a DNS/TCP listener address in the log"),
+            addr: *addrs
+                .first()
+                .expect("a DNS/TCP listener address in the log"),
+            addrs,
             dir,
             log: rx,
         }
@@ -151,7 +157,12 @@ fn rand_id() -> u16 {
 
 /// Sends `packet` over UDP and returns the raw reply, or None after a 2 s timeout.
 pub fn udp_raw(addr: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let sock = UdpSocket::bind(if addr.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    })
+    .expect("bind");
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     sock.send_to(packet, addr).expect("send");
     let mut buf = vec![0u8; 65535];
