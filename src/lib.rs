@@ -8,9 +8,11 @@
 //! - [`runtime`]: start-up, signals, shutdown.
 //! - [`diag`]: diagnostics shared by config and zone loading.
 
+pub mod answer;
 pub mod config;
 pub mod diag;
 pub mod dns;
+pub mod health;
 pub mod runtime;
 pub mod state;
 pub mod zone;

@@ -18,6 +18,13 @@ use toml::Spanned;
 use crate::diag::{line_of, Diagnostic};
 use crate::zone::{load_zone, Zone};
 
+pub mod health;
+
+pub use health::{
+    AdminState, CheckDef, CheckKind, Fallback, HealthConfig, OtherSites, ServerDef, ServiceDef,
+    Timing,
+};
+
 /// The default config path, relative to the working directory.
 pub const DEFAULT_PATH: &str = "config/mailns.toml";
 
@@ -31,6 +38,18 @@ struct RawConfig {
     /// Zones served, one `[[zone]]` table each.
     #[serde(default, rename = "zone")]
     zones: Vec<RawZone>,
+    /// Health engine defaults.
+    #[serde(default)]
+    health: health::RawHealth,
+    /// Probe definitions.
+    #[serde(default, rename = "check")]
+    checks: Vec<health::RawCheck>,
+    /// Server metadata.
+    #[serde(default, rename = "server")]
+    servers: Vec<health::RawServer>,
+    /// Health-driven names.
+    #[serde(default, rename = "service")]
+    services: Vec<health::RawService>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +105,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Zones to serve.
     pub zones: Vec<ZoneConfig>,
+    /// Health checks and health-driven names.
+    pub health: HealthConfig,
 }
 
 /// DNS server settings.
@@ -226,6 +247,19 @@ impl Config {
                 line,
             });
         }
+        let origins: Vec<Name> = zones.iter().map(|z| z.origin.clone()).collect();
+        let health = health::validate(
+            &mut health::Cx {
+                path,
+                text,
+                diags: &mut diags,
+            },
+            raw.health,
+            raw.checks,
+            raw.servers,
+            raw.services,
+            &origins,
+        );
         if zones.is_empty() {
             diags.push(Diagnostic::error(
                 path,
@@ -243,6 +277,7 @@ impl Config {
                     tcp_max_connections: raw.dns.tcp_max_connections,
                 },
                 zones,
+                health,
             })
         } else {
             Err(diags)

@@ -25,7 +25,8 @@ pub struct Prebuilt {
 
 #[derive(Debug, Default)]
 struct Entry {
-    by_type: Vec<(RecordType, Prebuilt)>,
+    /// Per type, one response per rotation of a health-driven answer (one for static data).
+    by_type: Vec<(RecordType, Vec<Prebuilt>)>,
     /// For every type not in `by_type` (NODATA), where that does not depend on the type.
     other: Option<Prebuilt>,
 }
@@ -41,11 +42,11 @@ pub struct FastTable {
 impl FastTable {
     /// Builds the table for every name in `zones` that is not at or below a zone cut.
     pub fn build(zones: &ZoneSet) -> Self {
-        let mut t = Self::default();
+        let mut table = Self::default();
         for zone in &zones.zones {
             for (wire, node) in &zone.nodes {
-                if t.len >= MAX_ENTRIES {
-                    return t;
+                if table.len >= MAX_ENTRIES {
+                    return table;
                 }
                 if node.cut {
                     continue;
@@ -57,23 +58,28 @@ impl FastTable {
                     types.extend([RecordType::A, RecordType::AAAA]);
                 }
                 for t in types {
-                    if let Some(p) = prebuild(zones, wire, t) {
-                        e.by_type.push((t, p));
+                    let n = node.rrset(t).map_or(1, |s| s.rotations.len().max(1));
+                    let variants: Option<Vec<Prebuilt>> =
+                        (0..n).map(|r| prebuild(zones, wire, t, r)).collect();
+                    if let Some(v) = variants {
+                        table.len += v.len();
+                        e.by_type.push((t, v));
                     }
                 }
                 if !is_cname {
-                    e.other = prebuild(zones, wire, RecordType::NULL);
+                    e.other = prebuild(zones, wire, RecordType::NULL, 0);
+                    table.len += usize::from(e.other.is_some());
                 }
-                t.len += e.by_type.len() + usize::from(e.other.is_some());
-                t.names.insert(wire.clone(), e);
+                table.names.insert(wire.clone(), e);
             }
         }
-        t
+        table
     }
 
     /// The response for `q`, written into `out`, if the table has it and it fits `limit`.
+    /// `rotation` picks among the rotations of a health-driven answer.
     #[inline]
-    pub fn answer(&self, q: &Query<'_>, limit: usize, out: &mut Vec<u8>) -> bool {
+    pub fn answer(&self, q: &Query<'_>, limit: usize, rotation: usize, out: &mut Vec<u8>) -> bool {
         if q.qclass != 1 || is_special(q.qtype) {
             return false;
         }
@@ -81,7 +87,7 @@ impl FastTable {
             return false;
         };
         let pre = match entry.by_type.iter().find(|(t, _)| *t == q.qtype) {
-            Some((_, p)) => p,
+            Some((_, v)) => &v[rotation % v.len()],
             None => match &entry.other {
                 Some(p) => p,
                 None => return false,
@@ -117,7 +123,7 @@ fn is_special(t: RecordType) -> bool {
     ) || matches!(t, RecordType::Unknown(128..=255))
 }
 
-fn prebuild(zones: &ZoneSet, wire: &[u8], qtype: RecordType) -> Option<Prebuilt> {
+fn prebuild(zones: &ZoneSet, wire: &[u8], qtype: RecordType, rotation: usize) -> Option<Prebuilt> {
     let mut question = Vec::with_capacity(wire.len() + 4);
     question.extend_from_slice(wire);
     question.extend_from_slice(&u16::from(qtype).to_be_bytes());
@@ -134,7 +140,7 @@ fn prebuild(zones: &ZoneSet, wire: &[u8], qtype: RecordType) -> Option<Prebuilt>
         edns: None,
     };
     q.qname_lower[..wire.len()].copy_from_slice(wire);
-    let ans = resolve(zones, wire, qtype, true);
+    let ans = resolve(zones, wire, qtype, true, rotation);
     if ans.rcode == ResponseCode::Refused {
         return None;
     }

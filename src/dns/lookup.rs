@@ -73,12 +73,14 @@ enum Find<'z> {
 }
 
 /// Answers `qname`/`qtype` from `zones`. `qwire` is the lowercase wire form of `qname`.
-/// `minimal_any` answers ANY with one RRset (RFC 8482; used over UDP).
+/// `minimal_any` answers ANY with one RRset (RFC 8482; used over UDP). `rotation` picks which
+/// rotation of a health-driven RRset is answered.
 pub fn resolve<'z>(
     zones: &'z ZoneSet,
     qwire: &[u8],
     qtype: RecordType,
     minimal_any: bool,
+    rotation: usize,
 ) -> Answer<'z> {
     let mut starts = Vec::with_capacity(16);
     label_starts(qwire, &mut starts);
@@ -141,8 +143,12 @@ pub fn resolve<'z>(
             }
             return ans;
         }
+        if node.servfail.contains(&qtype) {
+            ans.rcode = ResponseCode::ServFail;
+            return ans;
+        }
         if let Some(set) = node.rrset(qtype) {
-            ans.answers.extend(set.records.iter().map(take));
+            ans.answers.extend(set.rotated(rotation).iter().map(take));
             add_target_addresses(zone, &set.records, &mut ans);
             return ans;
         }
@@ -257,7 +263,7 @@ mod tests {
     ) -> Answer<'z> {
         let wire = wire_lower(&Name::from_ascii(name).unwrap());
         // Leak the wire name for the test: Answer borrows only the zones.
-        resolve(zones, Box::leak(wire), t, minimal)
+        resolve(zones, Box::leak(wire), t, minimal, 0)
     }
 
     #[test]

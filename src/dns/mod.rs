@@ -44,11 +44,13 @@ pub struct Stats {
 }
 
 /// Answers one DNS message. Writes the response into `out` and returns true, or returns false
-/// when the packet gets no answer at all.
+/// when the packet gets no answer at all. `rotation` (a per-worker counter) picks the rotation of
+/// health-driven answers.
 pub fn handle(
     snap: &Snapshot,
     packet: &[u8],
     transport: Transport,
+    rotation: usize,
     out: &mut Vec<u8>,
     stats: &Stats,
 ) -> bool {
@@ -72,13 +74,15 @@ pub fn handle(
         Transport::Udp => q.udp_limit(),
         Transport::Tcp => usize::from(u16::MAX),
     };
-    if q.opcode() == 0 && q.edns.is_none_or(|e| e.version == 0) && snap.fast.answer(&q, limit, out)
+    if q.opcode() == 0
+        && q.edns.is_none_or(|e| e.version == 0)
+        && snap.fast.answer(&q, limit, rotation, out)
     {
         stats.fast.fetch_add(1, Ordering::Relaxed);
         return true;
     }
     stats.slow.fetch_add(1, Ordering::Relaxed);
-    answer_slow(snap, &q, transport, limit, out);
+    answer_slow(snap, &q, transport, limit, rotation, out);
     true
 }
 
@@ -87,6 +91,7 @@ fn answer_slow(
     q: &Query<'_>,
     transport: Transport,
     limit: usize,
+    rotation: usize,
     out: &mut Vec<u8>,
 ) {
     let refuse =
@@ -108,7 +113,13 @@ fn answer_slow(
         RecordType::OPT | RecordType::TSIG => return refuse(out, ResponseCode::FormErr),
         _ => {}
     }
-    let ans = lookup::resolve(&snap.zones, q.qname(), q.qtype, transport == Transport::Udp);
+    let ans = lookup::resolve(
+        &snap.zones,
+        q.qname(),
+        q.qtype,
+        transport == Transport::Udp,
+        rotation,
+    );
     if ans.rcode == ResponseCode::Refused && !ans.authoritative {
         return refuse(out, ResponseCode::Refused);
     }
@@ -156,6 +167,7 @@ pub(crate) mod tests {
             snap,
             &m.to_vec().unwrap(),
             transport,
+            0,
             &mut out,
             &Stats::default()
         ));
@@ -192,9 +204,9 @@ pub(crate) mod tests {
                         panic!("parse")
                     };
                     let mut fast = Vec::new();
-                    let used_fast = snap.fast.answer(&q, 1232, &mut fast);
+                    let used_fast = snap.fast.answer(&q, 1232, 0, &mut fast);
                     let mut slow = Vec::new();
-                    answer_slow(&snap, &q, Transport::Udp, 1232, &mut slow);
+                    answer_slow(&snap, &q, Transport::Udp, 1232, 0, &mut slow);
                     if used_fast {
                         assert_eq!(fast, slow, "{name} {t} edns={edns}");
                     }
@@ -225,6 +237,7 @@ pub(crate) mod tests {
             &snap,
             &m.to_vec().unwrap(),
             Transport::Udp,
+            0,
             &mut out,
             &stats,
         );
@@ -237,6 +250,7 @@ pub(crate) mod tests {
             &snap,
             &m.to_vec().unwrap(),
             Transport::Udp,
+            0,
             &mut out,
             &stats,
         );
@@ -253,7 +267,7 @@ pub(crate) mod tests {
             let snap = snapshot("z.test", ZONE);
             let mut out = Vec::new();
             for transport in [Transport::Udp, Transport::Tcp] {
-                if handle(&snap, &packet, transport, &mut out, &Stats::default()) {
+                if handle(&snap, &packet, transport, 0, &mut out, &Stats::default()) {
                     prop_assert_eq!(&out[..2], &packet[..2]);
                     prop_assert!(out.len() >= 12);
                     if transport == Transport::Udp {
@@ -274,7 +288,7 @@ pub(crate) mod tests {
             let at = at % p.len();
             p[at] = byte;
             let mut out = Vec::new();
-            if handle(&snap, &p, Transport::Udp, &mut out, &Stats::default()) {
+            if handle(&snap, &p, Transport::Udp, 0, &mut out, &Stats::default()) {
                 prop_assert!(Message::from_vec(&out).is_ok(), "undecodable answer to {:?}", p);
             }
         }

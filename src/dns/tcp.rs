@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ use tracing::{debug, warn};
 
 use super::{handle, Stats, Transport};
 use crate::state::Store;
+
+/// Rotation counter shared by TCP connections (UDP workers keep their own).
+static ROTATION: AtomicUsize = AtomicUsize::new(0);
 
 /// TCP settings.
 #[derive(Debug, Clone)]
@@ -102,7 +106,15 @@ async fn connection(
         };
         let answered = {
             let snap = store.load();
-            handle(&snap, &msg[..len], Transport::Tcp, &mut out, stats)
+            let rotation = ROTATION.fetch_add(1, Ordering::Relaxed);
+            handle(
+                &snap,
+                &msg[..len],
+                Transport::Tcp,
+                rotation,
+                &mut out,
+                stats,
+            )
         };
         if !answered {
             debug!(%peer, "dns tcp message dropped; closing");

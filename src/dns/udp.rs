@@ -84,6 +84,7 @@ fn worker(sock: &UdpSocket, store: &Store, stats: &Stats, token: &CancellationTo
     let mut rx_hdrs = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut got: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
     let mut out_addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
+    let mut rotation = 0usize;
     loop {
         got.clear();
         {
@@ -128,7 +129,8 @@ fn worker(sock: &UdpSocket, store: &Store, stats: &Stats, token: &CancellationTo
                 continue;
             }
             let out = &mut tx[n_out];
-            if handle(snap, &rx[i][..len], Transport::Udp, out, stats) {
+            rotation = rotation.wrapping_add(1);
+            if handle(snap, &rx[i][..len], Transport::Udp, rotation, out, stats) {
                 out_addrs.push(addr);
                 n_out += 1;
             }

@@ -28,6 +28,20 @@ pub struct RRset {
     pub line: usize,
     /// File of the first record, for diagnostics.
     pub file: PathBuf,
+    /// For health-driven answers: every rotation of the answer (rotation 0 is `records`); empty
+    /// for static RRsets, which are answered as written.
+    pub rotations: Vec<Vec<Record>>,
+}
+
+impl RRset {
+    /// The records of answer number `rotation`.
+    pub fn rotated(&self, rotation: usize) -> &[Record] {
+        if self.rotations.is_empty() {
+            &self.records
+        } else {
+            &self.rotations[rotation % self.rotations.len()]
+        }
+    }
 }
 
 /// One owner name and what it holds; empty non-terminals are nodes with no RRsets.
@@ -39,6 +53,8 @@ pub struct Node {
     pub rrsets: Vec<RRset>,
     /// True where NS records sit below the apex: a zone cut, answered with a referral.
     pub cut: bool,
+    /// Types answered SERVFAIL (a service name's all-down policy).
+    pub servfail: Vec<RecordType>,
 }
 
 impl Node {

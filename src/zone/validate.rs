@@ -38,6 +38,7 @@ pub(super) fn build(
             name: name.clone(),
             rrsets: Vec::new(),
             cut: false,
+            servfail: Vec::new(),
         });
         let rtype = p.record.record_type();
         match node.rrsets.iter_mut().find(|s| s.rtype == rtype) {
@@ -65,6 +66,7 @@ pub(super) fn build(
                 records: vec![p.record.clone()],
                 line: p.line,
                 file: p.file.clone(),
+                rotations: Vec::new(),
             }),
         }
         count += 1;
@@ -247,6 +249,7 @@ pub(super) fn build(
                 name,
                 rrsets: Vec::new(),
                 cut: false,
+                servfail: Vec::new(),
             },
         );
     }

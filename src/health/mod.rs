@@ -1,0 +1,6 @@
+//! The health engine: probes every (server, check) pair the way an Exchange load balancer does,
+//! keeps a rise/fall state per pair, and publishes a new snapshot on every change.
+
+pub mod state;
+
+pub use state::{PairState, Status, Thresholds};
