@@ -23,6 +23,9 @@ pub enum RunError {
     /// The config or a zone is broken.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Diagnostic>),
+    /// The health engine could not start (an https check's CA file, say).
+    #[error("{0}")]
+    Health(String),
     /// A listener could not be bound.
     #[error("cannot bind {addr}: {source}")]
     Bind {
@@ -90,6 +93,24 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
             opts,
             token.clone(),
         ));
+    }
+    // Health: probes start now; service names are answered from the zone's full set until each
+    // member has a result. Ready is logged once the first round is in (or its bound passed).
+    if !config.health.services.is_empty() {
+        let statics = store.load().static_zones.clone();
+        let mut handle =
+            crate::health::engine::start(&config, statics, store.clone(), token.clone())
+                .map_err(RunError::Health)?;
+        let bound = config.health.startup_timeout;
+        if tokio::time::timeout(bound, handle.first_round.wait_for(|done| *done))
+            .await
+            .is_err()
+        {
+            warn!(
+                ?bound,
+                "health: first probe round not complete; unknown pairs answer the zone's full set"
+            );
+        }
     }
     info!("mailns ready");
     token.cancelled().await;

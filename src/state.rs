@@ -1,36 +1,82 @@
 //! The snapshot: everything the query path reads, immutable, swapped atomically.
 //!
-//! Readers `load()` it once per query without locks; a reload (or, later, a health change)
-//! builds a new one and stores it.
+//! Readers `load()` it once per query without locks. The health engine builds a new one on every
+//! change: the static zones with each service name's A/AAAA RRsets replaced by what health
+//! selects, MX/SRV records pointing at dead targets left out, and the prebuilt answers rebuilt.
+//! So the hot path always reads a prebuilt answer, health-driven or not.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use crate::answer::{rotate, rotation_count, Selection, Step};
 use crate::dns::fast::FastTable;
 use crate::dns::lookup::ZoneSet;
-use crate::zone::Zone;
+use crate::zone::{wire_lower, Node, RRset, Zone};
+
+/// Most rotations kept per health-driven RRset.
+const MAX_ROTATIONS: usize = 64;
+
+/// What health selected for one service name.
+#[derive(Debug, Clone)]
+pub struct ServiceView {
+    /// The name.
+    pub name: Name,
+    /// Selection for A (None: the zone has no A records for it).
+    pub a: Option<Selection>,
+    /// Selection for AAAA.
+    pub aaaa: Option<Selection>,
+    /// Policy TTL.
+    pub ttl: u32,
+    /// Addresses per answer at most.
+    pub cap: usize,
+}
+
+impl ServiceView {
+    /// True when some address of the name is answered because it is (or may be) healthy.
+    pub fn has_healthy(&self) -> bool {
+        [&self.a, &self.aaaa]
+            .into_iter()
+            .flatten()
+            .any(Selection::has_healthy)
+    }
+}
 
 /// Immutable serving state.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// The zones, for the general lookup path.
+    /// The zones as answered (health applied), for the general lookup path.
     pub zones: ZoneSet,
     /// Prebuilt responses, for the hot path.
     pub fast: FastTable,
+    /// The zones as loaded from their files.
+    pub static_zones: Arc<Vec<Zone>>,
+    /// What health selected per service name.
+    pub services: Vec<ServiceView>,
     /// When this snapshot was built.
     pub built_at: SystemTime,
 }
 
 impl Snapshot {
-    /// Builds a snapshot (and its prebuilt responses) from loaded zones.
+    /// A snapshot of static zones, with no health applied.
     pub fn new(zones: Vec<Zone>) -> Self {
-        let zones = ZoneSet::new(zones);
+        Self::build(Arc::new(zones), Vec::new())
+    }
+
+    /// Builds a snapshot: `views` applied to `static_zones`, prebuilt answers included.
+    pub fn build(static_zones: Arc<Vec<Zone>>, views: Vec<ServiceView>) -> Self {
+        let derived: Vec<Zone> = static_zones.iter().map(|z| derive(z, &views)).collect();
+        let zones = ZoneSet::new(derived);
         let fast = FastTable::build(&zones);
         Self {
             zones,
             fast,
+            static_zones,
+            services: views,
             built_at: SystemTime::now(),
         }
     }
@@ -38,3 +84,96 @@ impl Snapshot {
 
 /// The shared, swappable snapshot.
 pub type Store = Arc<ArcSwap<Snapshot>>;
+
+/// `zone` as answered under `views`.
+fn derive(zone: &Zone, views: &[ServiceView]) -> Zone {
+    let mine: Vec<&ServiceView> = views
+        .iter()
+        .filter(|v| zone.origin.zone_of(&v.name))
+        .collect();
+    if mine.is_empty() {
+        return zone.clone();
+    }
+    let mut z = zone.clone();
+    for v in &mine {
+        let Some(node) = z.nodes.get_mut(&wire_lower(&v.name)) else {
+            continue;
+        };
+        for (rtype, sel) in [(RecordType::A, &v.a), (RecordType::AAAA, &v.aaaa)] {
+            if let Some(sel) = sel {
+                apply(node, rtype, sel, v.ttl, v.cap);
+            }
+        }
+    }
+    // MX and SRV: leave out records whose target is a service name with nothing healthy, as long
+    // as one target is healthy (or not health-driven at all).
+    let healthy = |target: &Name| {
+        mine.iter()
+            .find(|v| v.name == *target)
+            .is_none_or(|v| v.has_healthy())
+    };
+    for node in z.nodes.values_mut() {
+        for set in &mut node.rrsets {
+            if !matches!(set.rtype, RecordType::MX | RecordType::SRV) {
+                continue;
+            }
+            let keep: Vec<Record> = set
+                .records
+                .iter()
+                .filter(|r| match &r.data {
+                    RData::MX(mx) => healthy(&mx.exchange),
+                    RData::SRV(srv) => healthy(&srv.target),
+                    _ => true,
+                })
+                .cloned()
+                .collect();
+            if !keep.is_empty() {
+                set.records = keep;
+            }
+        }
+    }
+    z
+}
+
+/// Replaces `node`'s `rtype` RRset with the selection's rotations.
+fn apply(node: &mut Node, rtype: RecordType, sel: &Selection, ttl: u32, cap: usize) {
+    let old = node.rrset(rtype);
+    let ttl = old.map_or(ttl, |s| s.records[0].ttl.min(ttl));
+    let (line, file) = old.map_or((0, Default::default()), |s| (s.line, s.file.clone()));
+    node.rrsets.retain(|s| s.rtype != rtype);
+    node.servfail.retain(|t| *t != rtype);
+    match sel.step {
+        Step::Servfail => node.servfail.push(rtype),
+        Step::Empty => {}
+        _ => {
+            let n = rotation_count(&sel.tiers).min(MAX_ROTATIONS);
+            let rotations: Vec<Vec<Record>> = (0..n)
+                .map(|r| {
+                    rotate(&sel.tiers, r, cap)
+                        .into_iter()
+                        .filter(|ip| ip.is_ipv4() == (rtype == RecordType::A))
+                        .map(|ip| address_record(&node.name, ttl, ip))
+                        .collect()
+                })
+                .collect();
+            if rotations.first().is_none_or(Vec::is_empty) {
+                return;
+            }
+            node.rrsets.push(RRset {
+                rtype,
+                records: rotations[0].clone(),
+                line,
+                file,
+                rotations: if n > 1 { rotations } else { Vec::new() },
+            });
+        }
+    }
+}
+
+fn address_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
+    let data = match ip {
+        IpAddr::V4(v) => RData::A(A(v)),
+        IpAddr::V6(v) => RData::AAAA(AAAA(v)),
+    };
+    Record::from_rdata(name.clone(), ttl, data)
+}

@@ -52,16 +52,17 @@ impl FastTable {
                     continue;
                 }
                 let mut e = Entry::default();
+                // SERVFAIL markers get their own entries: the generic NODATA entry must not
+                // answer a type whose policy is SERVFAIL.
                 let mut types: Vec<RecordType> = node.rrsets.iter().map(|s| s.rtype).collect();
+                types.extend(node.servfail.iter().copied());
                 let is_cname = node.rrset(RecordType::CNAME).is_some();
                 if is_cname {
                     types.extend([RecordType::A, RecordType::AAAA]);
                 }
                 for t in types {
-                    let n = node.rrset(t).map_or(1, |s| s.rotations.len().max(1));
-                    let variants: Option<Vec<Prebuilt>> =
-                        (0..n).map(|r| prebuild(zones, wire, t, r)).collect();
-                    if let Some(v) = variants {
+                    let v = variants(zones, wire, t, node.rrset(t), is_cname);
+                    if !v.is_empty() {
                         table.len += v.len();
                         e.by_type.push((t, v));
                     }
@@ -121,6 +122,37 @@ fn is_special(t: RecordType) -> bool {
         t,
         RecordType::ANY | RecordType::AXFR | RecordType::IXFR | RecordType::OPT | RecordType::TSIG
     ) || matches!(t, RecordType::Unknown(128..=255))
+}
+
+/// Most rotations prebuilt when following a CNAME into a health-driven name.
+const MAX_CHAIN_ROTATIONS: usize = 64;
+
+/// Every distinct response for (`wire`, `t`): one per rotation of a health-driven RRset, and for a
+/// CNAME (whose target may rotate) until the responses repeat.
+fn variants(
+    zones: &ZoneSet,
+    wire: &[u8],
+    t: RecordType,
+    set: Option<&crate::zone::RRset>,
+    is_cname: bool,
+) -> Vec<Prebuilt> {
+    let n = set.map_or(0, |s| s.rotations.len());
+    if n > 0 {
+        return (0..n).filter_map(|r| prebuild(zones, wire, t, r)).collect();
+    }
+    let Some(first) = prebuild(zones, wire, t, 0) else {
+        return Vec::new();
+    };
+    let mut out = vec![first];
+    if is_cname {
+        for r in 1..MAX_CHAIN_ROTATIONS {
+            match prebuild(zones, wire, t, r) {
+                Some(p) if p.plain != out[0].plain => out.push(p),
+                _ => break,
+            }
+        }
+    }
+    out
 }
 
 fn prebuild(zones: &ZoneSet, wire: &[u8], qtype: RecordType, rotation: usize) -> Option<Prebuilt> {

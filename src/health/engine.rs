@@ -1,0 +1,507 @@
+//! The health engine: one task per distinct probe, one sentinel per checked (address, port), and
+//! one loop that turns results into a new snapshot whenever a pair flips.
+//!
+//! - Probes are deduplicated: two checks with the same dialogue on the same address and port are
+//!   one probe. Each probe task owns its pair's state machine and its schedule: at once at start
+//!   (the start-up round), then at a random phase within the interval (no synchronized bursts),
+//!   then every interval; every fast interval while a flip is pending; every sentinel interval
+//!   after a sentinel closed, until the state settles. A slow probe delays only itself.
+//! - A sentinel holds one idle TCP connection to a checked port while its probes pass. The kernel
+//!   reports a dead process, a stopped service or a rebooted host as a close or reset at once;
+//!   the sentinel then wakes every probe on that port. A close from the server's own idle timeout
+//!   just causes a probe that passes.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::probe::{self, ProbeResult, TlsConfigs};
+use super::{PairState, Status, Thresholds};
+use crate::answer::{select, Member};
+use crate::config::{CheckKind, Config, HealthConfig, Timing};
+use crate::state::{ServiceView, Snapshot, Store};
+use crate::zone::{wire_lower, Zone};
+
+/// One distinct probe.
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    /// Target address.
+    pub addr: IpAddr,
+    /// Target port.
+    pub port: u16,
+    /// Dialogue.
+    pub kind: CheckKind,
+    /// Timing of the first check that uses it.
+    pub timing: Timing,
+    /// Names of the checks it serves.
+    pub checks: Vec<String>,
+}
+
+/// The latest of one probe, as the engine knows it.
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    /// What is probed.
+    pub spec: ProbeSpec,
+    /// Its state.
+    pub state: PairState,
+    /// Its last result.
+    pub last: Option<ProbeResult>,
+    /// When its status last changed.
+    pub since: Option<Instant>,
+}
+
+/// A service name and its members from the zone.
+#[derive(Debug, Clone)]
+struct ServicePlan {
+    idx: usize,
+    v4: Vec<IpAddr>,
+    v6: Vec<IpAddr>,
+}
+
+/// Who is probed, derived from the config and the zones.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Distinct probes.
+    pub probes: Vec<ProbeSpec>,
+    /// (address, check name) → probe index.
+    pub pairs: HashMap<(IpAddr, String), usize>,
+    services: Vec<ServicePlan>,
+}
+
+impl Plan {
+    /// Builds the plan: every member address of every service name, times its checks.
+    pub fn new(health: &HealthConfig, zones: &[Zone]) -> Self {
+        let mut plan = Self::default();
+        for (idx, svc) in health.services.iter().enumerate() {
+            let (mut v4, mut v6) = (Vec::new(), Vec::new());
+            let wire = wire_lower(&svc.name);
+            if let Some(node) = zones.iter().find_map(|z| z.node(&wire)) {
+                for set in &node.rrsets {
+                    for r in &set.records {
+                        if let Some(ip) = r.data.ip_addr() {
+                            if ip.is_ipv4() {
+                                v4.push(ip);
+                            } else {
+                                v6.push(ip);
+                            }
+                        }
+                    }
+                }
+            }
+            if v4.is_empty() && v6.is_empty() {
+                warn!(service = %svc.name, "service name has no A or AAAA records in its zone; nothing to check");
+            }
+            for &addr in v4.iter().chain(&v6) {
+                for check in &svc.checks {
+                    let Some(def) = health.check(check) else {
+                        continue;
+                    };
+                    let key = (addr, check.clone());
+                    if plan.pairs.contains_key(&key) {
+                        continue;
+                    }
+                    let existing = plan
+                        .probes
+                        .iter()
+                        .position(|p| p.addr == addr && p.port == def.port && p.kind == def.kind);
+                    let i = match existing {
+                        Some(i) => {
+                            plan.probes[i].checks.push(check.clone());
+                            i
+                        }
+                        None => {
+                            plan.probes.push(ProbeSpec {
+                                addr,
+                                port: def.port,
+                                kind: def.kind.clone(),
+                                timing: def.timing,
+                                checks: vec![check.clone()],
+                            });
+                            plan.probes.len() - 1
+                        }
+                    };
+                    plan.pairs.insert(key, i);
+                }
+            }
+            plan.services.push(ServicePlan { idx, v4, v6 });
+        }
+        plan
+    }
+}
+
+/// A probe's news for the engine.
+#[derive(Debug)]
+struct Event {
+    idx: usize,
+    state: PairState,
+    result: ProbeResult,
+    flipped: Option<Status>,
+}
+
+/// What the runtime holds of a running engine.
+#[derive(Debug)]
+pub struct Handle {
+    /// Turns true once every probe has a first result.
+    pub first_round: watch::Receiver<bool>,
+    /// The latest probe reports (for the dashboard and tests).
+    pub reports: watch::Receiver<Arc<Vec<ProbeReport>>>,
+}
+
+/// Starts the engine for `config` over `static_zones`, publishing into `store`.
+///
+/// # Errors
+/// An https check whose TLS settings cannot be loaded (a missing CA file).
+pub fn start(
+    config: &Config,
+    static_zones: Arc<Vec<Zone>>,
+    store: Store,
+    token: CancellationToken,
+) -> Result<Handle, String> {
+    let health = config.health.clone();
+    let plan = Plan::new(&health, &static_zones);
+    let mut tls: HashMap<String, TlsConfigs> = HashMap::new();
+    for c in &health.checks {
+        if let CheckKind::Http { tls: Some(t), .. } = &c.kind {
+            let cfg = probe::tls_config(t).map_err(|e| format!("check '{}': {e}", c.name))?;
+            tls.insert(c.name.clone(), cfg);
+        }
+    }
+    let (tx, rx) = mpsc::channel(1024);
+    let (first_tx, first_rx) = watch::channel(plan.probes.is_empty());
+    let initial: Vec<ProbeReport> = plan
+        .probes
+        .iter()
+        .map(|s| ProbeReport {
+            spec: s.clone(),
+            state: PairState::default(),
+            last: None,
+            since: None,
+        })
+        .collect();
+    let (reports_tx, reports_rx) = watch::channel(Arc::new(initial.clone()));
+
+    // Sentinels: one per (address, port), waking every probe on it.
+    let mut notifies: Vec<Arc<Notify>> = Vec::new();
+    let mut sentinel_up: HashMap<SocketAddr, watch::Sender<bool>> = HashMap::new();
+    let mut sentinel_of: Vec<SocketAddr> = Vec::new();
+    let mut by_port: HashMap<SocketAddr, Vec<Arc<Notify>>> = HashMap::new();
+    for spec in &plan.probes {
+        let n = Arc::new(Notify::new());
+        let sa = SocketAddr::new(spec.addr, spec.port);
+        by_port.entry(sa).or_default().push(n.clone());
+        notifies.push(n);
+        sentinel_of.push(sa);
+    }
+    if health.sentinels {
+        for (sa, ns) in by_port {
+            let (up_tx, up_rx) = watch::channel(false);
+            sentinel_up.insert(sa, up_tx);
+            let pause = plan
+                .probes
+                .iter()
+                .filter(|p| SocketAddr::new(p.addr, p.port) == sa)
+                .map(|p| p.timing.interval)
+                .min()
+                .unwrap_or(Duration::from_secs(2));
+            tokio::spawn(sentinel(sa, up_rx, ns, pause, token.clone()));
+        }
+    }
+
+    for (idx, spec) in plan.probes.iter().enumerate() {
+        let tls_cfg = spec.checks.iter().find_map(|c| tls.get(c)).cloned();
+        tokio::spawn(probe_task(
+            idx,
+            spec.clone(),
+            tls_cfg,
+            tx.clone(),
+            notifies[idx].clone(),
+            health.sentinel_reprobe,
+            token.clone(),
+        ));
+    }
+    drop(tx);
+
+    let engine = Aggregator {
+        health,
+        plan,
+        static_zones,
+        store,
+        reports: initial,
+        down_since: HashMap::new(),
+        first_tx,
+        reports_tx,
+        sentinel_up,
+        sentinel_of,
+    };
+    tokio::spawn(engine.run(rx, token));
+    Ok(Handle {
+        first_round: first_rx,
+        reports: reports_rx,
+    })
+}
+
+async fn probe_task(
+    idx: usize,
+    spec: ProbeSpec,
+    tls: Option<TlsConfigs>,
+    tx: mpsc::Sender<Event>,
+    wake: Arc<Notify>,
+    reprobe: Duration,
+    token: CancellationToken,
+) {
+    let t = Thresholds {
+        rise: spec.timing.rise,
+        fall: spec.timing.fall,
+    };
+    let mut state = PairState::default();
+    let mut burst = false;
+    let mut first = true;
+    let mut next = Instant::now();
+    loop {
+        tokio::select! {
+            () = sleep_until(next) => {}
+            () = wake.notified() => burst = true,
+            () = token.cancelled() => return,
+        }
+        let result = tokio::select! {
+            r = probe::run(&spec.kind, spec.addr, spec.port, spec.timing.timeout, tls.as_ref()) => r,
+            () = token.cancelled() => return,
+        };
+        let flipped = state.observe(result.ok, t);
+        if burst && !state.changing() {
+            burst = false;
+        }
+        let now = Instant::now();
+        next = if first {
+            first = false;
+            // Spread the second probe (and so every later one) across the interval.
+            now + spec
+                .timing
+                .interval
+                .mul_f64(rand::rng().random_range(0.05..1.0))
+        } else if burst {
+            now + reprobe
+        } else if state.changing() {
+            now + spec.timing.fast_interval
+        } else {
+            now + spec.timing.interval
+        };
+        if tx
+            .send(Event {
+                idx,
+                state,
+                result,
+                flipped,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn sentinel(
+    addr: SocketAddr,
+    mut up: watch::Receiver<bool>,
+    wake: Vec<Arc<Notify>>,
+    pause: Duration,
+    token: CancellationToken,
+) {
+    let mut buf = [0u8; 512];
+    loop {
+        tokio::select! {
+            r = up.wait_for(|u| *u) => if r.is_err() { return },
+            () = token.cancelled() => return,
+        }
+        let stream = match timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            _ => {
+                for w in &wake {
+                    w.notify_one();
+                }
+                tokio::select! { () = sleep(pause) => continue, () = token.cancelled() => return }
+            }
+        };
+        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+        let mut stream = stream;
+        loop {
+            tokio::select! {
+                r = stream.read(&mut buf) => match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue, // a greeting (SMTP, IMAP, POP3): ignore
+                },
+                () = token.cancelled() => return,
+            }
+        }
+        debug!(%addr, "sentinel closed; re-probing");
+        for w in &wake {
+            w.notify_one();
+        }
+        // Never reconnect faster than the check interval, whatever the server does.
+        tokio::select! { () = sleep(pause) => {}, () = token.cancelled() => return }
+    }
+}
+
+struct Aggregator {
+    health: HealthConfig,
+    plan: Plan,
+    static_zones: Arc<Vec<Zone>>,
+    store: Store,
+    reports: Vec<ProbeReport>,
+    down_since: HashMap<(usize, bool), Instant>,
+    first_tx: watch::Sender<bool>,
+    reports_tx: watch::Sender<Arc<Vec<ProbeReport>>>,
+    sentinel_up: HashMap<SocketAddr, watch::Sender<bool>>,
+    sentinel_of: Vec<SocketAddr>,
+}
+
+impl Aggregator {
+    async fn run(mut self, mut rx: mpsc::Receiver<Event>, token: CancellationToken) {
+        let mut wake_at = self.publish();
+        loop {
+            let far = Instant::now() + Duration::from_secs(3600);
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { return };
+                    let mut changed = self.apply(ev);
+                    // Take every queued result before rebuilding once.
+                    while let Ok(ev) = rx.try_recv() {
+                        changed |= self.apply(ev);
+                    }
+                    if changed {
+                        wake_at = self.publish();
+                    }
+                    let _ = self.reports_tx.send(Arc::new(self.reports.clone()));
+                    // Only after the snapshot built from these results is published.
+                    if !*self.first_tx.borrow() && self.reports.iter().all(|r| r.state.status != Status::Unknown) {
+                        info!(probes = self.reports.len(), "health: first probe round complete");
+                        let _ = self.first_tx.send(true);
+                    }
+                }
+                () = sleep_until(wake_at.unwrap_or(far)) => wake_at = self.publish(),
+                () = token.cancelled() => return,
+            }
+        }
+    }
+
+    /// Records an event; true if a status changed.
+    fn apply(&mut self, ev: Event) -> bool {
+        let r = &mut self.reports[ev.idx];
+        r.state = ev.state;
+        r.last = Some(ev.result);
+        if let Some(s) = ev.flipped {
+            r.since = Some(Instant::now());
+            let spec = &r.spec;
+            let error = r
+                .last
+                .as_ref()
+                .and_then(|l| l.error.clone())
+                .unwrap_or_default();
+            info!(addr = %spec.addr, port = spec.port, checks = ?spec.checks, status = s.as_str(), %error, "health: pair changed state");
+            if let Some(tx) = self.sentinel_up.get(&self.sentinel_of[ev.idx]) {
+                let any_up =
+                    self.reports.iter().zip(&self.sentinel_of).any(|(r, sa)| {
+                        *sa == self.sentinel_of[ev.idx] && r.state.status == Status::Up
+                    });
+                let _ = tx.send(any_up);
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Combined health of `addr` for `checks`: Up if all are Up, Down if any is Down.
+    fn member_health(&self, addr: IpAddr, checks: &[String]) -> Status {
+        let mut all_up = true;
+        for c in checks {
+            match self
+                .plan
+                .pairs
+                .get(&(addr, c.clone()))
+                .map(|&i| self.reports[i].state.status)
+            {
+                Some(Status::Down) => return Status::Down,
+                Some(Status::Up) => {}
+                _ => all_up = false,
+            }
+        }
+        if all_up {
+            Status::Up
+        } else {
+            Status::Unknown
+        }
+    }
+
+    /// The members of one family of a service, with their combined health.
+    fn members(&self, svc_idx: usize, addrs: &[IpAddr]) -> Vec<Member> {
+        let svc = &self.health.services[svc_idx];
+        addrs
+            .iter()
+            .map(|&addr| {
+                let server = self.health.server_of(addr);
+                Member {
+                    addr,
+                    site: server.and_then(|s| s.site.clone()),
+                    weight: server.map_or(1, |s| s.weight),
+                    admin: server.map_or_else(Default::default, |s| s.admin),
+                    health: self.member_health(addr, &svc.checks),
+                }
+            })
+            .collect()
+    }
+
+    /// Builds and stores a new snapshot; returns when it must be rebuilt by itself.
+    fn publish(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut views = Vec::new();
+        let mut wake: Option<Instant> = None;
+        for sp in self.plan.services.clone() {
+            let mut sels = [None, None];
+            for (k, addrs) in [&sp.v4, &sp.v6].into_iter().enumerate() {
+                if addrs.is_empty() {
+                    continue;
+                }
+                let members = self.members(sp.idx, addrs);
+                let key = (sp.idx, k == 1);
+                let since = self.down_since.get(&key).copied();
+                let sel = select(&self.health.services[sp.idx], &members, since, now);
+                if sel.preferred_down {
+                    self.down_since.entry(key).or_insert(now);
+                } else {
+                    self.down_since.remove(&key);
+                }
+                if let Some(w) = sel.wake_at {
+                    wake = Some(wake.map_or(w, |x: Instant| x.min(w)));
+                }
+                sels[k] = Some(sel);
+            }
+            let svc = &self.health.services[sp.idx];
+            let [a, aaaa] = sels;
+            views.push(ServiceView {
+                name: svc.name.clone(),
+                a,
+                aaaa,
+                ttl: svc.ttl,
+                cap: svc.max_answers,
+            });
+        }
+        for v in &views {
+            for sel in [&v.a, &v.aaaa].into_iter().flatten() {
+                debug!(service = %v.name, step = sel.step.as_str(), "health: answer");
+            }
+        }
+        let snap = Snapshot::build(self.static_zones.clone(), views);
+        self.store.store(Arc::new(snap));
+        wake
+    }
+}

@@ -1,0 +1,289 @@
+//! Simulated Exchange servers: small real servers on loopback addresses, controllable from tests.
+//!
+//! One `Sim` is one protocol on one address:port. It can be killed (listener closed and every
+//! open connection dropped, so new connections are refused and sentinels see a close), revived,
+//! made to answer 503 on chosen paths, made to hang (accept and never answer), or made to flap.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What a simulated server speaks.
+#[derive(Clone)]
+pub enum Proto {
+    /// HTTP: `/owa/healthcheck.htm`, `/Autodiscover/healthcheck.htm`, `/mapi/healthcheck.htm`...
+    Http,
+    /// The same over TLS with this certificate and key (DER).
+    Https(Arc<rustls::ServerConfig>),
+    /// SMTP: 220 banner, EHLO, MAIL FROM, RSET, QUIT.
+    Smtp,
+    /// IMAP greeting and LOGOUT.
+    Imap,
+    /// POP3 greeting and QUIT.
+    Pop3,
+}
+
+/// Shared behaviour switches.
+#[derive(Default)]
+pub struct Behaviour {
+    /// Accept but never answer.
+    pub hang: AtomicBool,
+    /// Paths answered 503 (HTTP), or, for SMTP, MAIL FROM answered 421 when the set is non-empty.
+    pub failing: Mutex<Vec<String>>,
+    /// Alternate 200 and 503 on every request.
+    pub flap: AtomicBool,
+    /// Requests seen.
+    pub hits: AtomicU32,
+}
+
+/// One simulated server.
+pub struct Sim {
+    pub addr: SocketAddr,
+    proto: Proto,
+    pub behaviour: Arc<Behaviour>,
+    token: Mutex<Option<CancellationToken>>,
+    rt: Arc<Runtime>,
+}
+
+impl Sim {
+    /// Starts `proto` on `ip:port` (port 0: any).
+    pub fn start(rt: &Arc<Runtime>, ip: IpAddr, port: u16, proto: Proto) -> Arc<Self> {
+        let mut sim = Self {
+            addr: SocketAddr::new(ip, port),
+            proto,
+            behaviour: Arc::new(Behaviour::default()),
+            token: Mutex::new(None),
+            rt: rt.clone(),
+        };
+        // Port 0 is resolved by the first bind; revive binds the same port again.
+        sim.addr = sim.listen();
+        Arc::new(sim)
+    }
+
+    fn listen(&self) -> SocketAddr {
+        let std = std::net::TcpListener::bind(self.addr).expect("bind sim server");
+        std.set_nonblocking(true).unwrap();
+        let addr = std.local_addr().unwrap();
+        let token = CancellationToken::new();
+        *self.token.lock().unwrap() = Some(token.clone());
+        let (proto, b) = (self.proto.clone(), self.behaviour.clone());
+        self.rt.spawn(async move {
+            let listener = TcpListener::from_std(std).unwrap();
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    a = listener.accept() => {
+                        let Ok((s, _)) = a else { continue };
+                        let (proto, b) = (proto.clone(), b.clone());
+                        conns.spawn(async move { serve(s, proto, b).await });
+                    }
+                    () = token.cancelled() => break,
+                }
+            }
+            drop(listener);
+            conns.abort_all();
+        });
+        addr
+    }
+
+    /// Closes the port and every open connection (the process died).
+    pub fn kill(&self) {
+        if let Some(t) = self.token.lock().unwrap().take() {
+            t.cancel();
+        }
+        // Wait until the port refuses connections.
+        for _ in 0..200 {
+            if std::net::TcpStream::connect_timeout(
+                &self.addr,
+                std::time::Duration::from_millis(100),
+            )
+            .is_err()
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("sim {} still accepts after kill", self.addr);
+    }
+
+    /// Opens the port again.
+    pub fn revive(&self) {
+        self.listen();
+    }
+
+    /// Makes `path` answer 503 (or clears it).
+    pub fn fail_path(&self, path: &str, fail: bool) {
+        let mut f = self.behaviour.failing.lock().unwrap();
+        f.retain(|p| p != path);
+        if fail {
+            f.push(path.to_string());
+        }
+    }
+}
+
+async fn serve(s: TcpStream, proto: Proto, b: Arc<Behaviour>) {
+    if b.hang.load(Ordering::Relaxed) {
+        // Hold the connection open and say nothing.
+        let _keep = s;
+        std::future::pending::<()>().await;
+        return;
+    }
+    match proto {
+        Proto::Http => http(s, b).await,
+        Proto::Https(cfg) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            if let Ok(tls) = acceptor.accept(s).await {
+                http(tls, b).await;
+            }
+        }
+        Proto::Smtp => smtp(s, b).await,
+        Proto::Imap => {
+            line_server(
+                s,
+                "* OK IMAP4rev1 Microsoft Exchange ready.\r\n",
+                "a1 LOGOUT",
+                "* BYE\r\na1 OK LOGOUT completed.\r\n",
+            )
+            .await
+        }
+        Proto::Pop3 => {
+            line_server(
+                s,
+                "+OK The Microsoft Exchange POP3 service is ready.\r\n",
+                "QUIT",
+                "+OK Bye\r\n",
+            )
+            .await
+        }
+    }
+}
+
+async fn http<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    s: S,
+    b: Arc<Behaviour>,
+) {
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let b = b.clone();
+        async move {
+            b.hits.fetch_add(1, Ordering::Relaxed);
+            let path = req.uri().path().to_ascii_lowercase();
+            let failing = b
+                .failing
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| p.to_ascii_lowercase() == path);
+            let flap_fail =
+                b.flap.load(Ordering::Relaxed) && b.hits.load(Ordering::Relaxed).is_multiple_of(2);
+            let known = path.ends_with("/healthcheck.htm");
+            let (status, body) = if !known {
+                (404, "not found".to_string())
+            } else if failing || flap_fail {
+                (503, "Service Unavailable".to_string())
+            } else {
+                (200, "200 OK<br/>cas.mail.example.test".to_string())
+            };
+            Ok::<_, std::convert::Infallible>(
+                hyper::Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap(),
+            )
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+        .await;
+}
+
+async fn smtp(s: TcpStream, b: Arc<Behaviour>) {
+    let mut r = BufReader::new(s);
+    if r.get_mut()
+        .write_all(b"220 cas.mail.example.test Microsoft ESMTP MAIL Service ready\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let cmd = line.trim_end().to_ascii_uppercase();
+        let draining = !b.failing.lock().unwrap().is_empty();
+        let reply: &[u8] = if cmd.starts_with("EHLO") {
+            b"250-cas.mail.example.test Hello\r\n250-SIZE 37748736\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n"
+        } else if cmd.starts_with("MAIL FROM") && draining {
+            b"421 4.3.2 Service not available\r\n"
+        } else if cmd.starts_with("MAIL FROM") || cmd.starts_with("RSET") {
+            b"250 2.1.0 OK\r\n"
+        } else if cmd.starts_with("QUIT") {
+            let _ = r.get_mut().write_all(b"221 2.0.0 Closing\r\n").await;
+            return;
+        } else {
+            b"500 5.3.3 Unrecognized command\r\n"
+        };
+        if r.get_mut().write_all(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn line_server(s: TcpStream, greeting: &str, bye_cmd: &str, bye: &str) {
+    let mut r = BufReader::new(s);
+    if r.get_mut().write_all(greeting.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut line = String::new();
+    while r.read_line(&mut line).await.unwrap_or(0) > 0 {
+        if line.trim_end().eq_ignore_ascii_case(bye_cmd) {
+            let _ = r.get_mut().write_all(bye.as_bytes()).await;
+            return;
+        }
+        line.clear();
+    }
+}
+
+/// A self-signed certificate for `names`, as a rustls server config.
+pub fn tls_server(names: &[&str]) -> Arc<rustls::ServerConfig> {
+    let ck =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let cert = ck.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    Arc::new(cfg)
+}
+
+/// A multi-thread runtime for the simulated servers.
+pub fn runtime() -> Arc<Runtime> {
+    Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap(),
+    )
+}
+
+/// Keeps several sims by name.
+pub type Farm = HashMap<String, Arc<Sim>>;
