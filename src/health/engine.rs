@@ -272,6 +272,10 @@ async fn probe_task(
             () = wake.notified() => burst = true,
             () = token.cancelled() => return,
         }
+        // Intervals count from the start of a probe, so a probe that timed out is followed by
+        // the fast re-probe at once: the worst case for a silent server is interval + fall ×
+        // timeout.
+        let started = Instant::now();
         let result = tokio::select! {
             r = probe::run(&spec.kind, spec.addr, spec.port, spec.timing.timeout, tls.as_ref()) => r,
             () = token.cancelled() => return,
@@ -280,7 +284,7 @@ async fn probe_task(
         if burst && !state.changing() {
             burst = false;
         }
-        let now = Instant::now();
+        let now = started;
         next = if first {
             first = false;
             // Spread the second probe (and so every later one) across the interval.

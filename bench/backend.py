@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""A simulated Exchange CAS for benchmarks: HTTP on IP:PORT answering GET /<vdir>/healthcheck.htm
+with 200 "200 OK<br/>cas". Counts accepted connections into COUNTFILE.
+Usage: backend.py IP PORT COUNTFILE"""
+import asyncio, sys
+
+ip, port, countfile = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+accepted = 0
+
+
+async def handle(reader, writer):
+    global accepted
+    accepted += 1
+    with open(countfile, "w") as f:
+        f.write(str(accepted))
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head:
+                break
+            body = b"200 OK<br/>cas.mail.example.test"
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+            if b"connection: close" in head.lower():
+                break
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+        pass
+    writer.close()
+
+
+async def main():
+    server = await asyncio.start_server(handle, ip, port, reuse_address=True)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
