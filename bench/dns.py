@@ -9,6 +9,7 @@ For each round and each server, alternating:
 Prints medians over rounds and ratios to NSD. Every address is 127.0.0.1; every run is bounded.
 
 Usage: bench/dns.py [--rounds 2] [--len 10] [--only mailns,nsd,knot,gdnsd] [--peers DIR] [--zone FILE --queries FILE]
+       bench/dns.py --health --only mailns,nsd,pdns-lua,gdnsd-dyna   (health-checked owa/autodiscover)
 The peers' start scripts and the zone/query mix come from ../shared/peers (see its README).
 """
 import argparse, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time
@@ -21,7 +22,26 @@ PEERS = {
     "nsd":   (["nsd.sh", "start"], ["nsd.sh", "stop"], 5301, "nsd/pid"),
     "knot":  (["knot.sh", "start"], ["knot.sh", "stop"], 5302, "knot/pid"),
     "gdnsd": (["gdnsd.sh", "start", "plain"], ["gdnsd.sh", "stop", "plain"], 5305, "gdnsd-plain/pid"),
+    # Health-checked peers (owa and autodiscover follow a TCP check on 443 of 127.0.1.1-3):
+    "pdns-lua": (["pdns.sh", "start", "lua"], ["pdns.sh", "stop", "lua"], 5306, "pdns-lua/pid"),
+    "gdnsd-dyna": (["gdnsd.sh", "start", "dyna"], ["gdnsd.sh", "stop", "dyna"], 5309, "gdnsd-dyna/pid"),
 }
+
+# --health: mailns answers owa and autodiscover from the same TCP check the peers use.
+HEALTH_CONFIG = """
+[[check]]
+name = "https-port"
+kind = "tcp"
+port = 443
+
+[[service]]
+name = "owa.mail.example.test"
+checks = ["https-port"]
+
+[[service]]
+name = "autodiscover.mail.example.test"
+checks = ["https-port"]
+"""
 
 
 def process_tree(root):
@@ -159,6 +179,9 @@ def main():
     ap.add_argument("--peers", default=os.path.join(os.path.dirname(ROOT), "shared", "peers"))
     ap.add_argument("--zone", default=None, help="zone file (default: the peers' mail.example.test zone)")
     ap.add_argument("--queries", default=None, help="dnsperf query file (default: the peers' mix)")
+    ap.add_argument("--health", action="store_true",
+                    help="health-checked names: mailns with tcp checks on owa/autodiscover, beside pdns-lua and gdnsd-dyna "
+                         "(starts the peers' TCP 443 listeners on 127.0.1.1-3)")
     a = ap.parse_args()
     a.zone = a.zone or os.path.join(a.peers, "zone", "mail.example.test.zone")
     a.queries = a.queries or os.path.join(a.peers, "queries.txt")
@@ -170,6 +193,11 @@ def main():
     shutil.copy(a.zone, os.path.join(work, "bench.zone"))
     with open(os.path.join(work, "mailns.toml"), "w") as f:
         f.write(f'[dns]\nlisten = ["127.0.0.1:{MAILNS_PORT}"]\n\n[[zone]]\nname = "mail.example.test"\nfile = "bench.zone"\n')
+        if a.health:
+            f.write(HEALTH_CONFIG)
+    if a.health:
+        subprocess.run(["bash", os.path.join(a.peers, "servers", "tcp_up.sh"), "start"],
+                       env=dict(os.environ, PEERS_RUN=work), check=True, capture_output=True)
     names = a.only.split(",")
     results = {n: [] for n in names}
     print(f"workdir {work}; {a.rounds} rounds x {len(names)} servers, {a.len} s per run", flush=True)
@@ -189,6 +217,9 @@ def main():
                  if ref else "-")
         print(f"| {n} | {m['qps']:.0f} | {m['cpu']*100:.0f} % | {m['qps_per_cpu']:.0f} | {m['p50_ms']:.3f} / {m['p99_ms']:.3f} "
               f"| {m['pinned']:.0f} | {ratio} |")
+    if a.health:
+        subprocess.run(["bash", os.path.join(a.peers, "servers", "tcp_up.sh"), "stop"],
+                       env=dict(os.environ, PEERS_RUN=work), capture_output=True)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -509,3 +509,61 @@ impl Aggregator {
         wake
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const CONFIG: &str = r#"
+[[zone]]
+name = "z.test"
+file = "z.zone"
+[[check]]
+name = "owa"
+kind = "https"
+path = "/owa/healthcheck.htm"
+tls_verify = false
+[[check]]
+name = "owa-again"
+kind = "https"
+path = "/owa/healthcheck.htm"
+tls_verify = false
+interval = "5s"
+[[check]]
+name = "ad"
+kind = "https"
+path = "/Autodiscover/healthcheck.htm"
+tls_verify = false
+[[service]]
+name = "owa.z.test"
+checks = ["owa", "ad"]
+[[service]]
+name = "autodiscover.z.test"
+checks = ["owa-again", "ad"]
+"#;
+
+    #[test]
+    fn identical_dialogues_are_probed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("z.zone"),
+            "$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.1\n\
+             owa A 127.0.1.1\nowa A 127.0.1.2\nautodiscover A 127.0.1.2\nautodiscover A 127.0.1.3\n",
+        )
+        .unwrap();
+        let cfg = Config::parse(&dir.path().join("m.toml"), CONFIG).unwrap();
+        let (zones, _) = cfg.load_zones().unwrap();
+        let plan = Plan::new(&cfg.health, &zones);
+        // Addresses 1..3; /owa/ on 1 and 2 (shared by "owa" and "owa-again" on 2), /Autodiscover/ on 1..3.
+        assert_eq!(plan.probes.len(), 6, "{:#?}", plan.probes);
+        let shared = plan.pairs[&("127.0.1.2".parse().unwrap(), "owa".to_string())];
+        assert_eq!(
+            plan.pairs[&("127.0.1.2".parse().unwrap(), "owa-again".to_string())],
+            shared
+        );
+        assert_eq!(plan.probes[shared].checks, ["owa", "owa-again"]);
+        let _ = Path::new(".");
+    }
+}

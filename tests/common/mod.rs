@@ -36,9 +36,20 @@ pub fn require_tool(tool: &str) -> PathBuf {
     panic!("{tool} is not installed; run the README's test command, which installs what the tests need");
 }
 
+/// Kills and reaps a child process when dropped, panics included.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running mailns.
 pub struct Mailns {
-    child: Child,
+    /// The process; killed when the Mailns is dropped.
+    child: ChildGuard,
     /// Where it answers DNS (UDP and TCP): the first listener.
     pub addr: SocketAddr,
     /// Every DNS listener, in config order.
@@ -66,15 +77,17 @@ impl Mailns {
     pub fn start_config(dir: tempfile::TempDir, config: &str) -> Self {
         let path = dir.path().join("mailns.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mailns"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mailns");
-        let stderr = child.stderr.take().expect("stderr");
+        let mut guard = ChildGuard(
+            Command::new(env!("CARGO_BIN_EXE_mailns"))
+                .args(["run", "--config"])
+                .arg(&path)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start mailns"),
+        );
+        let stderr = guard.0.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -101,7 +114,7 @@ impl Mailns {
             }
         }
         Self {
-            child,
+            child: guard,
             addr: *addrs
                 .first()
                 .expect("a DNS/TCP listener address in the log"),
@@ -113,26 +126,17 @@ impl Mailns {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
+        let pid = self.child.0.id().to_string();
         Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill");
-        let status = self.child.wait().expect("wait");
-        std::mem::forget(self);
-        status
+        self.child.0.wait().expect("wait")
     }
 
     /// True while the process runs.
     pub fn alive(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for Mailns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.0.try_wait().expect("try_wait").is_none()
     }
 }
 
