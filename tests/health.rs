@@ -138,8 +138,13 @@ port = {imap}
     }
 
     fn start_mailns(&self, extra: &str, services: &str) -> Mailns {
+        self.start_mailns_zone("", extra, services)
+    }
+
+    /// Starts mailns with `zone_extra` appended to the farm's zone.
+    fn start_mailns_zone(&self, zone_extra: &str, extra: &str, services: &str) -> Mailns {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("mail.test.zone"), self.zone()).unwrap();
+        std::fs::write(dir.path().join("mail.test.zone"), self.zone() + zone_extra).unwrap();
         Mailns::start_config(dir, &self.config(extra, services))
     }
 }
@@ -549,4 +554,42 @@ fn unbound_in_front_sees_the_live_set_and_the_short_ttl() {
         },
     );
     eprintln!("resolver saw the change after {t:?}");
+}
+
+/// AAAA members are checked and answered exactly like A members, each family on its own.
+#[test]
+fn aaaa_members_follow_health_like_a() {
+    let farm = Farm::start(124);
+    let rt = sim::runtime();
+    let v6 = Sim::start(
+        &rt,
+        "::1".parse().unwrap(),
+        farm.https[0].addr.port(),
+        Proto::Https(sim::tls_server(&["owa.mail.test"])),
+    );
+    let services =
+        "[[service]]\nname = \"owa.mail.test\"\nchecks = [\"owa\"]\nfallback = [\"empty\"]\n";
+    let s = farm.start_mailns_zone("owa 60 AAAA ::1\n", "", services);
+    let aaaa = |s: &Mailns| udp(s.addr, "owa.mail.test.", RecordType::AAAA, None);
+    let m = aaaa(&s);
+    assert_eq!(m.answers.len(), 1);
+    assert_eq!(m.answers[0].ttl, 30);
+    v6.kill();
+    wait_for(
+        Duration::from_secs(4),
+        "the dead IPv6 member leaves the AAAA answer",
+        || {
+            let m = aaaa(&s);
+            m.metadata.response_code == ResponseCode::NoError && m.answers.is_empty()
+        },
+    );
+    assert_eq!(
+        a_set(s.addr, "owa.mail.test.").len(),
+        3,
+        "the A family is unaffected"
+    );
+    v6.revive();
+    wait_for(Duration::from_secs(4), "back after rise", || {
+        aaaa(&s).answers.len() == 1
+    });
 }

@@ -258,20 +258,24 @@ async fn line_server(s: TcpStream, greeting: &str, bye_cmd: &str, bye: &str) {
 
 /// A self-signed certificate for `names`, as a rustls server config.
 pub fn tls_server(names: &[&str]) -> Arc<rustls::ServerConfig> {
-    let ck =
-        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
+    tls_server_with_pem(names).0
+}
+
+/// The same, with the certificate as PEM (to trust it as a CA).
+pub fn tls_server_with_pem(names: &[&str]) -> (Arc<rustls::ServerConfig>, String) {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let ck = rcgen::generate_simple_self_signed(names).unwrap();
+    let pem = ck.cert.pem();
     let cert = ck.cert.der().clone();
     let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![cert], key)
-    .unwrap();
-    Arc::new(cfg)
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    (Arc::new(cfg), pem)
 }
 
 /// A multi-thread runtime for the simulated servers.

@@ -1,0 +1,214 @@
+//! Each probe dialogue against real simulated servers: what passes, what fails and why, TLS
+//! verification, and certificate expiry reported as data.
+
+#[allow(dead_code)]
+mod common;
+#[path = "common/sim.rs"]
+mod sim;
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use mailns::config::health::TlsCheck;
+use mailns::config::CheckKind;
+use mailns::health::probe::{self, ProbeResult};
+use sim::{Proto, Sim};
+
+const LIMIT: Duration = Duration::from_millis(800);
+
+fn ip(h: u8) -> IpAddr {
+    IpAddr::from([127, 140, 0, h])
+}
+
+fn run(kind: &CheckKind, addr: IpAddr, port: u16, tls: Option<&TlsCheck>) -> ProbeResult {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = tls.map(|t| probe::tls_config(t).expect("tls config"));
+    rt.block_on(probe::run(kind, addr, port, LIMIT, cfg.as_ref()))
+}
+
+fn http(path: &str, host: Option<&str>, body: Option<&str>, tls: Option<TlsCheck>) -> CheckKind {
+    CheckKind::Http {
+        path: path.into(),
+        host: host.map(String::from),
+        expect_status: 200,
+        expect_body: body.map(String::from),
+        tls,
+    }
+}
+
+#[test]
+fn tcp_connects_or_is_refused() {
+    let rt = sim::runtime();
+    let s = Sim::start(&rt, ip(1), 0, Proto::Http);
+    assert!(run(&CheckKind::Tcp, ip(1), s.addr.port(), None).ok);
+    s.kill();
+    let r = run(&CheckKind::Tcp, ip(1), s.addr.port(), None);
+    assert!(!r.ok);
+    assert!(r.error.unwrap().starts_with("connect:"));
+}
+
+#[test]
+fn banners_imap_and_pop3() {
+    let rt = sim::runtime();
+    let imap = Sim::start(&rt, ip(2), 0, Proto::Imap);
+    let pop = Sim::start(&rt, ip(2), 0, Proto::Pop3);
+    let imap_check = CheckKind::Banner {
+        expect: "* OK".into(),
+        send: "a1 LOGOUT\r\n".into(),
+    };
+    let pop_check = CheckKind::Banner {
+        expect: "+OK".into(),
+        send: "QUIT\r\n".into(),
+    };
+    assert!(run(&imap_check, ip(2), imap.addr.port(), None).ok);
+    assert!(run(&pop_check, ip(2), pop.addr.port(), None).ok);
+    // The wrong greeting fails with the greeting in the error.
+    let r = run(&pop_check, ip(2), imap.addr.port(), None);
+    assert!(!r.ok);
+    assert!(r.error.unwrap().contains("does not start with \"+OK\""));
+}
+
+#[test]
+fn smtp_dialogue_and_draining_transport() {
+    let rt = sim::runtime();
+    let s = Sim::start(&rt, ip(3), 0, Proto::Smtp);
+    let plain = CheckKind::Smtp {
+        ehlo: "mailns.test".into(),
+        mail_from: None,
+    };
+    let deep = CheckKind::Smtp {
+        ehlo: "mailns.test".into(),
+        mail_from: Some("probe@mail.test".into()),
+    };
+    assert!(run(&plain, ip(3), s.addr.port(), None).ok);
+    assert!(run(&deep, ip(3), s.addr.port(), None).ok);
+    // Draining: still 220 and 250 to EHLO, but 421 to MAIL FROM.
+    s.fail_path("draining", true);
+    assert!(
+        run(&plain, ip(3), s.addr.port(), None).ok,
+        "the banner-only dialogue cannot see it"
+    );
+    let r = run(&deep, ip(3), s.addr.port(), None);
+    assert!(!r.ok);
+    assert_eq!(r.error.as_deref(), Some("MAIL FROM answered 421"));
+    // An HTTP server is not an SMTP server.
+    let h = Sim::start(&rt, ip(3), 0, Proto::Http);
+    assert!(!run(&plain, ip(3), h.addr.port(), None).ok);
+}
+
+#[test]
+fn http_status_and_body() {
+    let rt = sim::runtime();
+    let s = Sim::start(&rt, ip(4), 0, Proto::Http);
+    let p = s.addr.port();
+    assert!(
+        run(
+            &http("/owa/healthcheck.htm", Some("owa.mail.test"), None, None),
+            ip(4),
+            p,
+            None
+        )
+        .ok
+    );
+    assert!(
+        run(
+            &http("/owa/healthcheck.htm", None, Some("200 OK"), None),
+            ip(4),
+            p,
+            None
+        )
+        .ok
+    );
+    let r = run(
+        &http("/owa/healthcheck.htm", None, Some("EXCH99"), None),
+        ip(4),
+        p,
+        None,
+    );
+    assert_eq!(r.error.as_deref(), Some("body does not contain \"EXCH99\""));
+    s.fail_path("/owa/healthcheck.htm", true);
+    let r = run(
+        &http("/owa/healthcheck.htm", None, None, None),
+        ip(4),
+        p,
+        None,
+    );
+    assert_eq!(r.error.as_deref(), Some("status 503 (expected 200)"));
+    // "/" is not a health page (Exchange redirects it).
+    assert!(!run(&http("/", None, None, None), ip(4), p, None).ok);
+}
+
+#[test]
+fn a_hung_server_fails_at_the_timeout() {
+    let rt = sim::runtime();
+    let s = Sim::start(&rt, ip(5), 0, Proto::Http);
+    s.behaviour.hang.store(true, Ordering::Relaxed);
+    let r = run(
+        &http("/owa/healthcheck.htm", None, None, None),
+        ip(5),
+        s.addr.port(),
+        None,
+    );
+    assert!(!r.ok);
+    assert_eq!(r.error.as_deref(), Some("no answer within 800 ms"));
+    assert!(r.latency >= LIMIT);
+}
+
+#[test]
+fn https_verification_and_certificate_expiry() {
+    let rt = sim::runtime();
+    let (cfg, pem) = sim::tls_server_with_pem(&["owa.mail.test"]);
+    let s = Sim::start(&rt, ip(6), 0, Proto::Https(cfg));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let verify = TlsCheck {
+        verify: true,
+        ca_file: Some(ca),
+    };
+    let kind = http(
+        "/owa/healthcheck.htm",
+        Some("owa.mail.test"),
+        None,
+        Some(verify.clone()),
+    );
+    let r = run(&kind, ip(6), s.addr.port(), Some(&verify));
+    assert!(r.ok, "{r:?}");
+    let days = r.cert_days_left.expect("expiry reported");
+    assert!(days > 300, "rcgen's default validity is long: {days}");
+    // The wrong name fails verification...
+    let wrong = http(
+        "/owa/healthcheck.htm",
+        Some("mail.other.test"),
+        None,
+        Some(verify.clone()),
+    );
+    let r = run(&wrong, ip(6), s.addr.port(), Some(&verify));
+    assert!(!r.ok);
+    assert!(r.error.unwrap().starts_with("tls:"));
+    // ... and passes when the admin turned verification off.
+    let off = TlsCheck {
+        verify: false,
+        ca_file: None,
+    };
+    let kind = http(
+        "/owa/healthcheck.htm",
+        Some("mail.other.test"),
+        None,
+        Some(off.clone()),
+    );
+    assert!(run(&kind, ip(6), s.addr.port(), Some(&off)).ok);
+    // A CA file with no certificate is a clear error.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let err = probe::tls_config(&TlsCheck {
+        verify: true,
+        ca_file: Some(empty),
+    })
+    .unwrap_err();
+    assert!(err.starts_with("no CA certificate in"), "{err}");
+}
