@@ -1,7 +1,6 @@
 //! Each probe dialogue against real simulated servers: what passes, what fails and why, TLS
 //! verification, and certificate expiry reported as data.
 
-#[allow(dead_code)]
 mod common;
 #[path = "common/sim.rs"]
 mod sim;
