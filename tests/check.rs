@@ -371,3 +371,77 @@ fn run_with_a_broken_zone_fails_before_binding() {
     );
     assert!(!err.contains("listening"), "{err}");
 }
+
+#[test]
+fn health_tables_are_validated_with_lines() {
+    let base = "[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n";
+    config_error(
+        &format!("{base}[[check]]\nname = \"c\"\nkind = \"ftp\"\nport = 21\n"),
+        Some(6),
+        "check 'c': unknown kind 'ftp' (tcp, banner, imap, pop3, smtp, http, https)",
+    );
+    config_error(
+        &format!("{base}[[check]]\nname = \"c\"\nkind = \"tcp\"\n"),
+        Some(6),
+        "check 'c': a tcp check needs a port",
+    );
+    config_error(
+        &format!("{base}[[check]]\nname = \"c\"\nkind = \"smtp\"\npath = \"/x\"\n"),
+        Some(6),
+        "check 'c': path, host and expect_status apply to http and https checks only",
+    );
+    config_error(
+        &format!("{base}[[service]]\nname = \"owa.z.test\"\nchecks = [\"nope\"]\n"),
+        Some(6),
+        "service owa.z.test.: unknown check 'nope'",
+    );
+    config_error(
+        &format!("{base}[[service]]\nname = \"owa.other.test\"\nchecks = []\n"),
+        Some(5),
+        "service owa.other.test. is in none of the configured zones",
+    );
+    config_error(&format!("{base}[[service]]\nname = \"owa.z.test\"\nchecks = []\nfallback = [\"zone\", \"pray\"]\n"), Some(7),
+        "service owa.z.test.: unknown fallback step 'pray' (other-sites, relay, zone, empty, servfail)");
+    config_error(
+        &format!("{base}[[service]]\nname = \"owa.z.test\"\nchecks = []\nfallback = [\"relay\"]\n"),
+        Some(7),
+        "service owa.z.test.: fallback 'relay' needs relay_addresses",
+    );
+    config_error(&format!("{base}[[server]]\nname = \"a\"\naddresses = [\"127.0.1.1\"]\n[[server]]\nname = \"b\"\naddresses = [\"127.0.1.1\"]\n"), Some(9),
+        "server 'b': address 127.0.1.1 already belongs to server 'a'");
+    config_error(
+        &format!("{base}[[server]]\nname = \"a\"\naddresses = [\"cas01\"]\n"),
+        Some(6),
+        "server 'a': 'cas01' is not an IP address",
+    );
+    config_error(
+        &format!("{base}[[server]]\nname = \"a\"\naddresses = []\nstate = \"off\"\n"),
+        Some(7),
+        "server 'a': state 'off' is not ready, drain or maint",
+    );
+    config_error(
+        &format!("{base}[[service]]\nname = \"owa.z.test\"\nchecks = []\nsite = \"dc9\"\n"),
+        Some(5),
+        "service owa.z.test.: no server is in site 'dc9'",
+    );
+    config_error(
+        &format!("{base}[health]\ninterval = \"often\"\n"),
+        Some(5),
+        "health.interval: 'often' is not a positive duration",
+    );
+}
+
+#[test]
+fn a_service_without_addresses_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("z.zone"), HEAD).unwrap();
+    let cfg = dir.path().join("mailns.toml");
+    std::fs::write(&cfg, "[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n[[service]]\nname = \"owa.z.test\"\nchecks = []\n").unwrap();
+    let (code, out, dir) = run_check(&cfg, dir);
+    assert_eq!(code, 0, "{out}");
+    let want = format!(
+        "{}: warning: service owa.z.test. has no A or AAAA records in its zone: there is nothing to check or answer",
+        dir.path().join("mailns.toml").display()
+    );
+    assert!(out.lines().any(|l| l == want), "want {want}\ngot {out}");
+}

@@ -318,9 +318,33 @@ impl Config {
             }
         }
         if failed {
-            Err(diags)
-        } else {
-            Ok((zones, diags))
+            return Err(diags);
         }
+        diags.extend(self.check_services(&zones));
+        Ok((zones, diags))
+    }
+
+    /// Warnings about service names the zones give nothing to check.
+    fn check_services(&self, zones: &[Zone]) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        for svc in &self.health.services {
+            let wire = crate::zone::wire_lower(&svc.name);
+            let node = zones.iter().find_map(|z| z.node(&wire));
+            let has_addr = node.is_some_and(|n| {
+                n.rrset(hickory_proto::rr::RecordType::A).is_some()
+                    || n.rrset(hickory_proto::rr::RecordType::AAAA).is_some()
+            });
+            if !has_addr {
+                out.push(Diagnostic::warning(
+                    &self.path,
+                    None,
+                    format!(
+                        "service {} has no A or AAAA records in its zone: there is nothing to check or answer",
+                        svc.name
+                    ),
+                ));
+            }
+        }
+        out
     }
 }
