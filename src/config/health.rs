@@ -125,7 +125,7 @@ pub enum CheckKind {
     Http {
         /// Request path.
         path: String,
-        /// Host header (and SNI); None: the server's address.
+        /// Host header (and SNI); None only when no zone is configured (then the address).
         host: Option<String>,
         /// Expected status.
         expect_status: u16,
@@ -444,10 +444,15 @@ pub(super) fn validate(
                         format!("check '{name}': path must start with '/'"),
                     );
                 }
+                // Host and SNI default to the namespace (the first zone's name), as a client
+                // reaching the server through the load-balanced name would send.
+                let host = c.host.clone().or_else(|| {
+                    zones.first().map(|z| z.to_ascii().trim_end_matches('.').to_string())
+                });
                 (
                     CheckKind::Http {
                         path,
-                        host: c.host.clone(),
+                        host,
                         expect_status: c.expect_status.unwrap_or(200),
                         expect_body: c.expect.clone(),
                         tls,
