@@ -447,7 +447,9 @@ pub(super) fn validate(
                 // Host and SNI default to the namespace (the first zone's name), as a client
                 // reaching the server through the load-balanced name would send.
                 let host = c.host.clone().or_else(|| {
-                    zones.first().map(|z| z.to_ascii().trim_end_matches('.').to_string())
+                    zones
+                        .first()
+                        .map(|z| z.to_ascii().trim_end_matches('.').to_string())
                 });
                 (
                     CheckKind::Http {
