@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -63,19 +63,10 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
     let mut threads = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for &addr in &config.dns.listen {
-        let socks = dns::udp::bind(addr, config.dns.udp_workers)
-            .map_err(|source| RunError::Bind { addr, source })?;
-        // TCP on the same port as UDP (port 0 in tests: the one UDP picked).
-        let port = socks[0].local_addr().map_or(addr.port(), |a| a.port());
-        let tcp_addr = SocketAddr::new(addr.ip(), port);
-        let listener = TcpListener::bind(tcp_addr)
-            .await
-            .map_err(|source| RunError::Bind {
-                addr: tcp_addr,
-                source,
-            })?;
-        info!(local_addr = %tcp_addr_bound(&listener, tcp_addr), "listening for DNS/TCP");
-        info!(local_addr = %tcp_addr_bound(&listener, tcp_addr), workers = socks.len(), "listening for DNS/UDP");
+        let (socks, listener) = bind_dns(addr, config.dns.udp_workers)?;
+        let tcp_addr = listener.local_addr().unwrap_or(addr);
+        info!(local_addr = %tcp_addr, "listening for DNS/TCP");
+        info!(local_addr = %tcp_addr, workers = socks.len(), "listening for DNS/UDP");
         threads.extend(dns::udp::serve(
             socks,
             store.clone(),
@@ -126,8 +117,42 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
     Ok(())
 }
 
-fn tcp_addr_bound(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {
-    l.local_addr().unwrap_or(fallback)
+/// Binds the UDP sockets and the TCP listener of one DNS address on the same port. With port 0,
+/// UDP picks the port and TCP may find it taken (by any TCP socket on that address, an outgoing
+/// connection included): then both are dropped and another port is tried.
+fn bind_dns(
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<(Vec<std::net::UdpSocket>, TcpListener), RunError> {
+    let attempts = if addr.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let socks =
+            dns::udp::bind(addr, workers).map_err(|source| RunError::Bind { addr, source })?;
+        let port = socks[0].local_addr().map_or(addr.port(), |a| a.port());
+        let tcp_addr = SocketAddr::new(addr.ip(), port);
+        let bound = if tcp_addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .and_then(|s| {
+            // SO_REUSEADDR: a restart binds again despite connections in TIME_WAIT.
+            s.set_reuseaddr(true)?;
+            s.bind(tcp_addr)?;
+            s.listen(1024)
+        });
+        match bound {
+            Ok(listener) => return Ok((socks, listener)),
+            Err(source) => {
+                last = Some(RunError::Bind {
+                    addr: tcp_addr,
+                    source,
+                })
+            }
+        }
+    }
+    Err(last.expect("at least one attempt"))
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

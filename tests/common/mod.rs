@@ -97,10 +97,16 @@ impl Mailns {
             }
         });
         let mut addrs = Vec::new();
+        let mut seen = Vec::new();
         loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(20))
-                .expect("mailns did not log its DNS/TCP listener in time");
+            let line = match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(l) => l,
+                Err(e) => panic!(
+                    "mailns did not become ready ({e}); its log:\n{}",
+                    seen.join("\n")
+                ),
+            };
+            seen.push(line.clone());
             if line.contains("listening for DNS/TCP") {
                 let addr: Option<SocketAddr> = line
                     .split("local_addr=")
