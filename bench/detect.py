@@ -90,6 +90,20 @@ def wait_until(pred, limit):
     return None
 
 
+def time_until(servers, pred, limit):
+    """Seconds until each server's answer satisfies pred (None: not within limit), polling every 5 ms."""
+    t0 = time.monotonic()
+    out = {n: None for n in servers}
+    while time.monotonic() - t0 < limit and any(v is None for v in out.values()):
+        for n, p in servers.items():
+            if out[n] is None:
+                got = query(p)
+                if got is not None and pred(got):
+                    out[n] = time.monotonic() - t0
+        time.sleep(0.005)
+    return out
+
+
 def inner(a):
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     work = tempfile.mkdtemp(prefix="mailns-detect-")
@@ -143,30 +157,14 @@ checks = ["owa"]
                 subprocess.run(["iptables", "-I", "INPUT", "-d", TARGET, "-j", "DROP"], check=True)
             elif mode == "hung":
                 os.kill(pid, signal.SIGSTOP)
-            t0 = time.monotonic()
-            gone = {n: None for n in servers}
-            while time.monotonic() - t0 < NEVER and any(v is None for v in gone.values()):
-                for n, p in servers.items():
-                    if gone[n] is None:
-                        got = query(p)
-                        if got is not None and TARGET not in got:
-                            gone[n] = time.monotonic() - t0
-                time.sleep(0.005)
+            gone = time_until(servers, lambda got: TARGET not in got, NEVER)
             if mode == "closed":
                 b.start(TARGET)
             elif mode == "dropped":
                 subprocess.run(["iptables", "-D", "INPUT", "-d", TARGET, "-j", "DROP"], check=True)
             elif mode == "hung":
                 os.kill(pid, signal.SIGCONT)
-            t1 = time.monotonic()
-            back = {n: None for n in servers}
-            while time.monotonic() - t1 < 20 and any(v is None for v in back.values()):
-                for n, p in servers.items():
-                    if back[n] is None:
-                        got = query(p)
-                        if got is not None and TARGET in got:
-                            back[n] = time.monotonic() - t1
-                time.sleep(0.005)
+            back = time_until(servers, lambda got: TARGET in got, 20)
             for n in servers:
                 results.setdefault((mode, n), []).append((gone[n], back[n]))
             fmt = lambda v: "never" if v is None else f"{v:.2f}"

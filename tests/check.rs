@@ -221,10 +221,10 @@ fn missing_include_names_the_including_line() {
 fn error_in_an_include_names_the_included_file() {
     expect(
         &format!("{HEAD}$INCLUDE hosts.inc\n"),
-        &[("hosts.inc", "a A 127.0.0.1\n\nb A 300.1.1.1\n")],
+        &[("hosts.inc", "a A 127.0.0.1\n\nb A 127.0.0.256\n")],
         "hosts.inc",
         Some(3),
-        "invalid IPv4 address '300.1.1.1'",
+        "invalid IPv4 address '127.0.0.256'",
     );
 }
 
