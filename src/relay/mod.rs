@@ -1,0 +1,4 @@
+//! TCP relays for what DNS round robin can't carry: fixed RPC ports, IMAP/POP3, HTTPS
+//! passthrough and the SMTP relay VIP.
+
+pub mod pick;
