@@ -62,7 +62,7 @@ fn check(path: &std::path::Path) -> ExitCode {
         Err(d) => d,
         Ok(config) => match config.load_zones() {
             Ok((zones, warnings)) => {
-                for w in &warnings {
+                for w in config.warnings.iter().chain(&warnings) {
                     println!("{w}");
                 }
                 for z in &zones {

@@ -42,7 +42,7 @@ pub enum RunError {
 /// The diagnostics of a broken zone.
 pub fn load_snapshot(config: &Config) -> Result<Snapshot, Vec<Diagnostic>> {
     let (zones, warnings) = config.load_zones()?;
-    for w in &warnings {
+    for w in config.warnings.iter().chain(&warnings) {
         warn!("{w}");
     }
     for z in &zones {
@@ -87,7 +87,26 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
     }
     // Health: probes start now; service names are answered from the zone's full set until each
     // member has a result. Ready is logged once the first round is in (or its bound passed).
-    if !config.health.services.is_empty() {
+    // Relays: bound now, so a bad address fails start-up like any other listener.
+    for (index, def) in config.relays.iter().enumerate() {
+        let relay = crate::relay::server::Relay::new(def.clone(), index);
+        for (slot, &addr) in def.listen.iter().enumerate() {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| RunError::Bind { addr, source })?;
+            let local_addr = listener.local_addr().unwrap_or(addr);
+            info!(relay = %def.name, %local_addr, "listening for relay");
+            tasks.spawn(crate::relay::server::serve(
+                listener,
+                slot,
+                relay.clone(),
+                store.clone(),
+                token.clone(),
+            ));
+        }
+    }
+    // The engine also publishes relay backends' admin state (drain, maint), checks or not.
+    if !config.health.services.is_empty() || !config.relays.is_empty() {
         let statics = store.load().static_zones.clone();
         let mut handle =
             crate::health::engine::start(&config, statics, store.clone(), token.clone())

@@ -57,6 +57,9 @@ pub struct Snapshot {
     pub static_zones: Arc<Vec<Zone>>,
     /// What health selected per service name.
     pub services: Vec<ServiceView>,
+    /// Per relay (config order), per backend: takes new connections. Empty before health runs:
+    /// every backend then counts as usable.
+    pub relays: Vec<Vec<bool>>,
     /// When this snapshot was built.
     pub built_at: SystemTime,
 }
@@ -64,11 +67,15 @@ pub struct Snapshot {
 impl Snapshot {
     /// A snapshot of static zones, with no health applied.
     pub fn new(zones: Vec<Zone>) -> Self {
-        Self::build(Arc::new(zones), Vec::new())
+        Self::build(Arc::new(zones), Vec::new(), Vec::new())
     }
 
     /// Builds a snapshot: `views` applied to `static_zones`, prebuilt answers included.
-    pub fn build(static_zones: Arc<Vec<Zone>>, views: Vec<ServiceView>) -> Self {
+    pub fn build(
+        static_zones: Arc<Vec<Zone>>,
+        views: Vec<ServiceView>,
+        relays: Vec<Vec<bool>>,
+    ) -> Self {
         let derived: Vec<Zone> = static_zones.iter().map(|z| derive(z, &views)).collect();
         let zones = ZoneSet::new(derived);
         let fast = FastTable::build(&zones);
@@ -77,6 +84,7 @@ impl Snapshot {
             fast,
             static_zones,
             services: views,
+            relays,
             built_at: SystemTime::now(),
         }
     }

@@ -445,3 +445,32 @@ fn a_service_without_addresses_is_a_warning() {
     );
     assert!(out.lines().any(|l| l == want), "want {want}\ngot {out}");
 }
+
+#[test]
+fn relays_are_validated_with_lines() {
+    let base = "[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n[[server]]\nname = \"cas01\"\naddresses = [\"127.0.1.1\"]\n";
+    config_error(&format!("{base}[[relay]]\nname = \"vip\"\nkind = \"smtp\"\nlisten = [\"127.0.0.1:2525\"]\nservers = [\"cas01\"]\n"), Some(8),
+        "relay 'vip': an SMTP relay needs `allow` (client addresses or CIDRs); without it the VIP would be an open relay");
+    config_error(&format!("{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:4000\"]\nservers = [\"cas01\"]\n[[relay]]\nname = \"b\"\nlisten = [\"0.0.0.0:4000\"]\nservers = [\"cas01\"]\n"), Some(13),
+        "relay 'b': 0.0.0.0:4000 overlaps a listener of relay 'a'");
+    config_error(
+        &format!(
+            "{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:4000\"]\nservers = [\"cas09\"]\n"
+        ),
+        Some(10),
+        "relay 'a': unknown server 'cas09' (define it in a [[server]] table)",
+    );
+    config_error(&format!("{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:4000\"]\nservers = [\"cas01\"]\nchecks = [\"nope\"]\n"), Some(11),
+        "relay 'a': unknown check 'nope'");
+    config_error(
+        &format!(
+            "{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:5353\"]\nservers = [\"cas01\"]\n"
+        ),
+        Some(9),
+        "relay 'a': 127.0.0.1:5353 overlaps the DNS listener (DNS also uses TCP)",
+    );
+    config_error(&format!("{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:4000\"]\nservers = [\"cas01\"]\nbalance = \"random\"\n"), Some(11),
+        "relay 'a': unknown balance 'random' (source-hash, round-robin, least-connections)");
+    config_error(&format!("{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:4000\", \"127.0.0.1:4001\"]\nbackend_ports = [135]\nservers = [\"cas01\"]\n"), Some(10),
+        "relay 'a': backend_ports needs one port per listen address");
+}

@@ -334,7 +334,23 @@ impl Cx<'_> {
         self.diags.push(Diagnostic::error(self.path, line, msg));
     }
 
-    fn duration(&mut self, v: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
+    /// An error at `span`.
+    pub(super) fn error(&mut self, span: Option<Range<usize>>, msg: String) {
+        self.err(span, msg);
+    }
+
+    /// A warning at `span`.
+    pub(super) fn warn(&mut self, span: Option<Range<usize>>, msg: String) {
+        let line = span.map(|s| line_of(self.text, s.start));
+        self.diags.push(Diagnostic::warning(self.path, line, msg));
+    }
+
+    pub(super) fn duration(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
         match v {
             None => default,
             Some(s) => match humantime::parse_duration(s.get_ref()) {

@@ -19,6 +19,7 @@ use crate::diag::{line_of, Diagnostic};
 use crate::zone::{load_zone, Zone};
 
 pub mod health;
+pub mod relay;
 
 pub use health::{
     AdminState, CheckDef, CheckKind, Fallback, HealthConfig, OtherSites, ServerDef, ServiceDef,
@@ -50,6 +51,9 @@ struct RawConfig {
     /// Health-driven names.
     #[serde(default, rename = "service")]
     services: Vec<health::RawService>,
+    /// TCP relays.
+    #[serde(default, rename = "relay")]
+    relays: Vec<relay::RawRelay>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +111,10 @@ pub struct Config {
     pub zones: Vec<ZoneConfig>,
     /// Health checks and health-driven names.
     pub health: HealthConfig,
+    /// TCP relays.
+    pub relays: Vec<relay::RelayDef>,
+    /// Warnings found while validating (printed by `check`, logged by `run`).
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// DNS server settings.
@@ -248,18 +256,20 @@ impl Config {
             });
         }
         let origins: Vec<Name> = zones.iter().map(|z| z.origin.clone()).collect();
+        let mut cx = health::Cx {
+            path,
+            text,
+            diags: &mut diags,
+        };
         let health = health::validate(
-            &mut health::Cx {
-                path,
-                text,
-                diags: &mut diags,
-            },
+            &mut cx,
             raw.health,
             raw.checks,
             raw.servers,
             raw.services,
             &origins,
         );
+        let relays = relay::validate(&mut cx, raw.relays, &health, &listen);
         if zones.is_empty() {
             diags.push(Diagnostic::error(
                 path,
@@ -267,7 +277,7 @@ impl Config {
                 "no [[zone]] configured: there is nothing to serve",
             ));
         }
-        if diags.is_empty() {
+        if !diags.iter().any(Diagnostic::is_error) {
             Ok(Self {
                 path: path.to_path_buf(),
                 dns: DnsConfig {
@@ -278,6 +288,8 @@ impl Config {
                 },
                 zones,
                 health,
+                relays,
+                warnings: diags,
             })
         } else {
             Err(diags)

@@ -27,7 +27,8 @@ use tracing::{debug, info, warn};
 use super::probe::{self, ProbeResult, TlsConfigs};
 use super::{PairState, Status, Thresholds};
 use crate::answer::{select, Member};
-use crate::config::{CheckKind, Config, HealthConfig, Timing};
+use crate::config::relay::RelayDef;
+use crate::config::{AdminState, CheckKind, Config, HealthConfig, Timing};
 use crate::state::{ServiceView, Snapshot, Store};
 use crate::zone::{wire_lower, Zone};
 
@@ -78,9 +79,17 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Builds the plan: every member address of every service name, times its checks.
-    pub fn new(health: &HealthConfig, zones: &[Zone]) -> Self {
+    /// Builds the plan: every member address of every service name, times its checks, and every
+    /// relay backend times the relay's checks.
+    pub fn new(health: &HealthConfig, relays: &[RelayDef], zones: &[Zone]) -> Self {
         let mut plan = Self::default();
+        for relay in relays {
+            for (_, addr, _) in &relay.servers {
+                for check in &relay.checks {
+                    plan.add_pair(health, *addr, check);
+                }
+            }
+        }
         for (idx, svc) in health.services.iter().enumerate() {
             let (mut v4, mut v6) = (Vec::new(), Vec::new());
             let wire = wire_lower(&svc.name);
@@ -102,39 +111,44 @@ impl Plan {
             }
             for &addr in v4.iter().chain(&v6) {
                 for check in &svc.checks {
-                    let Some(def) = health.check(check) else {
-                        continue;
-                    };
-                    let key = (addr, check.clone());
-                    if plan.pairs.contains_key(&key) {
-                        continue;
-                    }
-                    let existing = plan
-                        .probes
-                        .iter()
-                        .position(|p| p.addr == addr && p.port == def.port && p.kind == def.kind);
-                    let i = match existing {
-                        Some(i) => {
-                            plan.probes[i].checks.push(check.clone());
-                            i
-                        }
-                        None => {
-                            plan.probes.push(ProbeSpec {
-                                addr,
-                                port: def.port,
-                                kind: def.kind.clone(),
-                                timing: def.timing,
-                                checks: vec![check.clone()],
-                            });
-                            plan.probes.len() - 1
-                        }
-                    };
-                    plan.pairs.insert(key, i);
+                    plan.add_pair(health, addr, check);
                 }
             }
             plan.services.push(ServicePlan { idx, v4, v6 });
         }
         plan
+    }
+
+    /// Adds the pair (addr, check), sharing a probe with an identical dialogue.
+    fn add_pair(&mut self, health: &HealthConfig, addr: IpAddr, check: &str) {
+        let Some(def) = health.check(check) else {
+            return;
+        };
+        let key = (addr, check.to_string());
+        if self.pairs.contains_key(&key) {
+            return;
+        }
+        let existing = self
+            .probes
+            .iter()
+            .position(|p| p.addr == addr && p.port == def.port && p.kind == def.kind);
+        let i = match existing {
+            Some(i) => {
+                self.probes[i].checks.push(check.to_string());
+                i
+            }
+            None => {
+                self.probes.push(ProbeSpec {
+                    addr,
+                    port: def.port,
+                    kind: def.kind.clone(),
+                    timing: def.timing,
+                    checks: vec![check.to_string()],
+                });
+                self.probes.len() - 1
+            }
+        };
+        self.pairs.insert(key, i);
     }
 }
 
@@ -167,7 +181,7 @@ pub fn start(
     token: CancellationToken,
 ) -> Result<Handle, String> {
     let health = config.health.clone();
-    let plan = Plan::new(&health, &static_zones);
+    let plan = Plan::new(&health, &config.relays, &static_zones);
     let mut tls: HashMap<String, TlsConfigs> = HashMap::new();
     for c in &health.checks {
         if let CheckKind::Http { tls: Some(t), .. } = &c.kind {
@@ -232,6 +246,7 @@ pub fn start(
 
     let engine = Aggregator {
         health,
+        relays: config.relays.clone(),
         plan,
         static_zones,
         store,
@@ -358,6 +373,7 @@ async fn sentinel(
 
 struct Aggregator {
     health: HealthConfig,
+    relays: Vec<RelayDef>,
     plan: Plan,
     static_zones: Arc<Vec<Zone>>,
     store: Store,
@@ -504,7 +520,32 @@ impl Aggregator {
                 debug!(service = %v.name, step = sel.step.as_str(), "health: answer");
             }
         }
-        let snap = Snapshot::build(self.static_zones.clone(), views);
+        // Relays: a backend takes new connections when it passes every check of its relay (no
+        // result yet counts as passing: the start-up round comes first) and is ready.
+        let relays: Vec<Vec<bool>> = self
+            .relays
+            .iter()
+            .map(|r| {
+                r.servers
+                    .iter()
+                    .map(|(_, addr, _)| {
+                        let ready = self
+                            .health
+                            .server_of(*addr)
+                            .is_none_or(|s| s.admin == AdminState::Ready);
+                        let failing = r.checks.iter().any(|c| {
+                            self.plan
+                                .pairs
+                                .get(&(*addr, c.clone()))
+                                .map(|&i| self.reports[i].state.status)
+                                == Some(Status::Down)
+                        });
+                        ready && !failing
+                    })
+                    .collect()
+            })
+            .collect();
+        let snap = Snapshot::build(self.static_zones.clone(), views, relays);
         self.store.store(Arc::new(snap));
         wake
     }
@@ -555,7 +596,7 @@ checks = ["owa-again", "ad"]
         .unwrap();
         let cfg = Config::parse(&dir.path().join("m.toml"), CONFIG).unwrap();
         let (zones, _) = cfg.load_zones().unwrap();
-        let plan = Plan::new(&cfg.health, &zones);
+        let plan = Plan::new(&cfg.health, &cfg.relays, &zones);
         // Addresses 1..3; /owa/ on 1 and 2 (shared by "owa" and "owa-again" on 2), /Autodiscover/ on 1..3.
         assert_eq!(plan.probes.len(), 6, "{:#?}", plan.probes);
         let shared = plan.pairs[&("127.0.1.2".parse().unwrap(), "owa".to_string())];

@@ -54,6 +54,8 @@ pub struct Mailns {
     pub addr: SocketAddr,
     /// Every DNS listener, in config order.
     pub addrs: Vec<SocketAddr>,
+    /// Relay listeners: (relay name, bound address), in config order.
+    pub relays: Vec<(String, SocketAddr)>,
     /// Its working folder (config, zones).
     pub dir: tempfile::TempDir,
     /// Log lines seen so far.
@@ -97,6 +99,7 @@ impl Mailns {
             }
         });
         let mut addrs = Vec::new();
+        let mut relays = Vec::new();
         let mut seen = Vec::new();
         loop {
             let line = match rx.recv_timeout(Duration::from_secs(20)) {
@@ -115,6 +118,17 @@ impl Mailns {
                     .and_then(|s| s.parse().ok());
                 addrs.extend(addr);
             }
+            if line.contains("listening for relay") {
+                let field = |k: &str| {
+                    line.split(k)
+                        .nth(1)
+                        .and_then(|s| s.split_whitespace().next())
+                        .map(String::from)
+                };
+                if let (Some(name), Some(addr)) = (field("relay="), field("local_addr=")) {
+                    relays.push((name, addr.parse().expect("relay address")));
+                }
+            }
             if line.contains("mailns ready") {
                 break;
             }
@@ -125,6 +139,7 @@ impl Mailns {
                 .first()
                 .expect("a DNS/TCP listener address in the log"),
             addrs,
+            relays,
             dir,
             log: rx,
         }
@@ -138,6 +153,15 @@ impl Mailns {
             .status()
             .expect("kill");
         self.child.0.wait().expect("wait")
+    }
+
+    /// The addresses of relay `name`, in listen order.
+    pub fn relay(&self, name: &str) -> Vec<SocketAddr> {
+        self.relays
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .collect()
     }
 
     /// True while the process runs.

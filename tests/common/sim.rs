@@ -31,6 +31,8 @@ pub enum Proto {
     Imap,
     /// POP3 greeting and QUIT.
     Pop3,
+    /// Writes its name and a newline, then echoes every byte (and half-closes when the client does).
+    Echo(String),
 }
 
 /// Shared behaviour switches.
@@ -147,6 +149,7 @@ async fn serve(s: TcpStream, proto: Proto, b: Arc<Behaviour>) {
             }
         }
         Proto::Smtp => smtp(s, b).await,
+        Proto::Echo(id) => echo(s, &id).await,
         Proto::Imap => {
             line_server(
                 s,
@@ -206,6 +209,28 @@ async fn http<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + '
         .await;
 }
 
+async fn echo(s: TcpStream, id: &str) {
+    use tokio::io::AsyncReadExt;
+    let (mut r, mut w) = s.into_split();
+    if w.write_all(format!("{id}\n").as_bytes()).await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = w.shutdown().await;
+                return;
+            }
+            Ok(n) => {
+                if w.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 async fn smtp(s: TcpStream, b: Arc<Behaviour>) {
     let mut r = BufReader::new(s);
     if r.get_mut()
@@ -227,8 +252,29 @@ async fn smtp(s: TcpStream, b: Arc<Behaviour>) {
             b"250-cas.mail.example.test Hello\r\n250-SIZE 37748736\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n"
         } else if cmd.starts_with("MAIL FROM") && draining {
             b"421 4.3.2 Service not available\r\n"
-        } else if cmd.starts_with("MAIL FROM") || cmd.starts_with("RSET") {
+        } else if cmd.starts_with("MAIL FROM")
+            || cmd.starts_with("RSET")
+            || cmd.starts_with("RCPT TO")
+        {
             b"250 2.1.0 OK\r\n"
+        } else if cmd.starts_with("DATA") {
+            if r.get_mut()
+                .write_all(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                line.clear();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == ".\r\n" || line == ".\n" {
+                    break;
+                }
+            }
+            b"250 2.6.0 Queued mail for delivery\r\n"
         } else if cmd.starts_with("QUIT") {
             let _ = r.get_mut().write_all(b"221 2.0.0 Closing\r\n").await;
             return;

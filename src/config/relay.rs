@@ -1,0 +1,297 @@
+//! `[[relay]]`: TCP listeners forwarding to healthy servers.
+//!
+//! A relay with several listeners is a group: one health state for all of them (a server failing
+//! any of the relay's checks is out of every port) and, with `source-hash`, one pick per client
+//! across all of them (Exchange 2010 RPC: 135 and the two static ports must reach one server).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::health::{Cx, HealthConfig};
+use crate::relay::copy::Timeouts;
+use crate::relay::pick::Balance;
+
+/// `[[relay]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRelay {
+    name: Spanned<String>,
+    kind: Option<Spanned<String>>,
+    listen: Spanned<Vec<String>>,
+    servers: Spanned<Vec<String>>,
+    backend_port: Option<u16>,
+    backend_ports: Option<Spanned<Vec<u16>>>,
+    checks: Option<Spanned<Vec<String>>>,
+    balance: Option<Spanned<String>>,
+    hash_key: Option<String>,
+    connect_timeout: Option<Spanned<String>>,
+    retries: Option<u32>,
+    idle_timeout: Option<Spanned<String>>,
+    half_close_timeout: Option<Spanned<String>>,
+    max_connections: Option<usize>,
+    max_per_client: Option<usize>,
+    allow: Option<Spanned<Vec<String>>>,
+    proxy_protocol: Option<bool>,
+}
+
+/// What a relay speaks to clients before relaying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayKind {
+    /// Plain TCP (RPC, IMAP, POP3, HTTPS passthrough...).
+    Tcp,
+    /// The SMTP relay VIP: clients outside `allow` get a 554 reply.
+    Smtp,
+}
+
+/// A validated relay.
+#[derive(Debug, Clone)]
+pub struct RelayDef {
+    /// Its name.
+    pub name: String,
+    /// Plain TCP or SMTP VIP.
+    pub kind: RelayKind,
+    /// Listening addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Backends: (server name, address, weight), in config order.
+    pub servers: Vec<(String, IpAddr, u32)>,
+    /// Backend port per listener, in `listen` order (None: the port the client connected to).
+    pub backend_ports: Vec<Option<u16>>,
+    /// Checks every backend must pass.
+    pub checks: Vec<String>,
+    /// Balance mode.
+    pub balance: Balance,
+    /// Source-hash key (same on every mailns node).
+    pub hash_key: Vec<u8>,
+    /// Backend connect timeout.
+    pub connect_timeout: Duration,
+    /// Further backends tried after a failed connect.
+    pub retries: u32,
+    /// Idle and half-closed timeouts.
+    pub timeouts: Timeouts,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Open connections per client address at most.
+    pub max_per_client: usize,
+    /// Client allow-list (empty: everyone, except for SMTP relays, where it is required).
+    pub allow: Vec<IpNet>,
+    /// Send a PROXY protocol v2 header to backends.
+    pub proxy_protocol: bool,
+}
+
+fn euid_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Validates the relays against the servers and checks; `dns` are the DNS listeners.
+pub(super) fn validate(
+    cx: &mut Cx<'_>,
+    raw: Vec<RawRelay>,
+    health: &HealthConfig,
+    dns: &[SocketAddr],
+) -> Vec<RelayDef> {
+    let mut out: Vec<RelayDef> = Vec::new();
+    let root = euid_is_root();
+    for r in raw {
+        let name = r.name.get_ref().clone();
+        let at = Some(r.name.span());
+        if out.iter().any(|x| x.name == name) {
+            cx.error(at.clone(), format!("relay '{name}' is defined twice"));
+            continue;
+        }
+        let kind = match r.kind.as_ref().map(|k| k.get_ref().as_str()) {
+            None | Some("tcp") => RelayKind::Tcp,
+            Some("smtp") => RelayKind::Smtp,
+            Some(other) => {
+                cx.error(
+                    r.kind.as_ref().map(Spanned::span),
+                    format!("relay '{name}': unknown kind '{other}' (tcp, smtp)"),
+                );
+                continue;
+            }
+        };
+        let mut listen = Vec::new();
+        for l in r.listen.get_ref() {
+            match l.parse::<SocketAddr>() {
+                Ok(a) => {
+                    let clash = out
+                        .iter()
+                        .find(|x| x.listen.iter().any(|y| overlaps(*y, a)));
+                    if let Some(other) = clash {
+                        cx.error(
+                            Some(r.listen.span()),
+                            format!(
+                                "relay '{name}': {a} overlaps a listener of relay '{}'",
+                                other.name
+                            ),
+                        );
+                    } else if dns.iter().any(|d| overlaps(*d, a) && a.port() != 0) {
+                        cx.error(
+                            Some(r.listen.span()),
+                            format!(
+                                "relay '{name}': {a} overlaps the DNS listener (DNS also uses TCP)"
+                            ),
+                        );
+                    } else if listen.iter().any(|y| overlaps(*y, a)) {
+                        cx.error(
+                            Some(r.listen.span()),
+                            format!("relay '{name}': {a} is listed twice"),
+                        );
+                    } else {
+                        if a.port() != 0 && a.port() < 1024 && !root {
+                            cx.warn(
+                                Some(r.listen.span()),
+                                format!("relay '{name}': port {} needs root or CAP_NET_BIND_SERVICE (see the systemd unit)", a.port()),
+                            );
+                        }
+                        listen.push(a);
+                    }
+                }
+                Err(_) => cx.error(
+                    Some(r.listen.span()),
+                    format!("relay '{name}': '{l}' is not an address:port"),
+                ),
+            }
+        }
+        if listen.is_empty() {
+            cx.error(
+                Some(r.listen.span()),
+                format!("relay '{name}' has no listen address"),
+            );
+        }
+        let mut servers = Vec::new();
+        for s in r.servers.get_ref() {
+            match health.servers.iter().find(|x| &x.name == s) {
+                Some(def) => match def.addresses.first() {
+                    Some(&ip) => servers.push((def.name.clone(), ip, def.weight)),
+                    None => cx.error(
+                        Some(r.servers.span()),
+                        format!("relay '{name}': server '{s}' has no address"),
+                    ),
+                },
+                None => cx.error(
+                    Some(r.servers.span()),
+                    format!(
+                        "relay '{name}': unknown server '{s}' (define it in a [[server]] table)"
+                    ),
+                ),
+            }
+        }
+        if servers.is_empty() {
+            cx.error(
+                Some(r.servers.span()),
+                format!("relay '{name}' has no servers"),
+            );
+        }
+        let checks = r
+            .checks
+            .as_ref()
+            .map(|c| c.get_ref().clone())
+            .unwrap_or_default();
+        for c in &checks {
+            if health.check(c).is_none() {
+                cx.error(
+                    r.checks.as_ref().map(Spanned::span),
+                    format!("relay '{name}': unknown check '{c}'"),
+                );
+            }
+        }
+        let balance = match r.balance.as_ref().map(|b| b.get_ref().as_str()) {
+            None | Some("source-hash") => Balance::SourceHash,
+            Some("round-robin") => Balance::RoundRobin,
+            Some("least-connections") => Balance::LeastConnections,
+            Some(o) => {
+                cx.error(r.balance.as_ref().map(Spanned::span), format!("relay '{name}': unknown balance '{o}' (source-hash, round-robin, least-connections)"));
+                Balance::SourceHash
+            }
+        };
+        let mut allow = Vec::new();
+        for a in r.allow.iter().flat_map(|a| a.get_ref()) {
+            let net = a
+                .parse::<IpNet>()
+                .or_else(|_| a.parse::<IpAddr>().map(IpNet::from));
+            match net {
+                Ok(n) => allow.push(n),
+                Err(_) => cx.error(
+                    r.allow.as_ref().map(Spanned::span),
+                    format!("relay '{name}': '{a}' is not an address or CIDR"),
+                ),
+            }
+        }
+        if kind == RelayKind::Smtp && allow.is_empty() {
+            cx.error(
+                at.clone(),
+                format!("relay '{name}': an SMTP relay needs `allow` (client addresses or CIDRs); without it the VIP would be an open relay"),
+            );
+        }
+        let backend_ports: Vec<Option<u16>> = match &r.backend_ports {
+            Some(p) if p.get_ref().len() == listen.len() => {
+                p.get_ref().iter().map(|&x| Some(x)).collect()
+            }
+            Some(p) => {
+                cx.error(
+                    Some(p.span()),
+                    format!("relay '{name}': backend_ports needs one port per listen address"),
+                );
+                vec![r.backend_port; listen.len()]
+            }
+            None => vec![r.backend_port; listen.len()],
+        };
+        let dur = |cx: &mut Cx<'_>, v: &Option<Spanned<String>>, key: &str, d: Duration| {
+            cx.duration(v, &format!("relay.{key}"), d)
+        };
+        out.push(RelayDef {
+            name,
+            kind,
+            listen,
+            servers,
+            backend_ports,
+            checks,
+            balance,
+            hash_key: r.hash_key.unwrap_or_else(|| "mailns".into()).into_bytes(),
+            connect_timeout: dur(
+                cx,
+                &r.connect_timeout,
+                "connect_timeout",
+                Duration::from_secs(1),
+            ),
+            retries: r.retries.unwrap_or(2),
+            timeouts: Timeouts {
+                idle: dur(
+                    cx,
+                    &r.idle_timeout,
+                    "idle_timeout",
+                    Duration::from_secs(3600),
+                ),
+                half_closed: dur(
+                    cx,
+                    &r.half_close_timeout,
+                    "half_close_timeout",
+                    Duration::from_secs(60),
+                ),
+            },
+            max_connections: r.max_connections.unwrap_or(10_000).max(1),
+            max_per_client: r.max_per_client.unwrap_or(1_000).max(1),
+            allow,
+            proxy_protocol: r.proxy_protocol.unwrap_or(false),
+        });
+    }
+    out
+}
+
+/// True when two listeners would collide (same port, same or wildcard address).
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}

@@ -1,0 +1,262 @@
+//! Relay listeners: accept, admit (allow-list, limits), pick a backend among the usable ones,
+//! connect (trying the next on failure before the client notices), then pump bytes.
+//!
+//! With no usable backend the client's connection is closed at once, so it moves on to its next
+//! address instead of hanging.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::copy::{self, Bytes};
+use super::pick::{self, Candidate};
+use crate::config::relay::{RelayDef, RelayKind};
+use crate::state::Store;
+
+/// Counters of one backend of one relay.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Open relayed connections.
+    pub active: AtomicU64,
+    /// Relayed connections since start.
+    pub total: AtomicU64,
+    /// Failed connect attempts.
+    pub failed_connects: AtomicU64,
+    /// Bytes each way.
+    pub bytes: Bytes,
+}
+
+/// Counters of one relay.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Per backend, in config order.
+    pub servers: Vec<ServerStats>,
+    /// Clients refused: not allowed, over a limit, or no usable backend.
+    pub refused: AtomicU64,
+}
+
+/// A relay's shared state.
+#[derive(Debug)]
+pub struct Relay {
+    /// Its config.
+    pub def: RelayDef,
+    /// Its position among the configured relays (index into the snapshot's relay views).
+    pub index: usize,
+    /// Counters.
+    pub stats: RelayStats,
+    turn: AtomicU64,
+    permits: Arc<Semaphore>,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Relay {
+    /// A relay for `def`, the `index`-th of the config.
+    pub fn new(def: RelayDef, index: usize) -> Arc<Self> {
+        let stats = RelayStats {
+            servers: def.servers.iter().map(|_| ServerStats::default()).collect(),
+            refused: AtomicU64::new(0),
+        };
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(def.max_connections)),
+            def,
+            index,
+            stats,
+            turn: AtomicU64::new(0),
+            per_client: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn allowed(&self, ip: IpAddr) -> bool {
+        self.def.allow.is_empty() || self.def.allow.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Accepts on `listener` (the relay's `slot`-th listen address) until `token` is cancelled;
+/// open connections finish on their own.
+pub async fn serve(
+    listener: TcpListener,
+    slot: usize,
+    relay: Arc<Relay>,
+    store: Store,
+    token: CancellationToken,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = token.cancelled() => break,
+        };
+        while conns.try_join_next().is_some() {}
+        let (client, peer) = match accepted {
+            Ok(x) => x,
+            Err(error) => {
+                warn!(relay = %relay.def.name, %error, "relay accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let local = client.local_addr().ok();
+        let (relay, store) = (relay.clone(), store.clone());
+        conns.spawn(async move {
+            if let Err(error) = connection(client, peer, local, slot, &relay, &store).await {
+                debug!(relay = %relay.def.name, %peer, %error, "relay connection ended");
+            }
+        });
+    }
+    // Shutdown: stop accepting; the grace period for open connections belongs to the runtime.
+    conns.detach_all();
+}
+
+async fn connection(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    slot: usize,
+    relay: &Relay,
+    store: &Store,
+) -> io::Result<()> {
+    let def = &relay.def;
+    if !relay.allowed(peer.ip()) {
+        relay.stats.refused.fetch_add(1, Ordering::Relaxed);
+        if def.kind == RelayKind::Smtp {
+            let line = format!(
+                "554 5.7.1 <{}> is not allowed to relay through this address\r\n",
+                peer.ip()
+            );
+            let _ = client.write_all(line.as_bytes()).await;
+            let _ = client.shutdown().await;
+        }
+        debug!(relay = %def.name, %peer, "client not in the allow-list");
+        return Ok(());
+    }
+    let Ok(_permit) = relay.permits.clone().try_acquire_owned() else {
+        relay.stats.refused.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    };
+    let _client_slot = match ClientSlot::take(relay, peer.ip()) {
+        Some(s) => s,
+        None => {
+            relay.stats.refused.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+    };
+
+    // Candidates from the current snapshot (no view yet: all usable).
+    let usable: Vec<bool> = {
+        let snap = store.load();
+        snap.relays.get(relay.index).cloned().unwrap_or_default()
+    };
+    let candidates: Vec<Candidate> = def
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, weight))| Candidate {
+            weight: *weight,
+            usable: usable.get(i).copied().unwrap_or(true),
+            active: relay.stats.servers[i].active.load(Ordering::Relaxed),
+        })
+        .collect();
+    let turn = relay.turn.fetch_add(1, Ordering::Relaxed);
+    let order = pick::order(def.balance, &candidates, peer.ip(), &def.hash_key, turn);
+    let port = def
+        .backend_ports
+        .get(slot)
+        .copied()
+        .flatten()
+        .or(local.map(|l| l.port()))
+        .unwrap_or(0);
+
+    let mut server = None;
+    for &i in order.iter().take(def.retries as usize + 1) {
+        let addr = SocketAddr::new(def.servers[i].1, port);
+        match timeout(def.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                server = Some((i, s));
+                break;
+            }
+            Ok(Err(error)) => {
+                debug!(relay = %def.name, %addr, %error, "relay upstream connect failed")
+            }
+            Err(_) => debug!(relay = %def.name, %addr, "relay upstream connect timed out"),
+        }
+        relay.stats.servers[i]
+            .failed_connects
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    let Some((i, mut upstream)) = server else {
+        // Refuse at once: the client tries its next address.
+        relay.stats.refused.fetch_add(1, Ordering::Relaxed);
+        debug!(relay = %def.name, %peer, "no usable backend; closing");
+        return Ok(());
+    };
+    for s in [&client, &upstream] {
+        let _ = s.set_nodelay(true);
+        let _ = socket2::SockRef::from(s).set_keepalive(true);
+    }
+    if def.proxy_protocol {
+        if let Some(local) = local {
+            let header = ppp::v2::Builder::with_addresses(
+                ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+                ppp::v2::Protocol::Stream,
+                (peer, local),
+            )
+            .build()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+            upstream.write_all(&header).await?;
+        }
+    }
+    let stats = &relay.stats.servers[i];
+    stats.active.fetch_add(1, Ordering::Relaxed);
+    stats.total.fetch_add(1, Ordering::Relaxed);
+    let end = copy::pump(client, upstream, def.timeouts, &stats.bytes).await;
+    stats.active.fetch_sub(1, Ordering::Relaxed);
+    debug!(relay = %def.name, %peer, server = %def.servers[i].0, ?end, "relay connection closed");
+    Ok(())
+}
+
+/// One open connection counted against its client address; released on drop.
+struct ClientSlot<'a> {
+    relay: &'a Relay,
+    ip: IpAddr,
+}
+
+impl<'a> ClientSlot<'a> {
+    fn take(relay: &'a Relay, ip: IpAddr) -> Option<Self> {
+        let mut map = relay
+            .per_client
+            .lock()
+            .expect("per-client map lock is never poisoned");
+        let n = map.entry(ip).or_insert(0);
+        if *n >= relay.def.max_per_client {
+            return None;
+        }
+        *n += 1;
+        Some(Self { relay, ip })
+    }
+}
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .relay
+            .per_client
+            .lock()
+            .expect("per-client map lock is never poisoned");
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
