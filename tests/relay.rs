@@ -359,3 +359,53 @@ fn tls_passes_through_untouched() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
 }
+
+#[test]
+fn proxy_protocol_v2_carries_the_client_address() {
+    let rt = sim::runtime();
+    let backend = Sim::start(&rt, "127.158.0.1".parse().unwrap(), 0, Proto::ProxyEcho);
+    let s = start(&format!(
+        "[[server]]\nname = \"mx01\"\naddresses = [\"127.158.0.1\"]\n\n[[relay]]\nname = \"p\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"mx01\"]\nbackend_port = {}\nproxy_protocol = true\n",
+        backend.addr.port()
+    ));
+    let relay = s.relay("p")[0];
+    let (line, mut c) = hello(relay, "127.0.0.23".parse().unwrap()).expect("relayed");
+    let local = c.local_addr().unwrap();
+    assert_eq!(
+        line,
+        format!("src={local}"),
+        "the backend sees the real client"
+    );
+    c.write_all(b"after the header, bytes as sent").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = String::new();
+    c.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "after the header, bytes as sent");
+}
+
+#[test]
+fn idle_connections_are_closed_and_the_cap_holds() {
+    let b = Backends::start(159, 1);
+    let s = start(&format!(
+        "{}\n[[relay]]\nname = \"r\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas01\"]\nbackend_port = {}\nidle_timeout = \"1s\"\nmax_connections = 2\n",
+        b.servers_toml(["ready"; 3]),
+        b.port(0)
+    ));
+    let relay = s.relay("r")[0];
+    let from: IpAddr = "127.0.0.1".parse().unwrap();
+    let (_, mut a) = hello(relay, from).unwrap();
+    let (_, _b2) = hello(relay, from).unwrap();
+    assert!(
+        hello(relay, from).is_none(),
+        "a third connection is over max_connections"
+    );
+    // Idle for the timeout: the relay closes it (EOF for the client).
+    let t0 = Instant::now();
+    let mut buf = [0u8; 8];
+    assert_eq!(a.read(&mut buf).unwrap_or(0), 0);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}

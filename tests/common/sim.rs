@@ -33,6 +33,8 @@ pub enum Proto {
     Pop3,
     /// Writes its name and a newline, then echoes every byte (and half-closes when the client does).
     Echo(String),
+    /// Reads a PROXY v2 header, writes `src=<client address>` and a newline, then echoes.
+    ProxyEcho,
 }
 
 /// Shared behaviour switches.
@@ -150,6 +152,7 @@ async fn serve(s: TcpStream, proto: Proto, b: Arc<Behaviour>) {
         }
         Proto::Smtp => smtp(s, b).await,
         Proto::Echo(id) => echo(s, &id).await,
+        Proto::ProxyEcho => proxy_echo(s).await,
         Proto::Imap => {
             line_server(
                 s,
@@ -229,6 +232,46 @@ async fn echo(s: TcpStream, id: &str) {
             }
         }
     }
+}
+
+async fn proxy_echo(mut s: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 16];
+    if s.read_exact(&mut head).await.is_err() {
+        return;
+    }
+    let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+    let mut buf = head.to_vec();
+    buf.resize(16 + len, 0);
+    if s.read_exact(&mut buf[16..]).await.is_err() {
+        return;
+    }
+    let src = match ppp::v2::Header::try_from(&buf[..]) {
+        Ok(h) => match h.addresses {
+            ppp::v2::Addresses::IPv4(a) => format!("{}:{}", a.source_address, a.source_port),
+            other => format!("{other:?}"),
+        },
+        Err(e) => format!("bad header: {e}"),
+    };
+    if s.write_all(format!("src={src}\n").as_bytes())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    echo_rest(s).await;
+}
+
+async fn echo_rest(s: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let (mut r, mut w) = s.into_split();
+    let mut buf = vec![0u8; 65536];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 || w.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = w.shutdown().await;
 }
 
 async fn smtp(s: TcpStream, b: Arc<Behaviour>) {
