@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""L4 relay benchmark: mailns and HAProxy 2.6 `mode tcp` side by side, alternating, on loopback.
+
+Per round:
+  1. one iperf3 stream (10 s): direct to 127.0.1.1:5201, through HAProxy (7443), through mailns (7453);
+  2. new connections per second: wrk -t1 -c50 --latency -H 'Connection: close' (one request per
+     connection) to nginx on 127.0.1.1-2:8080: direct, HAProxy (7444), mailns (7454), with the
+     relay's CPU;
+  3. memory per idle relayed connection: N idle connections through each relay to nginx; the
+     relay's RSS growth divided by N (HAProxy's maxconn is 5000, so N defaults to 4500).
+Backends and HAProxy come from ../shared/peers/servers (iperf3.sh, nginx.sh, haproxy.sh copy).
+Usage: bench/relay.py [--rounds 2] [--len 10] [--idle 4500]
+Debian packages: haproxy iperf3 wrk nginx-light.
+"""
+import argparse, json, os, re, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def tree(root):
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                todo += [int(x) for x in open(f"/proc/{p}/task/{t}/children").read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def cpu(root):
+    t = 0
+    for p in tree(root):
+        try:
+            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            t += int(f[11]) + int(f[12])
+        except OSError:
+            pass
+    return t / HZ
+
+
+def rss_kb(root):
+    t = 0
+    for p in tree(root):
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmRSS:"):
+                    t += int(line.split()[1])
+        except OSError:
+            pass
+    return t
+
+
+def iperf(host, port, secs):
+    out = subprocess.run(["iperf3", "-c", host, "-p", str(port), "-t", str(secs), "-J"], capture_output=True, text=True).stdout
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def wrk(url, secs, pid=None):
+    c0, t0 = (cpu(pid), time.time()) if pid else (0, 0)
+    out = subprocess.run(["wrk", "-t1", "-c50", f"-d{secs}s", "--latency", "-H", "Connection: close", url],
+                         capture_output=True, text=True).stdout
+    c1, t1 = (cpu(pid), time.time()) if pid else (0, 1)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    def lat(p):
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        v, u = float(m.group(1)), m.group(2)
+        return v / 1000 if u == "us" else v * 1000 if u == "s" else v
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    return {"rps": rps, "p50": lat(50), "p99": lat(99), "cpu": (c1 - c0) / (t1 - t0) if pid else None,
+            "errors": errors.group(0) if errors else ""}
+
+
+def idle_memory(port, pid, n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    time.sleep(1)
+    before = rss_kb(pid)
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.connect(("127.0.0.1", port))
+        socks.append(s)
+    time.sleep(3)
+    after = rss_kb(pid)
+    for s in socks:
+        s.close()
+    return (after - before) * 1024 / n
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--len", type=int, default=10)
+    ap.add_argument("--idle", type=int, default=4500)
+    ap.add_argument("--peers", default=os.path.join(os.path.dirname(ROOT), "shared", "peers"))
+    a = ap.parse_args()
+    for t in ["haproxy", "iperf3", "wrk", "nginx"]:
+        if not shutil.which(t) and not os.path.exists(f"/usr/sbin/{t}"):
+            sys.exit(f"{t} missing: apt-get install haproxy iperf3 wrk nginx-light")
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="mailns-relay-bench-")
+    env = dict(os.environ, PEERS_RUN=work)
+    peer = lambda *args: subprocess.run(["bash", os.path.join(a.peers, "servers", args[0])] + list(args[1:]),
+                                        env=env, check=True, capture_output=True)
+    open(os.path.join(work, "z.zone"), "w").write("$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.53\n")
+    open(os.path.join(work, "mailns.toml"), "w").write("""[dns]
+listen = ["127.0.0.1:5311"]
+[[zone]]
+name = "bench.test"
+file = "z.zone"
+[[server]]
+name = "b1"
+addresses = ["127.0.1.1"]
+[[server]]
+name = "b2"
+addresses = ["127.0.1.2"]
+[[relay]]
+name = "iperf"
+listen = ["127.0.0.1:7453"]
+servers = ["b1", "b2"]
+backend_port = 5201
+[[relay]]
+name = "http"
+listen = ["127.0.0.1:7454"]
+servers = ["b1", "b2"]
+backend_port = 8080
+balance = "round-robin"
+max_connections = 20000
+max_per_client = 20000
+""")
+    peer("iperf3.sh", "start"); peer("nginx.sh", "start")
+    res = {}
+    try:
+        for rnd in range(1, a.rounds + 1):
+            # HAProxy
+            peer("haproxy.sh", "start", "copy")
+            hpid = int(open(os.path.join(work, "haproxy", "pid")).read())
+            r = {"iperf": iperf("127.0.0.1", 7443, a.len), **wrk("http://127.0.0.1:7444/", a.len, hpid)}
+            r["idle_bytes"] = idle_memory(7444, hpid, a.idle)
+            peer("haproxy.sh", "stop")
+            res.setdefault("haproxy", []).append(r)
+            print(f"round {rnd} haproxy {r}", flush=True)
+            # mailns
+            m = subprocess.Popen([os.path.join(ROOT, "target/release/mailns"), "run", "--config", os.path.join(work, "mailns.toml")],
+                                 env=dict(os.environ, RUST_LOG="warn"), stderr=subprocess.DEVNULL)
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", 7454), 0.2).close(); break
+                except OSError:
+                    time.sleep(0.05)
+            r = {"iperf": iperf("127.0.0.1", 7453, a.len), **wrk("http://127.0.0.1:7454/", a.len, m.pid)}
+            r["idle_bytes"] = idle_memory(7454, m.pid, a.idle)
+            m.send_signal(signal.SIGTERM); m.wait()
+            res.setdefault("mailns", []).append(r)
+            print(f"round {rnd} mailns  {r}", flush=True)
+            # direct
+            r = {"iperf": iperf("127.0.1.1", 5201, a.len), **wrk("http://127.0.1.1:8080/", a.len)}
+            res.setdefault("direct", []).append(r)
+            print(f"round {rnd} direct  {r}", flush=True)
+    finally:
+        subprocess.run(["bash", os.path.join(a.peers, "servers", "haproxy.sh"), "stop"], env=env, capture_output=True)
+        peer("nginx.sh", "stop"); peer("iperf3.sh", "stop")
+    med = lambda n, k: statistics.median(x[k] for x in res[n]) if res[n][0].get(k) is not None else None
+    print("\n| path | one iperf3 stream Gbit/s | new conn/s (wrk, 1 req/conn) | p50 / p99 ms | relay CPU | own memory per idle connection |")
+    print("|---|---|---|---|---|---|")
+    for n in ["direct", "haproxy", "mailns"]:
+        c = med(n, "cpu"); ib = med(n, "idle_bytes")
+        print(f"| {n} | {med(n, 'iperf'):.1f} | {med(n, 'rps'):.0f} | {med(n, 'p50'):.2f} / {med(n, 'p99'):.2f} | "
+              f"{'-' if c is None else f'{c*100:.0f} %'} | {'-' if ib is None else f'{ib:.0f} B'} |")
+    h, m = res["haproxy"], res["mailns"]
+    print(f"\nmailns / HAProxy: stream {med('mailns','iperf')/med('haproxy','iperf'):.2f}x, "
+          f"conn/s {med('mailns','rps')/med('haproxy','rps'):.2f}x; mailns stream vs direct {med('mailns','iperf')/med('direct','iperf'):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
