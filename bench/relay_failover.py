@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Relay failover, mailns vs HAProxy 2.6, on loopback:
+
+1. 200 new connections per second for 10 s through each relay to two backends (bench/backend.py,
+   HTTP on 127.0.1.1-2:8090); 3 s in, one backend is killed. Counts the client requests that fail
+   (no "HTTP/1.1 200" answer). Both relays check their backends every 1 s and mark them down after
+   2 failures; HAProxy runs with and without `option redispatch` (retry on another server).
+2. Every backend down: 200 connections, each timed from connect() to the relay closing it (EOF).
+   A relay must refuse, not hang, so the client moves on at once.
+Usage: bench/relay_failover.py [--rate 200] [--secs 10]
+"""
+import argparse, os, signal, socket, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BACKENDS = ["127.0.1.1", "127.0.1.2"]
+PORT = 8090
+REQ = b"GET /owa/healthcheck.htm HTTP/1.1\r\nHost: owa.mail.example.test\r\nConnection: close\r\n\r\n"
+
+
+def start_backend(work, ip):
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "backend.py"), ip, str(PORT), os.path.join(work, f"c-{ip}")])
+    for _ in range(100):
+        try:
+            socket.create_connection((ip, PORT), 0.2).close()
+            return p
+        except OSError:
+            time.sleep(0.02)
+    return p
+
+
+def one(port):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), 2)
+        s.settimeout(2)
+        s.sendall(REQ)
+        data = s.recv(64)
+        s.close()
+        return data.startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def run_rate(port, rate, secs, kill):
+    fails, total = 0, 0
+    t0 = time.monotonic()
+    killed = False
+    while (now := time.monotonic() - t0) < secs:
+        if not killed and now >= 3:
+            kill()
+            killed = True
+        ok = one(port)
+        total += 1
+        fails += not ok
+        next_at = t0 + total / rate
+        time.sleep(max(0, next_at - time.monotonic()))
+    return fails, total
+
+
+def refusal_ms(port, n=200):
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        try:
+            s = socket.create_connection(("127.0.0.1", port), 2)
+            s.settimeout(2)
+            s.recv(16)
+            s.close()
+        except OSError:
+            pass
+        out.append((time.perf_counter() - t) * 1000)
+    out.sort()
+    return statistics.median(out), out[int(len(out) * 0.99) - 1]
+
+
+def haproxy_cfg(work, port, redispatch):
+    path = os.path.join(work, f"haproxy-{port}.cfg")
+    servers = "\n".join(f"  server b{i} {ip}:{PORT} check inter 1s fall 2 rise 2" for i, ip in enumerate(BACKENDS))
+    open(path, "w").write(f"""global
+  nbthread 2
+  maxconn 5000
+defaults
+  mode tcp
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  {"option redispatch" if redispatch else ""}
+  {"retries 2" if redispatch else ""}
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  balance roundrobin
+{servers}
+""")
+    return subprocess.Popen(["haproxy", "-db", "-f", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def mailns(work, port):
+    open(os.path.join(work, "z.zone"), "w").write("$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.53\n")
+    cfg = os.path.join(work, "mailns.toml")
+    open(cfg, "w").write(f"""[dns]
+listen = ["127.0.0.1:5312"]
+[health]
+interval = "1s"
+fall = 2
+rise = 2
+[[zone]]
+name = "bench.test"
+file = "z.zone"
+[[server]]
+name = "b1"
+addresses = ["{BACKENDS[0]}"]
+[[server]]
+name = "b2"
+addresses = ["{BACKENDS[1]}"]
+[[check]]
+name = "port"
+kind = "tcp"
+port = {PORT}
+[[relay]]
+name = "r"
+listen = ["127.0.0.1:{port}"]
+servers = ["b1", "b2"]
+backend_port = {PORT}
+balance = "round-robin"
+checks = ["port"]
+""")
+    return subprocess.Popen([os.path.join(ROOT, "target/release/mailns"), "run", "--config", cfg],
+                            env=dict(os.environ, RUST_LOG="warn"), stderr=subprocess.DEVNULL)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=int, default=200)
+    ap.add_argument("--secs", type=int, default=10)
+    a = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="mailns-failover-")
+    rows = []
+    for name, port, start in [
+        ("mailns (default: retries 2)", 7461, lambda w, p: mailns(w, p)),
+        ("HAProxy", 7462, lambda w, p: haproxy_cfg(w, p, False)),
+        ("HAProxy + option redispatch", 7463, lambda w, p: haproxy_cfg(w, p, True)),
+    ]:
+        procs = {ip: start_backend(work, ip) for ip in BACKENDS}
+        relay = start(work, port)
+        for _ in range(100):
+            if one(port):
+                break
+            time.sleep(0.05)
+        time.sleep(2.5)  # both backends checked up
+        fails, total = run_rate(port, a.rate, a.secs, lambda: (procs[BACKENDS[1]].kill(), procs[BACKENDS[1]].wait()))
+        procs[BACKENDS[0]].kill(); procs[BACKENDS[0]].wait()
+        time.sleep(3)  # every backend down and detected
+        p50, p99 = refusal_ms(port)
+        relay.send_signal(signal.SIGTERM); relay.wait()
+        rows.append((name, fails, total, p50, p99))
+        print(f"{name}: {fails} of {total} requests failed ({100 * fails / total:.1f} %); all down: closed after {p50:.2f} ms median, {p99:.2f} ms p99", flush=True)
+    print("\n| relay | failed requests, one of two backends killed at 200 conn/s | all down: client closed after, median / p99 |")
+    print("|---|---|---|")
+    for name, f, t, p50, p99 in rows:
+        print(f"| {name} | {f} of {t} ({100 * f / t:.1f} %) | {p50:.2f} / {p99:.2f} ms |")
+
+
+if __name__ == "__main__":
+    main()
