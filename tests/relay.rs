@@ -409,3 +409,60 @@ fn idle_connections_are_closed_and_the_cap_holds() {
         "{waited:?}"
     );
 }
+
+/// STARTTLS and AUTH run end to end through the SMTP VIP: mailns passes the bytes untouched, so
+/// the client's TLS session is with the transport server itself.
+#[test]
+fn starttls_and_auth_pass_through_the_smtp_vip() {
+    let swaks = require_tool("swaks");
+    let rt = sim::runtime();
+    let hub = Sim::start(
+        &rt,
+        "127.160.0.1".parse().unwrap(),
+        0,
+        Proto::SmtpTls(sim::tls_server(&["hub.mail.example.test"])),
+    );
+    let s = start(&format!(
+        "[[server]]\nname = \"hub01\"\naddresses = [\"127.160.0.1\"]\n\n[[relay]]\nname = \"vip\"\nkind = \"smtp\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"hub01\"]\nbackend_port = {}\nallow = [\"127.0.0.0/8\"]\n",
+        hub.addr.port()
+    ));
+    let vip = s.relay("vip")[0];
+    let out = Command::new(&swaks)
+        .args([
+            "--server",
+            &vip.ip().to_string(),
+            "--port",
+            &vip.port().to_string(),
+        ])
+        .args([
+            "--to",
+            "app@mail.test",
+            "--from",
+            "scanner@mail.test",
+            "--timeout",
+            "5",
+        ])
+        .args([
+            "--tls",
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            "scanner",
+            "--auth-password",
+            "secret",
+        ])
+        .output()
+        .expect("swaks runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("<-  220 2.0.0 Ready to start TLS"), "{text}");
+    assert!(text.contains("=== TLS started"), "{text}");
+    assert!(
+        text.contains("<~  235 2.7.0 Authentication successful"),
+        "AUTH inside TLS: {text}"
+    );
+    assert!(
+        text.contains("<~  250 2.6.0 Queued after STARTTLS and AUTH"),
+        "{text}"
+    );
+}

@@ -25,8 +25,10 @@ pub enum Proto {
     Http,
     /// The same over TLS with this certificate and key (DER).
     Https(Arc<rustls::ServerConfig>),
-    /// SMTP: 220 banner, EHLO, MAIL FROM, RSET, QUIT.
+    /// SMTP: 220 banner, EHLO, MAIL FROM, RCPT TO, DATA, RSET, QUIT.
     Smtp,
+    /// The same plus STARTTLS (with this certificate) and AUTH LOGIN/PLAIN (any credentials).
+    SmtpTls(Arc<rustls::ServerConfig>),
     /// IMAP greeting and LOGOUT.
     Imap,
     /// POP3 greeting and QUIT.
@@ -151,6 +153,7 @@ async fn serve(s: TcpStream, proto: Proto, b: Arc<Behaviour>) {
             }
         }
         Proto::Smtp => smtp(s, b).await,
+        Proto::SmtpTls(cfg) => smtp_tls(s, cfg).await,
         Proto::Echo(id) => echo(s, &id).await,
         Proto::ProxyEcho => proxy_echo(s).await,
         Proto::Imap => {
@@ -272,6 +275,107 @@ async fn echo_rest(s: TcpStream) {
         }
     }
     let _ = w.shutdown().await;
+}
+
+/// An SMTP session that upgrades with STARTTLS and accepts AUTH after it.
+async fn smtp_tls(s: TcpStream, cfg: Arc<rustls::ServerConfig>) {
+    let mut r = BufReader::new(s);
+    if r.get_mut()
+        .write_all(b"220 hub.mail.example.test ESMTP ready\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let cmd = line.trim_end().to_ascii_uppercase();
+        let reply: &[u8] = if cmd.starts_with("EHLO") {
+            b"250-hub.mail.example.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n"
+        } else if cmd == "STARTTLS" {
+            if r.get_mut()
+                .write_all(b"220 2.0.0 Ready to start TLS\r\n")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let Ok(tls) = tokio_rustls::TlsAcceptor::from(cfg)
+                .accept(r.into_inner())
+                .await
+            else {
+                return;
+            };
+            return smtp_after_tls(tls).await;
+        } else if cmd.starts_with("QUIT") {
+            let _ = r.get_mut().write_all(b"221 2.0.0 Bye\r\n").await;
+            return;
+        } else {
+            b"530 5.7.0 Must issue a STARTTLS command first\r\n"
+        };
+        if r.get_mut().write_all(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn smtp_after_tls<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: S) {
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    let mut login_step = 0;
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let cmd = line.trim_end().to_ascii_uppercase();
+        let reply: Vec<u8> = if login_step == 1 {
+            login_step = 2;
+            b"334 UGFzc3dvcmQ6\r\n".to_vec()
+        } else if login_step == 2 {
+            login_step = 0;
+            b"235 2.7.0 Authentication successful\r\n".to_vec()
+        } else if cmd.starts_with("EHLO") {
+            b"250-hub.mail.example.test\r\n250-AUTH LOGIN PLAIN\r\n250 8BITMIME\r\n".to_vec()
+        } else if cmd.starts_with("AUTH LOGIN") {
+            login_step = 1;
+            b"334 VXNlcm5hbWU6\r\n".to_vec()
+        } else if cmd.starts_with("AUTH PLAIN") {
+            b"235 2.7.0 Authentication successful\r\n".to_vec()
+        } else if cmd.starts_with("MAIL FROM")
+            || cmd.starts_with("RCPT TO")
+            || cmd.starts_with("RSET")
+        {
+            b"250 2.1.0 OK\r\n".to_vec()
+        } else if cmd.starts_with("DATA") {
+            if r.get_mut().write_all(b"354 Go ahead\r\n").await.is_err() {
+                return;
+            }
+            loop {
+                line.clear();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == ".\r\n" || line == ".\n" {
+                    break;
+                }
+            }
+            b"250 2.6.0 Queued after STARTTLS and AUTH\r\n".to_vec()
+        } else if cmd.starts_with("QUIT") {
+            let _ = r.get_mut().write_all(b"221 2.0.0 Bye\r\n").await;
+            let _ = r.get_mut().shutdown().await;
+            return;
+        } else {
+            b"500 5.3.3 Unrecognized command\r\n".to_vec()
+        };
+        if r.get_mut().write_all(&reply).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn smtp(s: TcpStream, b: Arc<Behaviour>) {
