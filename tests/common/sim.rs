@@ -277,6 +277,22 @@ async fn echo_rest(s: TcpStream) {
     let _ = w.shutdown().await;
 }
 
+/// Reads a DATA body up to the lone "." line; false if the client went away.
+async fn read_message<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    line: &mut String,
+) -> bool {
+    loop {
+        line.clear();
+        if r.read_line(line).await.unwrap_or(0) == 0 {
+            return false;
+        }
+        if line == ".\r\n" || line == ".\n" {
+            return true;
+        }
+    }
+}
+
 /// An SMTP session that upgrades with STARTTLS and accepts AUTH after it.
 async fn smtp_tls(s: TcpStream, cfg: Arc<rustls::ServerConfig>) {
     let mut r = BufReader::new(s);
@@ -355,14 +371,8 @@ async fn smtp_after_tls<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>
             if r.get_mut().write_all(b"354 Go ahead\r\n").await.is_err() {
                 return;
             }
-            loop {
-                line.clear();
-                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                if line == ".\r\n" || line == ".\n" {
-                    break;
-                }
+            if !read_message(&mut r, &mut line).await {
+                return;
             }
             b"250 2.6.0 Queued after STARTTLS and AUTH\r\n".to_vec()
         } else if cmd.starts_with("QUIT") {
@@ -412,14 +422,8 @@ async fn smtp(s: TcpStream, b: Arc<Behaviour>) {
             {
                 return;
             }
-            loop {
-                line.clear();
-                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                if line == ".\r\n" || line == ".\n" {
-                    break;
-                }
+            if !read_message(&mut r, &mut line).await {
+                return;
             }
             b"250 2.6.0 Queued mail for delivery\r\n"
         } else if cmd.starts_with("QUIT") {
