@@ -190,21 +190,6 @@ fn a_set(addr: SocketAddr, name: &str) -> Vec<String> {
     v
 }
 
-/// Polls `f` until it is true; returns the time it took. Fails after `limit`.
-fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if f() {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn killed_server_leaves_every_name_and_returns_after_rise() {
     let farm = Farm::start(101);

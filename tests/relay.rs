@@ -153,14 +153,11 @@ fn source_hash_moves_only_the_clients_of_a_dead_server() {
         }
     }
     b.sims[0][1].revive();
-    let t0 = Instant::now();
-    while map(1000) != before {
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "the clients of cas02 return after it is up again"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(
+        Duration::from_secs(5),
+        "the clients of cas02 return after it is up again",
+        || map(1000) == before,
+    );
 }
 
 #[test]
@@ -239,14 +236,9 @@ fn limits_and_drain() {
         "other clients are not affected"
     );
     drop(c1);
-    let t0 = Instant::now();
-    while hello(relay, from).is_none() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(3),
-            "the freed slot is reused"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(Duration::from_secs(3), "the freed slot is reused", || {
+        hello(relay, from).is_some()
+    });
 }
 
 #[test]

@@ -268,6 +268,22 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Polls `f` (every 20 ms) until it is true; returns the time it took. Fails after `limit`,
+/// naming `what` was awaited. Tests wait for conditions this way, never for a fixed time.
+pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = std::time::Instant::now();
+    loop {
+        if f() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Parses `s` as a name.
 pub fn name(s: &str) -> Name {
     Name::from_str(s).expect("name")
