@@ -15,6 +15,8 @@ pdns-backend-bind. Usage: bench/detect.py [--trials 20] [--modes closed,dropped,
 """
 import argparse, os, random, signal, socket, statistics, struct, subprocess, sys, tempfile, time
 
+from benchlib import start_backend, wait_until
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = os.path.join(os.path.dirname(ROOT), "shared", "peers")
 SERVERS = ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
@@ -65,29 +67,13 @@ class Backends:
         self.work, self.procs = work, {}
 
     def start(self, ip):
-        self.procs[ip] = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "backend.py"), ip, "443",
-                                           os.path.join(self.work, f"conns-{ip}")])
-        for _ in range(100):
-            try:
-                socket.create_connection((ip, 443), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.02)
+        self.procs[ip] = start_backend(ip, 443, os.path.join(self.work, f"conns-{ip}"))
 
     def conns(self, ip):
         try:
             return int(open(os.path.join(self.work, f"conns-{ip}")).read() or 0)
         except (OSError, ValueError):
             return 0
-
-
-def wait_until(pred, limit):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        if pred():
-            return time.monotonic() - t0
-        time.sleep(0.01)
-    return None
 
 
 def time_until(servers, pred, limit):

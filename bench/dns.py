@@ -14,8 +14,9 @@ The peers' start scripts and the zone/query mix come from ../shared/peers (see i
 """
 import argparse, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time
 
+from benchlib import cpu_seconds
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HZ = os.sysconf("SC_CLK_TCK")
 MAILNS_PORT = 5310
 # name -> (start args, stop args, port, pid file under $PEERS_RUN)
 PEERS = {
@@ -42,32 +43,6 @@ checks = ["https-port"]
 name = "autodiscover.mail.example.test"
 checks = ["https-port"]
 """
-
-
-def process_tree(root):
-    pids, todo = [], [root]
-    while todo:
-        p = todo.pop()
-        pids.append(p)
-        try:
-            for t in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{t}/children") as f:
-                    todo.extend(int(x) for x in f.read().split())
-        except OSError:
-            pass
-    return pids
-
-
-def cpu_seconds(root):
-    ticks = 0
-    for p in process_tree(root):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-        except OSError:
-            pass
-    return ticks / HZ
 
 
 def dnsperf(port, queries, length, extra, pin=None):

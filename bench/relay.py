@@ -14,44 +14,9 @@ Debian packages: haproxy iperf3 wrk nginx-light.
 """
 import argparse, json, os, re, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
+from benchlib import accepts, cpu_seconds as cpu, rss_kb, wait_until
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HZ = os.sysconf("SC_CLK_TCK")
-
-
-def tree(root):
-    out, todo = [], [root]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for t in os.listdir(f"/proc/{p}/task"):
-                todo += [int(x) for x in open(f"/proc/{p}/task/{t}/children").read().split()]
-        except OSError:
-            pass
-    return out
-
-
-def cpu(root):
-    t = 0
-    for p in tree(root):
-        try:
-            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
-            t += int(f[11]) + int(f[12])
-        except OSError:
-            pass
-    return t / HZ
-
-
-def rss_kb(root):
-    t = 0
-    for p in tree(root):
-        try:
-            for line in open(f"/proc/{p}/status"):
-                if line.startswith("VmRSS:"):
-                    t += int(line.split()[1])
-        except OSError:
-            pass
-    return t
 
 
 def iperf(host, port, secs):
@@ -147,11 +112,7 @@ max_per_client = 20000
             # mailns
             m = subprocess.Popen([os.path.join(ROOT, "target/release/mailns"), "run", "--config", os.path.join(work, "mailns.toml")],
                                  env=dict(os.environ, RUST_LOG="warn"), stderr=subprocess.DEVNULL)
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", 7454), 0.2).close(); break
-                except OSError:
-                    time.sleep(0.05)
+            wait_until(lambda: accepts("127.0.0.1", 7454), 5, 0.05)
             r = {"iperf": iperf("127.0.0.1", 7453, a.len), **wrk("http://127.0.0.1:7454/", a.len, m.pid)}
             r["idle_bytes"] = idle_memory(7454, m.pid, a.idle)
             m.send_signal(signal.SIGTERM); m.wait()
@@ -171,7 +132,6 @@ max_per_client = 20000
         c = med(n, "cpu"); ib = med(n, "idle_bytes")
         print(f"| {n} | {med(n, 'iperf'):.1f} | {med(n, 'rps'):.0f} | {med(n, 'p50'):.2f} / {med(n, 'p99'):.2f} | "
               f"{'-' if c is None else f'{c*100:.0f} %'} | {'-' if ib is None else f'{ib:.0f} B'} |")
-    h, m = res["haproxy"], res["mailns"]
     print(f"\nmailns / HAProxy: stream {med('mailns','iperf')/med('haproxy','iperf'):.2f}x, "
           f"conn/s {med('mailns','rps')/med('haproxy','rps'):.2f}x; mailns stream vs direct {med('mailns','iperf')/med('direct','iperf'):.2f}x")
 

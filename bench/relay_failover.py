@@ -9,23 +9,14 @@
    A relay must refuse, not hang, so the client moves on at once.
 Usage: bench/relay_failover.py [--rate 200] [--secs 10]
 """
-import argparse, os, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, os, signal, socket, statistics, subprocess, tempfile, time
+
+from benchlib import start_backend, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ["127.0.1.1", "127.0.1.2"]
 PORT = 8090
 REQ = b"GET /owa/healthcheck.htm HTTP/1.1\r\nHost: owa.mail.example.test\r\nConnection: close\r\n\r\n"
-
-
-def start_backend(work, ip):
-    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "backend.py"), ip, str(PORT), os.path.join(work, f"c-{ip}")])
-    for _ in range(100):
-        try:
-            socket.create_connection((ip, PORT), 0.2).close()
-            return p
-        except OSError:
-            time.sleep(0.02)
-    return p
 
 
 def one(port):
@@ -142,12 +133,9 @@ def main():
         ("HAProxy", 7462, lambda w, p: haproxy_cfg(w, p, False)),
         ("HAProxy + option redispatch", 7463, lambda w, p: haproxy_cfg(w, p, True)),
     ]:
-        procs = {ip: start_backend(work, ip) for ip in BACKENDS}
+        procs = {ip: start_backend(ip, PORT, os.path.join(work, f"c-{ip}")) for ip in BACKENDS}
         relay = start(work, port)
-        for _ in range(100):
-            if one(port):
-                break
-            time.sleep(0.05)
+        wait_until(lambda: one(port), 5, 0.05)
         time.sleep(2.5)  # both backends checked up
         fails, total = run_rate(port, a.rate, a.secs, lambda: (procs[BACKENDS[1]].kill(), procs[BACKENDS[1]].wait()))
         procs[BACKENDS[0]].kill(); procs[BACKENDS[0]].wait()
