@@ -9,7 +9,7 @@ Per round:
   3. memory per idle relayed connection: N idle connections through each relay to nginx; the
      relay's RSS growth divided by N (HAProxy's maxconn is 5000, so N defaults to 4500).
 Backends and HAProxy come from ../shared/peers/servers (iperf3.sh, nginx.sh, haproxy.sh copy).
-Usage: bench/relay.py [--rounds 2] [--len 10] [--idle 4500]
+Usage: bench/relay.py [--rounds 2] [--len 10] [--idle 4500] [--parts stream,conn,idle]
 Debian packages: haproxy iperf3 wrk nginx-light.
 """
 import argparse, json, os, re, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
@@ -61,6 +61,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--len", type=int, default=10)
     ap.add_argument("--idle", type=int, default=4500)
+    ap.add_argument("--parts", default="stream,conn,idle", help="which measurements: stream,conn,idle")
     ap.add_argument("--peers", default=os.path.join(os.path.dirname(ROOT), "shared", "peers"))
     a = ap.parse_args()
     for t in ["haproxy", "iperf3", "wrk", "nginx"]:
@@ -98,14 +99,26 @@ max_connections = 20000
 max_per_client = 20000
 """)
     peer("iperf3.sh", "start"); peer("nginx.sh", "start")
+    parts = set(a.parts.split(","))
+
+    def measure(stream, http, pid):
+        """The selected measurements through one path; `pid` is the relay's (None: direct)."""
+        r = {"iperf": None, "rps": None, "p50": None, "p99": None, "cpu": None, "idle_bytes": None}
+        if "stream" in parts:
+            r["iperf"] = iperf(*stream, a.len)
+        if "conn" in parts:
+            r.update(wrk(f"http://{http[0]}:{http[1]}/", a.len, pid))
+        if "idle" in parts and pid:
+            r["idle_bytes"] = idle_memory(http[1], pid, a.idle)
+        return r
+
     res = {}
     try:
         for rnd in range(1, a.rounds + 1):
             # HAProxy
             peer("haproxy.sh", "start", "copy")
             hpid = int(open(os.path.join(work, "haproxy", "pid")).read())
-            r = {"iperf": iperf("127.0.0.1", 7443, a.len), **wrk("http://127.0.0.1:7444/", a.len, hpid)}
-            r["idle_bytes"] = idle_memory(7444, hpid, a.idle)
+            r = measure(("127.0.0.1", 7443), ("127.0.0.1", 7444), hpid)
             peer("haproxy.sh", "stop")
             res.setdefault("haproxy", []).append(r)
             print(f"round {rnd} haproxy {r}", flush=True)
@@ -113,27 +126,29 @@ max_per_client = 20000
             m = subprocess.Popen([os.path.join(ROOT, "target/release/mailns"), "run", "--config", os.path.join(work, "mailns.toml")],
                                  env=dict(os.environ, RUST_LOG="warn"), stderr=subprocess.DEVNULL)
             wait_until(lambda: accepts("127.0.0.1", 7454), 5, 0.05)
-            r = {"iperf": iperf("127.0.0.1", 7453, a.len), **wrk("http://127.0.0.1:7454/", a.len, m.pid)}
-            r["idle_bytes"] = idle_memory(7454, m.pid, a.idle)
+            r = measure(("127.0.0.1", 7453), ("127.0.0.1", 7454), m.pid)
             m.send_signal(signal.SIGTERM); m.wait()
             res.setdefault("mailns", []).append(r)
             print(f"round {rnd} mailns  {r}", flush=True)
             # direct
-            r = {"iperf": iperf("127.0.1.1", 5201, a.len), **wrk("http://127.0.1.1:8080/", a.len)}
+            r = measure(("127.0.1.1", 5201), ("127.0.1.1", 8080), None)
             res.setdefault("direct", []).append(r)
             print(f"round {rnd} direct  {r}", flush=True)
     finally:
         subprocess.run(["bash", os.path.join(a.peers, "servers", "haproxy.sh"), "stop"], env=env, capture_output=True)
         peer("nginx.sh", "stop"); peer("iperf3.sh", "stop")
     med = lambda n, k: statistics.median(x[k] for x in res[n]) if res[n][0].get(k) is not None else None
+    f = lambda v, fmt: "-" if v is None else format(v, fmt)
+    ratio = lambda k: f(med("mailns", k) / med("haproxy", k), ".2f") if med("haproxy", k) else "-"
     print("\n| path | one iperf3 stream Gbit/s | new conn/s (wrk, 1 req/conn) | p50 / p99 ms | relay CPU | own memory per idle connection |")
     print("|---|---|---|---|---|---|")
     for n in ["direct", "haproxy", "mailns"]:
-        c = med(n, "cpu"); ib = med(n, "idle_bytes")
-        print(f"| {n} | {med(n, 'iperf'):.1f} | {med(n, 'rps'):.0f} | {med(n, 'p50'):.2f} / {med(n, 'p99'):.2f} | "
-              f"{'-' if c is None else f'{c*100:.0f} %'} | {'-' if ib is None else f'{ib:.0f} B'} |")
-    print(f"\nmailns / HAProxy: stream {med('mailns','iperf')/med('haproxy','iperf'):.2f}x, "
-          f"conn/s {med('mailns','rps')/med('haproxy','rps'):.2f}x; mailns stream vs direct {med('mailns','iperf')/med('direct','iperf'):.2f}x")
+        c = med(n, "cpu")
+        print(f"| {n} | {f(med(n, 'iperf'), '.1f')} | {f(med(n, 'rps'), '.0f')} | {f(med(n, 'p50'), '.2f')} / {f(med(n, 'p99'), '.2f')} | "
+              f"{'-' if c is None else f'{c*100:.0f} %'} | {f(med(n, 'idle_bytes'), '.0f')} B |")
+    cpu_per = lambda n: med(n, "cpu") / med(n, "rps") * 1e6 if med(n, "cpu") else None
+    print(f"\nmailns / HAProxy: stream {ratio('iperf')}x, conn/s {ratio('rps')}x, "
+          f"CPU per connection {f(cpu_per('mailns'), '.0f')} vs {f(cpu_per('haproxy'), '.0f')} us")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -90,13 +89,24 @@ pub async fn serve(
     store: Store,
     token: CancellationToken,
 ) {
-    let mut conns = JoinSet::new();
+    // The port backends are reached on when the relay keeps the client's port (no
+    // `backend_port`): the listener's, known once instead of a getsockname per connection.
+    let Ok(bound) = listener.local_addr() else {
+        warn!(relay = %relay.def.name, "relay listener has no local address");
+        return;
+    };
+    let port = relay
+        .def
+        .backend_ports
+        .get(slot)
+        .copied()
+        .flatten()
+        .unwrap_or(bound.port());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             () = token.cancelled() => break,
         };
-        while conns.try_join_next().is_some() {}
         let (client, peer) = match accepted {
             Ok(x) => x,
             Err(error) => {
@@ -105,23 +115,21 @@ pub async fn serve(
                 continue;
             }
         };
-        let local = client.local_addr().ok();
         let (relay, store) = (relay.clone(), store.clone());
-        conns.spawn(async move {
-            if let Err(error) = connection(client, peer, local, slot, &relay, &store).await {
+        // Detached: on shutdown, accepting stops and open connections finish on their own.
+        tokio::spawn(async move {
+            if let Err(error) = connection(client, peer, bound, port, &relay, &store).await {
                 debug!(relay = %relay.def.name, %peer, %error, "relay connection ended");
             }
         });
     }
-    // Shutdown: stop accepting; the grace period for open connections belongs to the runtime.
-    conns.detach_all();
 }
 
 async fn connection(
     mut client: TcpStream,
     peer: SocketAddr,
-    local: Option<SocketAddr>,
-    slot: usize,
+    bound: SocketAddr,
+    port: u16,
     relay: &Relay,
     store: &Store,
 ) -> io::Result<()> {
@@ -168,18 +176,10 @@ async fn connection(
         .collect();
     let turn = relay.turn.fetch_add(1, Ordering::Relaxed);
     let order = pick::order(def.balance, &candidates, peer.ip(), &def.hash_key, turn);
-    let port = def
-        .backend_ports
-        .get(slot)
-        .copied()
-        .flatten()
-        .or(local.map(|l| l.port()))
-        .unwrap_or(0);
-
     let mut server = None;
     for &i in order.iter().take(def.retries as usize + 1) {
         let addr = SocketAddr::new(def.servers[i].1, port);
-        match timeout(def.connect_timeout, TcpStream::connect(addr)).await {
+        match timeout(def.connect_timeout, connect(addr)).await {
             Ok(Ok(s)) => {
                 server = Some((i, s));
                 break;
@@ -199,11 +199,13 @@ async fn connection(
         debug!(relay = %def.name, %peer, "no usable backend; closing");
         return Ok(());
     };
-    for s in [&client, &upstream] {
-        let _ = s.set_nodelay(true);
-        let _ = socket2::SockRef::from(s).set_keepalive(true);
-    }
     if def.proxy_protocol {
+        // The address the client connected to: the listener's, unless it is a wildcard.
+        let local = if bound.ip().is_unspecified() {
+            client.local_addr().ok()
+        } else {
+            Some(bound)
+        };
         if let Some(local) = local {
             let header = ppp::v2::Builder::with_addresses(
                 ppp::v2::Version::Two | ppp::v2::Command::Proxy,
@@ -222,6 +224,19 @@ async fn connection(
     stats.active.fetch_sub(1, Ordering::Relaxed);
     debug!(relay = %def.name, %peer, server = %def.servers[i].0, ?end, "relay connection closed");
     Ok(())
+}
+
+/// Connects to a backend with TCP_NODELAY and SO_KEEPALIVE set (the client's socket inherits both
+/// from the listener).
+async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    s.set_nodelay(true)?;
+    s.set_keepalive(true)?;
+    s.connect(addr).await
 }
 
 /// One open connection counted against its client address; released on drop.
