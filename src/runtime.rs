@@ -150,6 +150,14 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
         let mut handle =
             crate::health::engine::start(&config, statics, store.clone(), token.clone())
                 .map_err(RunError::Health)?;
+        if !relays.is_empty() {
+            tokio::spawn(crate::relay::server::watch_closes(
+                relays.clone(),
+                store.clone(),
+                handle.published.clone(),
+                token.clone(),
+            ));
+        }
         let bound = config.health.startup_timeout;
         if tokio::time::timeout(bound, handle.first_round.wait_for(|done| *done))
             .await

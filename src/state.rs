@@ -46,6 +46,25 @@ impl ServiceView {
     }
 }
 
+/// One relay backend as health and admin state leave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendView {
+    /// Takes new connections: passes the relay's checks (or has no result yet) and is `ready`.
+    pub usable: bool,
+    /// Its open relayed connections must be closed: it is in `maint`, or it failed a check and
+    /// the relay says `on_server_down = "close"`.
+    pub close: bool,
+}
+
+impl Default for BackendView {
+    fn default() -> Self {
+        Self {
+            usable: true,
+            close: false,
+        }
+    }
+}
+
 /// Immutable serving state.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -57,9 +76,9 @@ pub struct Snapshot {
     pub static_zones: Arc<Vec<Zone>>,
     /// What health selected per service name.
     pub services: Vec<ServiceView>,
-    /// Per relay (config order), per backend: takes new connections. Empty before health runs:
-    /// every backend then counts as usable.
-    pub relays: Vec<Vec<bool>>,
+    /// Per relay (config order), per backend (the relay's order): what the relay may do with it.
+    /// Empty before health runs: every backend then counts as usable.
+    pub relays: Vec<Vec<BackendView>>,
     /// When this snapshot was built.
     pub built_at: SystemTime,
 }
@@ -74,7 +93,7 @@ impl Snapshot {
     pub fn build(
         static_zones: Arc<Vec<Zone>>,
         views: Vec<ServiceView>,
-        relays: Vec<Vec<bool>>,
+        relays: Vec<Vec<BackendView>>,
     ) -> Self {
         let derived: Vec<Zone> = static_zones.iter().map(|z| derive(z, &views)).collect();
         let zones = ZoneSet::new(derived);

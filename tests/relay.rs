@@ -458,3 +458,43 @@ fn starttls_and_auth_pass_through_the_smtp_vip() {
         "{text}"
     );
 }
+
+#[test]
+fn on_server_down_close_ends_open_connections_and_keep_does_not() {
+    // Port 0 carries the relayed sessions, port 1 the health check: killing the check port
+    // marks the server down while its relayed sessions are still alive.
+    let b = Backends::start(156, 2);
+    let s = start(&format!(
+        "{}\n[[check]]\nname = \"svc\"\nkind = \"tcp\"\nport = {check}\n\n\
+         [[relay]]\nname = \"keep\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas01\", \"cas02\", \"cas03\"]\nbackend_port = {data}\nchecks = [\"svc\"]\n\n\
+         [[relay]]\nname = \"close\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas01\", \"cas02\", \"cas03\"]\nbackend_port = {data}\nchecks = [\"svc\"]\non_server_down = \"close\"\n",
+        b.servers_toml(["ready"; 3]),
+        data = b.port(0),
+        check = b.port(1)
+    ));
+    let from: IpAddr = "127.0.0.9".parse().unwrap();
+    let (id_keep, mut keep) = hello(s.relay("keep")[0], from).unwrap();
+    let (id_close, mut close) = hello(s.relay("close")[0], from).unwrap();
+    assert_eq!(
+        id_keep, id_close,
+        "one source hash (same key, same servers)"
+    );
+    let h: usize = id_keep[4..].parse().unwrap();
+    b.sims[1][h - 1].kill();
+
+    close
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = close.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the close relay ended the session");
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
+
+    keep.write_all(b"still here\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(&keep).read_line(&mut line).unwrap();
+    assert_eq!(line, "still here\n", "the keep relay's session goes on");
+    let (id_new, _) = hello(s.relay("keep")[0], from).unwrap();
+    assert_ne!(id_new, id_keep, "new sessions avoid the down server");
+}

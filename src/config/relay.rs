@@ -36,6 +36,7 @@ pub(super) struct RawRelay {
     max_per_client: Option<usize>,
     allow: Option<Spanned<Vec<String>>>,
     proxy_protocol: Option<bool>,
+    on_server_down: Option<Spanned<String>>,
 }
 
 /// What a relay speaks to clients before relaying.
@@ -45,6 +46,17 @@ pub enum RelayKind {
     Tcp,
     /// The SMTP relay VIP: clients outside `allow` get a 554 reply.
     Smtp,
+}
+
+/// What happens to open connections when their server fails a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnServerDown {
+    /// They stay (the default): a failed health check is not proof that an established session
+    /// is broken, and cutting thousands of Outlook sessions at once causes a reconnect storm.
+    Keep,
+    /// They are closed, so clients reconnect to a healthy server at once instead of waiting for
+    /// their own timeouts.
+    Close,
 }
 
 /// A validated relay.
@@ -80,6 +92,9 @@ pub struct RelayDef {
     pub allow: Vec<IpNet>,
     /// Send a PROXY protocol v2 header to backends.
     pub proxy_protocol: bool,
+    /// Open connections to a server that fails a check: kept or closed. (A server in `maint` has
+    /// its connections closed either way; `drain` keeps them.)
+    pub on_server_down: OnServerDown,
 }
 
 fn euid_is_root() -> bool {
@@ -247,6 +262,17 @@ pub(super) fn validate(
             }
             None => vec![r.backend_port; listen.len()],
         };
+        let on_server_down = match r.on_server_down.as_ref().map(|o| o.get_ref().as_str()) {
+            None | Some("keep") => OnServerDown::Keep,
+            Some("close") => OnServerDown::Close,
+            Some(o) => {
+                cx.error(
+                    r.on_server_down.as_ref().map(Spanned::span),
+                    format!("relay '{name}': unknown on_server_down '{o}' (keep, close)"),
+                );
+                OnServerDown::Keep
+            }
+        };
         let dur = |cx: &mut Cx<'_>, v: &Option<Spanned<String>>, key: &str, d: Duration| {
             cx.duration(v, &format!("relay.{key}"), d)
         };
@@ -284,6 +310,7 @@ pub(super) fn validate(
             max_per_client: r.max_per_client.unwrap_or(1_000).max(1),
             allow,
             proxy_protocol: r.proxy_protocol.unwrap_or(false),
+            on_server_down,
         });
     }
     out

@@ -27,9 +27,9 @@ use tracing::{debug, info, warn};
 use super::probe::{self, ProbeResult, TlsConfigs};
 use super::{PairState, Status, Thresholds};
 use crate::answer::{select, Member};
-use crate::config::relay::RelayDef;
+use crate::config::relay::{OnServerDown, RelayDef};
 use crate::config::{AdminState, CheckKind, Config, HealthConfig, Timing};
-use crate::state::{ServiceView, Snapshot, Store};
+use crate::state::{BackendView, ServiceView, Snapshot, Store};
 use crate::zone::{wire_lower, Zone};
 
 /// One distinct probe.
@@ -168,6 +168,9 @@ pub struct Handle {
     pub first_round: watch::Receiver<bool>,
     /// The latest probe reports (for the dashboard and tests).
     pub reports: watch::Receiver<Arc<Vec<ProbeReport>>>,
+    /// Counts the snapshots published: relays watch it to close connections to servers that
+    /// went into maintenance (or down, with `on_server_down = "close"`).
+    pub published: watch::Receiver<u64>,
 }
 
 /// Starts the engine for `config` over `static_zones`, publishing into `store`.
@@ -202,6 +205,7 @@ pub fn start(
         })
         .collect();
     let (reports_tx, reports_rx) = watch::channel(Arc::new(initial.clone()));
+    let (published_tx, published_rx) = watch::channel(0u64);
 
     // Sentinels: one per (address, port), waking every probe on it.
     let mut notifies: Vec<Arc<Notify>> = Vec::new();
@@ -254,6 +258,7 @@ pub fn start(
         down_since: HashMap::new(),
         first_tx,
         reports_tx,
+        published_tx,
         sentinel_up,
         sentinel_of,
     };
@@ -261,6 +266,7 @@ pub fn start(
     Ok(Handle {
         first_round: first_rx,
         reports: reports_rx,
+        published: published_rx,
     })
 }
 
@@ -381,6 +387,7 @@ struct Aggregator {
     down_since: HashMap<(usize, bool), Instant>,
     first_tx: watch::Sender<bool>,
     reports_tx: watch::Sender<Arc<Vec<ProbeReport>>>,
+    published_tx: watch::Sender<u64>,
     sentinel_up: HashMap<SocketAddr, watch::Sender<bool>>,
     sentinel_of: Vec<SocketAddr>,
 }
@@ -522,17 +529,17 @@ impl Aggregator {
         }
         // Relays: a backend takes new connections when it passes every check of its relay (no
         // result yet counts as passing: the start-up round comes first) and is ready.
-        let relays: Vec<Vec<bool>> = self
+        let relays: Vec<Vec<BackendView>> = self
             .relays
             .iter()
             .map(|r| {
                 r.servers
                     .iter()
                     .map(|(_, addr, _)| {
-                        let ready = self
+                        let admin = self
                             .health
                             .server_of(*addr)
-                            .is_none_or(|s| s.admin == AdminState::Ready);
+                            .map_or(AdminState::Ready, |s| s.admin);
                         let failing = r.checks.iter().any(|c| {
                             self.plan
                                 .pairs
@@ -540,13 +547,18 @@ impl Aggregator {
                                 .map(|&i| self.reports[i].state.status)
                                 == Some(Status::Down)
                         });
-                        ready && !failing
+                        BackendView {
+                            usable: admin == AdminState::Ready && !failing,
+                            close: admin == AdminState::Maint
+                                || (failing && r.on_server_down == OnServerDown::Close),
+                        }
                     })
                     .collect()
             })
             .collect();
         let snap = Snapshot::build(self.static_zones.clone(), views, relays);
         self.store.store(Arc::new(snap));
+        self.published_tx.send_modify(|n| *n += 1);
         wake
     }
 }

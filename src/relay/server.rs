@@ -10,17 +10,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::copy::{self, Bytes};
 use super::pick::{self, Candidate};
 use crate::config::relay::{RelayDef, RelayKind};
-use crate::state::Store;
+use crate::state::{BackendView, Store};
 
 /// Counters of one backend of one relay.
 #[derive(Debug, Default)]
@@ -54,6 +55,8 @@ pub struct Relay {
     /// Counters.
     pub stats: RelayStats,
     turn: AtomicU64,
+    /// Per backend: cancelled (and replaced) to close its open connections.
+    closers: Vec<ArcSwap<CancellationToken>>,
     permits: Arc<Semaphore>,
     per_client: Mutex<HashMap<IpAddr, usize>>,
 }
@@ -67,12 +70,36 @@ impl Relay {
         };
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(def.max_connections)),
+            closers: def
+                .servers
+                .iter()
+                .map(|_| ArcSwap::from_pointee(CancellationToken::new()))
+                .collect(),
             def,
             index,
             stats,
             turn: AtomicU64::new(0),
             per_client: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Closes the open connections of every backend whose view says so. New connections get a
+    /// fresh token, so a server back from maintenance serves again.
+    pub fn apply(&self, views: &[BackendView]) {
+        for (i, v) in views.iter().enumerate() {
+            if !v.close {
+                continue;
+            }
+            let Some(closer) = self.closers.get(i) else {
+                continue;
+            };
+            let open = self.stats.servers[i].active.load(Ordering::Relaxed);
+            let old = closer.swap(Arc::new(CancellationToken::new()));
+            if !old.is_cancelled() && open > 0 {
+                info!(relay = %self.def.name, server = %self.def.servers[i].0, open, "closing relayed connections of a server that is down or in maintenance");
+            }
+            old.cancel();
+        }
     }
 
     fn allowed(&self, ip: IpAddr) -> bool {
@@ -160,20 +187,19 @@ async fn connection(
     };
 
     // Candidates from the current snapshot (no view yet: all usable).
-    let usable: Vec<bool> = {
+    let candidates: Vec<Candidate> = {
         let snap = store.load();
-        snap.relays.get(relay.index).cloned().unwrap_or_default()
+        let views = snap.relays.get(relay.index);
+        def.servers
+            .iter()
+            .enumerate()
+            .map(|(i, (_, _, weight))| Candidate {
+                weight: *weight,
+                usable: views.and_then(|v| v.get(i)).is_none_or(|v| v.usable),
+                active: relay.stats.servers[i].active.load(Ordering::Relaxed),
+            })
+            .collect()
     };
-    let candidates: Vec<Candidate> = def
-        .servers
-        .iter()
-        .enumerate()
-        .map(|(i, (_, _, weight))| Candidate {
-            weight: *weight,
-            usable: usable.get(i).copied().unwrap_or(true),
-            active: relay.stats.servers[i].active.load(Ordering::Relaxed),
-        })
-        .collect();
     let turn = relay.turn.fetch_add(1, Ordering::Relaxed);
     let order = pick::order(def.balance, &candidates, peer.ip(), &def.hash_key, turn);
     let mut server = None;
@@ -217,13 +243,47 @@ async fn connection(
             upstream.write_all(&header).await?;
         }
     }
+    // Closed early if the server goes into maintenance (or down, with on_server_down = close).
+    // The token is taken before the snapshot is read again, so a close published in between
+    // is seen one way or the other.
+    let stop = relay.closers[i].load_full();
+    if store
+        .load()
+        .relays
+        .get(relay.index)
+        .and_then(|v| v.get(i))
+        .is_some_and(|v| v.close)
+    {
+        return Ok(());
+    }
     let stats = &relay.stats.servers[i];
     stats.active.fetch_add(1, Ordering::Relaxed);
     stats.total.fetch_add(1, Ordering::Relaxed);
-    let end = copy::pump(client, upstream, def.timeouts, &stats.bytes).await;
+    let end = copy::pump(client, upstream, def.timeouts, &stats.bytes, &stop).await;
     stats.active.fetch_sub(1, Ordering::Relaxed);
     debug!(relay = %def.name, %peer, server = %def.servers[i].0, ?end, "relay connection closed");
     Ok(())
+}
+
+/// Applies every published snapshot's close flags to `relays` until `token` is cancelled.
+pub async fn watch_closes(
+    relays: Vec<Arc<Relay>>,
+    store: Store,
+    mut published: tokio::sync::watch::Receiver<u64>,
+    token: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            r = published.changed() => if r.is_err() { return },
+            () = token.cancelled() => return,
+        }
+        let snap = store.load();
+        for r in &relays {
+            if let Some(views) = snap.relays.get(r.index) {
+                r.apply(views);
+            }
+        }
+    }
 }
 
 /// Connects to a backend with TCP_NODELAY and SO_KEEPALIVE set (the client's socket inherits both
