@@ -473,4 +473,10 @@ fn relays_are_validated_with_lines() {
         "relay 'a': unknown balance 'random' (source-hash, round-robin, least-connections)");
     config_error(&format!("{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:4000\", \"127.0.0.1:4001\"]\nbackend_ports = [135]\nservers = [\"cas01\"]\n"), Some(10),
         "relay 'a': backend_ports needs one port per listen address");
+    config_error(&format!("{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:4000\"]\nservers = [\"cas01\"]\non_server_down = \"drop\"\n"), Some(11),
+        "relay 'a': unknown on_server_down 'drop' (keep, close)");
+    config_error(&format!("{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:4000\"]\nservers = [\"cas01\"]\n[[relay.route]]\nsni = [\"owa.*.test\"]\nservers = [\"cas01\"]\n"), Some(12),
+        "relay 'a': 'owa.*.test' is not a host name or *.suffix");
+    config_error(&format!("{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:4000\"]\n[[relay.route]]\nsni = [\"owa.z.test\"]\nservers = [\"cas07\"]\n"), Some(12),
+        "relay 'a': unknown server 'cas07' (define it in a [[server]] table)");
 }

@@ -463,7 +463,7 @@ fn starttls_and_auth_pass_through_the_smtp_vip() {
 fn on_server_down_close_ends_open_connections_and_keep_does_not() {
     // Port 0 carries the relayed sessions, port 1 the health check: killing the check port
     // marks the server down while its relayed sessions are still alive.
-    let b = Backends::start(156, 2);
+    let b = Backends::start(161, 2);
     let s = start(&format!(
         "{}\n[[check]]\nname = \"svc\"\nkind = \"tcp\"\nport = {check}\n\n\
          [[relay]]\nname = \"keep\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas01\", \"cas02\", \"cas03\"]\nbackend_port = {data}\nchecks = [\"svc\"]\n\n\
@@ -497,4 +497,69 @@ fn on_server_down_close_ends_open_connections_and_keep_does_not() {
     assert_eq!(line, "still here\n", "the keep relay's session goes on");
     let (id_new, _) = hello(s.relay("keep")[0], from).unwrap();
     assert_ne!(id_new, id_keep, "new sessions avoid the down server");
+}
+
+#[test]
+fn sni_routes_tls_passthrough_by_server_name() {
+    // Three HTTPS servers on one port, each with its own self-signed certificate for every name:
+    // curl verifying against one server's certificate proves which server the relay chose, and
+    // that TLS passed through untouched.
+    let rt = sim::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["owa.z.test", "x.legacy.z.test", "other.z.test"];
+    let mut sims: Vec<Arc<Sim>> = Vec::new();
+    for h in 1..=3u8 {
+        let (cfg, pem) = sim::tls_server_with_pem(&names);
+        std::fs::write(dir.path().join(format!("cas0{h}.pem")), pem).unwrap();
+        let port = sims.first().map_or(0, |s| s.addr.port());
+        sims.push(Sim::start(
+            &rt,
+            IpAddr::from([127, 162, 0, h]),
+            port,
+            Proto::Https(cfg),
+        ));
+    }
+    let servers: String = (1..=3)
+        .map(|h| format!("[[server]]\nname = \"cas0{h}\"\naddresses = [\"127.162.0.{h}\"]\n"))
+        .collect();
+    let s = start(&format!(
+        "{servers}\n[[relay]]\nname = \"https\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas03\"]\nbackend_port = {}\n\n\
+         [[relay.route]]\nsni = [\"owa.z.test\"]\nservers = [\"cas01\"]\n\n\
+         [[relay.route]]\nsni = [\"*.legacy.z.test\"]\nservers = [\"cas02\"]\n",
+        sims[0].addr.port()
+    ));
+    let vip = s.relay("https")[0];
+    // The server whose certificate curl accepts for `name` through the relay.
+    let reached = |name: &str| -> Vec<u8> {
+        (1..=3u8)
+            .filter(|h| {
+                let out = Command::new("curl")
+                    .args(["-sS", "--max-time", "5", "--cacert"])
+                    .arg(dir.path().join(format!("cas0{h}.pem")))
+                    .args(["--resolve", &format!("{name}:{}:127.0.0.1", vip.port())])
+                    .arg(format!("https://{name}:{}/owa/healthcheck.htm", vip.port()))
+                    .output()
+                    .expect("curl");
+                out.stdout == b"200 OK<br/>cas.mail.example.test"
+            })
+            .collect()
+    };
+    assert_eq!(reached("owa.z.test"), [1], "exact name: cas01");
+    assert_eq!(reached("x.legacy.z.test"), [2], "wildcard: cas02");
+    assert_eq!(reached("other.z.test"), [3], "no route: the default pool");
+    // Without SNI (an address as the host name), the default pool too.
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &vip.to_string(),
+            "-noservername",
+            "-CAfile",
+        ])
+        .arg(dir.path().join("cas03.pem"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
 }

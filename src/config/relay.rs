@@ -14,6 +14,7 @@ use toml::Spanned;
 use super::health::{Cx, HealthConfig};
 use crate::relay::copy::Timeouts;
 use crate::relay::pick::Balance;
+use crate::relay::sni::Route;
 
 /// `[[relay]]` as written.
 #[derive(Debug, Deserialize)]
@@ -22,7 +23,10 @@ pub(super) struct RawRelay {
     name: Spanned<String>,
     kind: Option<Spanned<String>>,
     listen: Spanned<Vec<String>>,
-    servers: Spanned<Vec<String>>,
+    servers: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+    sni_timeout: Option<Spanned<String>>,
     backend_port: Option<u16>,
     backend_ports: Option<Spanned<Vec<u16>>>,
     checks: Option<Spanned<Vec<String>>>,
@@ -37,6 +41,14 @@ pub(super) struct RawRelay {
     allow: Option<Spanned<Vec<String>>>,
     proxy_protocol: Option<bool>,
     on_server_down: Option<Spanned<String>>,
+}
+
+/// `[[relay.route]]`: TLS server names and the servers for them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    sni: Spanned<Vec<String>>,
+    servers: Spanned<Vec<String>>,
 }
 
 /// What a relay speaks to clients before relaying.
@@ -68,8 +80,15 @@ pub struct RelayDef {
     pub kind: RelayKind,
     /// Listening addresses.
     pub listen: Vec<SocketAddr>,
-    /// Backends: (server name, address, weight), in config order.
+    /// Backends: (server name, address, weight): the `servers` list, then servers named only in
+    /// routes. Health views and counters follow this order.
     pub servers: Vec<(String, IpAddr, u32)>,
+    /// Indices into `servers` for clients no SNI route matches (the `servers` list).
+    pub default_pool: Vec<usize>,
+    /// SNI routes (empty: the ClientHello is not read at all).
+    pub routes: Vec<Route>,
+    /// How long to wait for a ClientHello when routing by SNI.
+    pub sni_timeout: Duration,
     /// Backend port per listener, in `listen` order (None: the port the client connected to).
     pub backend_ports: Vec<Option<u16>>,
     /// Checks every backend must pass.
@@ -184,28 +203,91 @@ pub(super) fn validate(
                 format!("relay '{name}' has no listen address"),
             );
         }
-        let mut servers = Vec::new();
-        for s in r.servers.get_ref() {
+        let mut servers: Vec<(String, IpAddr, u32)> = Vec::new();
+        // The index of server `s` in `servers`, added on first use.
+        let mut index_of = |cx: &mut Cx<'_>, s: &String, span: std::ops::Range<usize>| {
+            if let Some(i) = servers.iter().position(|x| &x.0 == s) {
+                return Some(i);
+            }
             match health.servers.iter().find(|x| &x.name == s) {
                 Some(def) => match def.addresses.first() {
-                    Some(&ip) => servers.push((def.name.clone(), ip, def.weight)),
-                    None => cx.error(
-                        Some(r.servers.span()),
-                        format!("relay '{name}': server '{s}' has no address"),
-                    ),
+                    Some(&ip) => {
+                        servers.push((def.name.clone(), ip, def.weight));
+                        Some(servers.len() - 1)
+                    }
+                    None => {
+                        cx.error(
+                            Some(span),
+                            format!("relay '{name}': server '{s}' has no address"),
+                        );
+                        None
+                    }
                 },
-                None => cx.error(
-                    Some(r.servers.span()),
-                    format!(
-                        "relay '{name}': unknown server '{s}' (define it in a [[server]] table)"
-                    ),
-                ),
+                None => {
+                    cx.error(
+                        Some(span),
+                        format!(
+                            "relay '{name}': unknown server '{s}' (define it in a [[server]] table)"
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        let mut default_pool = Vec::new();
+        if let Some(list) = &r.servers {
+            for s in list.get_ref() {
+                if let Some(i) = index_of(cx, s, list.span()) {
+                    default_pool.push(i);
+                }
             }
         }
+        let mut routes = Vec::new();
+        for rt in &r.route {
+            let mut pool = Vec::new();
+            for s in rt.servers.get_ref() {
+                if let Some(i) = index_of(cx, s, rt.servers.span()) {
+                    pool.push(i);
+                }
+            }
+            let mut names = Vec::new();
+            for n in rt.sni.get_ref() {
+                let n = n.trim_end_matches('.').to_ascii_lowercase();
+                let bare = n.strip_prefix("*.").unwrap_or(&n);
+                if bare.is_empty()
+                    || bare.contains('*')
+                    || !bare.split('.').all(|l| {
+                        !l.is_empty()
+                            && l.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    })
+                {
+                    cx.error(
+                        Some(rt.sni.span()),
+                        format!("relay '{name}': '{n}' is not a host name or *.suffix"),
+                    );
+                    continue;
+                }
+                names.push(n);
+            }
+            if names.is_empty() || pool.is_empty() {
+                cx.error(
+                    Some(rt.sni.span()),
+                    format!("relay '{name}': a route needs sni names and servers"),
+                );
+            }
+            routes.push(Route {
+                names,
+                servers: pool,
+            });
+        }
         if servers.is_empty() {
+            cx.error(at.clone(), format!("relay '{name}' has no servers"));
+        }
+        if !routes.is_empty() && kind == RelayKind::Smtp {
             cx.error(
-                Some(r.servers.span()),
-                format!("relay '{name}' has no servers"),
+                at.clone(),
+                format!("relay '{name}': SNI routes need TLS from the first byte; an SMTP relay has none"),
             );
         }
         let checks = r
@@ -281,6 +363,9 @@ pub(super) fn validate(
             kind,
             listen,
             servers,
+            default_pool,
+            routes,
+            sni_timeout: dur(cx, &r.sni_timeout, "sni_timeout", Duration::from_secs(5)),
             backend_ports,
             checks,
             balance,

@@ -4,3 +4,4 @@
 pub mod copy;
 pub mod pick;
 pub mod server;
+pub mod sni;

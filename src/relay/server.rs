@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::copy::{self, Bytes};
 use super::pick::{self, Candidate};
+use super::sni;
 use crate::config::relay::{RelayDef, RelayKind};
 use crate::state::{BackendView, Store};
 
@@ -186,15 +187,22 @@ async fn connection(
         }
     };
 
+    // SNI routing: the ClientHello picks the pool, and its bytes go to the backend first.
+    let (prefix, pool) = if def.routes.is_empty() {
+        (Vec::new(), &def.default_pool)
+    } else {
+        let (prefix, name) = sni::read_hello(&mut client, def.sni_timeout).await?;
+        let route = name.as_deref().and_then(|n| sni::route(&def.routes, n));
+        debug!(relay = %def.name, %peer, sni = ?name, routed = route.is_some(), "client hello");
+        (prefix, route.map_or(&def.default_pool, |r| &r.servers))
+    };
     // Candidates from the current snapshot (no view yet: all usable).
     let candidates: Vec<Candidate> = {
         let snap = store.load();
         let views = snap.relays.get(relay.index);
-        def.servers
-            .iter()
-            .enumerate()
-            .map(|(i, (_, _, weight))| Candidate {
-                weight: *weight,
+        pool.iter()
+            .map(|&i| Candidate {
+                weight: def.servers[i].2,
                 usable: views.and_then(|v| v.get(i)).is_none_or(|v| v.usable),
                 active: relay.stats.servers[i].active.load(Ordering::Relaxed),
             })
@@ -203,7 +211,11 @@ async fn connection(
     let turn = relay.turn.fetch_add(1, Ordering::Relaxed);
     let order = pick::order(def.balance, &candidates, peer.ip(), &def.hash_key, turn);
     let mut server = None;
-    for &i in order.iter().take(def.retries as usize + 1) {
+    for i in order
+        .iter()
+        .take(def.retries as usize + 1)
+        .map(|&k| pool[k])
+    {
         let addr = SocketAddr::new(def.servers[i].1, port);
         match timeout(def.connect_timeout, connect(addr)).await {
             Ok(Ok(s)) => {
@@ -242,6 +254,9 @@ async fn connection(
             .map_err(|e| io::Error::other(e.to_string()))?;
             upstream.write_all(&header).await?;
         }
+    }
+    if !prefix.is_empty() {
+        upstream.write_all(&prefix).await?;
     }
     // Closed early if the server goes into maintenance (or down, with on_server_down = close).
     // The token is taken before the snapshot is read again, so a close published in between
