@@ -97,10 +97,10 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
         .enumerate()
         .map(|(index, def)| crate::relay::server::Relay::new(def.clone(), index))
         .collect();
+    let mut per_thread: Vec<Vec<(std::net::TcpListener, usize, usize)>> = Vec::new();
     if !relays.is_empty() {
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
-        let mut per_thread: Vec<Vec<(std::net::TcpListener, usize, usize)>> =
-            (0..workers).map(|_| Vec::new()).collect();
+        per_thread = (0..workers).map(|_| Vec::new()).collect();
         for (ri, relay) in relays.iter().enumerate() {
             for (slot, &addr) in relay.def.listen.iter().enumerate() {
                 let mut bound = addr;
@@ -115,41 +115,14 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
                 }
             }
         }
-        for (w, list) in per_thread.into_iter().enumerate() {
-            let (relays, store, token) = (relays.clone(), store.clone(), token.clone());
-            let t = std::thread::Builder::new()
-                .name(format!("relay-{w}"))
-                .spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("a current-thread runtime builds");
-                    rt.block_on(async move {
-                        let mut set = tokio::task::JoinSet::new();
-                        for (l, ri, slot) in list {
-                            let listener = TcpListener::from_std(l)
-                                .expect("a bound non-blocking listener converts");
-                            set.spawn(crate::relay::server::serve(
-                                listener,
-                                slot,
-                                relays[ri].clone(),
-                                store.clone(),
-                                token.clone(),
-                            ));
-                        }
-                        while set.join_next().await.is_some() {}
-                    });
-                })
-                .expect("spawning a thread must not fail at start-up");
-            threads.push(t);
-        }
     }
-    // The engine also publishes relay backends' admin state (drain, maint), checks or not.
+    // The engine also publishes relay backends' admin state (drain, maint), checks or not. It
+    // publishes its first snapshot before returning, so relays start accepting only after that.
+    let mut first_round = None;
     if !config.health.services.is_empty() || !config.relays.is_empty() {
         let statics = store.load().static_zones.clone();
-        let mut handle =
-            crate::health::engine::start(&config, statics, store.clone(), token.clone())
-                .map_err(RunError::Health)?;
+        let handle = crate::health::engine::start(&config, statics, store.clone(), token.clone())
+            .map_err(RunError::Health)?;
         if !relays.is_empty() {
             tokio::spawn(crate::relay::server::watch_closes(
                 relays.clone(),
@@ -158,8 +131,39 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
                 token.clone(),
             ));
         }
+        first_round = Some(handle.first_round);
+    }
+    for (w, list) in per_thread.into_iter().enumerate() {
+        let (relays, store, token) = (relays.clone(), store.clone(), token.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("relay-{w}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a current-thread runtime builds");
+                rt.block_on(async move {
+                    let mut set = tokio::task::JoinSet::new();
+                    for (l, ri, slot) in list {
+                        let listener = TcpListener::from_std(l)
+                            .expect("a bound non-blocking listener converts");
+                        set.spawn(crate::relay::server::serve(
+                            listener,
+                            slot,
+                            relays[ri].clone(),
+                            store.clone(),
+                            token.clone(),
+                        ));
+                    }
+                    while set.join_next().await.is_some() {}
+                });
+            })
+            .expect("spawning a thread must not fail at start-up");
+        threads.push(t);
+    }
+    if let Some(mut first_round) = first_round {
         let bound = config.health.startup_timeout;
-        if tokio::time::timeout(bound, handle.first_round.wait_for(|done| *done))
+        if tokio::time::timeout(bound, first_round.wait_for(|done| *done))
             .await
             .is_err()
         {

@@ -248,7 +248,7 @@ pub fn start(
     }
     drop(tx);
 
-    let engine = Aggregator {
+    let mut engine = Aggregator {
         health,
         relays: config.relays.clone(),
         plan,
@@ -262,7 +262,10 @@ pub fn start(
         sentinel_up,
         sentinel_of,
     };
-    tokio::spawn(engine.run(rx, token));
+    // The first snapshot (admin state applied, health unknown) is in place before `start`
+    // returns, so no relay connection or DNS answer ever sees a `drain`/`maint` server as ready.
+    let wake_at = engine.publish();
+    tokio::spawn(engine.run(rx, wake_at, token));
     Ok(Handle {
         first_round: first_rx,
         reports: reports_rx,
@@ -393,8 +396,12 @@ struct Aggregator {
 }
 
 impl Aggregator {
-    async fn run(mut self, mut rx: mpsc::Receiver<Event>, token: CancellationToken) {
-        let mut wake_at = self.publish();
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Event>,
+        mut wake_at: Option<Instant>,
+        token: CancellationToken,
+    ) {
         loop {
             let far = Instant::now() + Duration::from_secs(3600);
             tokio::select! {

@@ -147,8 +147,8 @@ pub async fn pump(
 /// Copies `r` to `w` until EOF (then passes the FIN on) or an error.
 ///
 /// Reads go through tokio's `poll_read`, which on epoll treats a short read as "drained" and
-/// clears the readiness: the next turn waits for the kernel instead of spending a `recv` on
-/// EAGAIN. That and the skipped `shutdown` below are two of the ~20 system calls a short
+/// clears the readiness: after a short read the loop waits for the kernel instead of spending a
+/// `recv` on EAGAIN. That and the skipped `shutdown` below are two of the ~20 system calls a short
 /// connection costs.
 async fn one_way(
     mut r: ReadHalf<'_>,
@@ -158,11 +158,19 @@ async fn one_way(
     moved: &AtomicU64,
     closed: &AtomicU8,
 ) -> io::Result<()> {
+    /// How a burst of reads ended.
+    enum Burst {
+        Eof,
+        /// A short read: the socket is drained.
+        Drained,
+        /// `poll_read` said Pending: drained, or this task's cooperative budget is spent.
+        Pending,
+    }
     loop {
         r.readable().await?;
         let mut buf = take_buf();
         let res = loop {
-            // One read attempt; Pending (readiness cleared) means drained for now.
+            // One read attempt, without waiting.
             let read = std::future::poll_fn(|cx| {
                 let mut rb = ReadBuf::new(&mut buf);
                 Poll::Ready(match Pin::new(&mut r).poll_read(cx, &mut rb) {
@@ -173,28 +181,37 @@ async fn one_way(
             })
             .await;
             match read {
-                Some(Ok(0)) => break Ok(true),
+                Some(Ok(0)) => break Ok(Burst::Eof),
                 Some(Ok(n)) => {
                     if let Err(e) = w.write_all(&buf[..n]).await {
                         break Err(e);
                     }
                     moved.fetch_add(n as u64, Ordering::Relaxed);
                     last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    if n < buf.len() {
+                        break Ok(Burst::Drained);
+                    }
                 }
-                None => break Ok(false),
+                None => break Ok(Burst::Pending),
                 Some(Err(e)) => break Err(e),
             }
         };
         // The buffer goes back before waiting again: nothing is held while the connection idles.
         give_buf(buf);
-        if res? {
-            // EOF: pass the half-close on, unless the other direction has already ended: then
-            // both sockets are about to be closed, and close() sends that FIN itself (both read
-            // sides are at EOF, so it is a clean FIN, not a reset).
-            if closed.fetch_add(1, Ordering::Relaxed) == 0 {
-                let _ = w.shutdown().await; // the peer may already be gone
+        match res? {
+            Burst::Drained => {}
+            // `readable()` does not count against tokio's cooperative budget, `poll_read` does:
+            // without yielding here, a task out of budget would spin between the two forever.
+            Burst::Pending => tokio::task::yield_now().await,
+            Burst::Eof => {
+                // Pass the half-close on, unless the other direction has already ended: then both
+                // sockets are about to be closed, and close() sends that FIN itself (both read
+                // sides are at EOF, so it is a clean FIN, not a reset).
+                if closed.fetch_add(1, Ordering::Relaxed) == 0 {
+                    let _ = w.shutdown().await; // the peer may already be gone
+                }
+                return Ok(());
             }
-            return Ok(());
         }
     }
 }
@@ -257,6 +274,51 @@ mod tests {
             );
             assert_eq!(up + down, data.len() as u64 + 18);
         }
+    }
+
+    /// Far more than tokio's cooperative budget of reads per task poll, both ways at once: the
+    /// pump must yield, not spin (a spin here hung a 5 s iperf3 run for minutes). Two workers, so
+    /// the timeout still fires if the pump's task never yields.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_stream_both_ways_completes() {
+        let (c, rc, rs, s) = plumbing().await;
+        let relay = tokio::spawn(async move {
+            pump(rc, rs, T, &Bytes::default(), &CancellationToken::new()).await
+        });
+        const TOTAL: usize = 256 << 20;
+        let chunk = vec![7u8; 1 << 16];
+        let drain = |mut r: tokio::net::tcp::OwnedReadHalf| async move {
+            let mut got = 0usize;
+            let mut b = vec![0u8; 1 << 16];
+            loop {
+                let n = r.read(&mut b).await.unwrap();
+                if n == 0 {
+                    return got;
+                }
+                got += n;
+            }
+        };
+        let feed = |mut w: tokio::net::tcp::OwnedWriteHalf, chunk: Vec<u8>| async move {
+            for _ in 0..TOTAL / chunk.len() {
+                w.write_all(&chunk).await.unwrap();
+            }
+            w.shutdown().await.unwrap();
+        };
+        let (cr, cw) = c.into_split();
+        let (sr, sw) = s.into_split();
+        let work = async {
+            tokio::join!(
+                feed(cw, chunk.clone()),
+                feed(sw, chunk.clone()),
+                drain(cr),
+                drain(sr)
+            )
+        };
+        let (_, _, down, up) = tokio::time::timeout(Duration::from_secs(60), work)
+            .await
+            .expect("the stream completes (the pump yields)");
+        assert_eq!((up, down), (TOTAL, TOTAL));
+        assert_eq!(relay.await.unwrap(), End::Closed);
     }
 
     #[tokio::test(start_paused = true)]
