@@ -94,12 +94,6 @@ pub async fn pump(
     let start = Instant::now();
     let last = AtomicU64::new(0); // ms since start of the last byte moved
     let closed = AtomicU8::new(0); // directions that have seen EOF
-    if std::env::var_os("MAILNS_SPLICE").is_some() {
-        let up = one_way_splice(&client, &server, &bytes.up);
-        let down = one_way_splice(&server, &client, &bytes.down);
-        let r = tokio::try_join!(up, down);
-        return if r.is_ok() { End::Closed } else { End::Error };
-    }
     let (cr, cw) = client.split();
     let (sr, sw) = server.split();
     let up = one_way(cr, sw, &last, start, &bytes.up, &closed);
@@ -219,41 +213,6 @@ async fn one_way(
                 return Ok(());
             }
         }
-    }
-}
-
-/// Experiment: splice(2) through a pipe instead of copying through a user buffer.
-pub async fn one_way_splice(r: &TcpStream, w: &TcpStream, moved: &AtomicU64) -> io::Result<()> {
-    use nix::fcntl::{splice, OFlag, SpliceFFlags};
-    use std::os::fd::AsFd;
-    use tokio::io::Interest;
-    let (pr, pw) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-    let flags = SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE;
-    loop {
-        r.readable().await?;
-        let n = match r.try_io(Interest::READABLE, || {
-            splice(r.as_fd(), None, pw.as_fd(), None, BUF, flags).map_err(io::Error::from)
-        }) {
-            Ok(0) => {
-                let _ = socket2::SockRef::from(w).shutdown(std::net::Shutdown::Write);
-                return Ok(());
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        let mut left = n;
-        while left > 0 {
-            w.writable().await?;
-            match w.try_io(Interest::WRITABLE, || {
-                splice(pr.as_fd(), None, w.as_fd(), None, left, flags).map_err(io::Error::from)
-            }) {
-                Ok(m) => left -= m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        }
-        moved.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
