@@ -2,14 +2,17 @@
 """Relay failover, mailns vs HAProxy 2.6, on loopback:
 
 1. 200 new connections per second for 10 s through each relay to two backends (bench/backend.py,
-   HTTP on 127.0.1.1-2:8090); 3 s in, one backend is killed. Counts the client requests that fail
-   (no "HTTP/1.1 200" answer). Both relays check their backends every 1 s and mark them down after
-   2 failures; HAProxy runs with and without `option redispatch` (retry on another server).
-2. Every backend down: 200 connections, each timed from connect() to the relay closing it (EOF).
-   A relay must refuse, not hang, so the client moves on at once.
-Usage: bench/relay_failover.py [--rate 200] [--secs 10]
+   HTTP on 127.0.1.1-2:8090), open loop: each connection starts on schedule whatever the others
+   do, and fails if no "HTTP/1.1 200" arrives within 2 s. 3 s in, one backend fails:
+   --mode kill: the process is killed (its port refuses connections);
+   --mode stop: the process is SIGSTOPped (the kernel still accepts; nothing answers).
+   Both relays check GET /owa/healthcheck.htm every 1 s and mark a backend down after 2 failures;
+   HAProxy runs with and without `option redispatch` (retry on another server).
+2. Every backend killed: 200 connections, each timed from connect() to the relay closing it
+   (EOF). A relay must refuse, not hang, so the client moves on at once.
+Usage: bench/relay_failover.py [--rate 200] [--secs 10] [--mode kill|stop]
 """
-import argparse, os, signal, socket, statistics, subprocess, tempfile, time
+import argparse, asyncio, os, signal, socket, statistics, subprocess, tempfile, time
 
 from benchlib import start_backend, wait_until
 
@@ -31,20 +34,34 @@ def one(port):
         return False
 
 
-def run_rate(port, rate, secs, kill):
-    fails, total = 0, 0
-    t0 = time.monotonic()
-    killed = False
-    while (now := time.monotonic() - t0) < secs:
-        if not killed and now >= 3:
-            kill()
-            killed = True
-        ok = one(port)
-        total += 1
-        fails += not ok
-        next_at = t0 + total / rate
-        time.sleep(max(0, next_at - time.monotonic()))
-    return fails, total
+async def one_async(port):
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
+        try:
+            w.write(REQ)
+            data = await asyncio.wait_for(r.read(64), 2)
+            return data.startswith(b"HTTP/1.1 200")
+        finally:
+            w.close()
+    except (OSError, asyncio.TimeoutError):
+        return False
+
+
+def run_rate(port, rate, secs, fail):
+    """Open loop: connection i starts at i/rate s; `fail` runs 3 s in. Returns (failed, total)."""
+    async def go():
+        t0 = time.monotonic()
+        tasks, failed_at = [], None
+        for i in range(rate * secs):
+            at = t0 + i / rate
+            if failed_at is None and at - t0 >= 3:
+                fail()
+                failed_at = time.monotonic()
+            await asyncio.sleep(max(0, at - time.monotonic()))
+            tasks.append(asyncio.ensure_future(one_async(port)))
+        results = await asyncio.gather(*tasks)
+        return sum(not ok for ok in results), len(results)
+    return asyncio.run(go())
 
 
 def refusal_ms(port, n=200):
@@ -66,6 +83,7 @@ def refusal_ms(port, n=200):
 def haproxy_cfg(work, port, redispatch):
     path = os.path.join(work, f"haproxy-{port}.cfg")
     servers = "\n".join(f"  server b{i} {ip}:{PORT} check inter 1s fall 2 rise 2" for i, ip in enumerate(BACKENDS))
+    # The same check as mailns's: the healthcheck page, 200 expected.
     open(path, "w").write(f"""global
   nbthread 2
   maxconn 5000
@@ -81,6 +99,8 @@ frontend fe
   default_backend be
 backend be
   balance roundrobin
+  option httpchk GET /owa/healthcheck.htm
+  http-check expect status 200
 {servers}
 """)
     return subprocess.Popen(["haproxy", "-db", "-f", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -105,16 +125,17 @@ addresses = ["{BACKENDS[0]}"]
 name = "b2"
 addresses = ["{BACKENDS[1]}"]
 [[check]]
-name = "port"
-kind = "tcp"
+name = "owa"
+kind = "http"
 port = {PORT}
+path = "/owa/healthcheck.htm"
 [[relay]]
 name = "r"
 listen = ["127.0.0.1:{port}"]
 servers = ["b1", "b2"]
 backend_port = {PORT}
 balance = "round-robin"
-checks = ["port"]
+checks = ["owa"]
 """)
     return subprocess.Popen([os.path.join(ROOT, "target/release/mailns"), "run", "--config", cfg],
                             env=dict(os.environ, RUST_LOG="warn"), stderr=subprocess.DEVNULL)
@@ -124,6 +145,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=int, default=200)
     ap.add_argument("--secs", type=int, default=10)
+    ap.add_argument("--mode", choices=["kill", "stop"], default="kill")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="mailns-failover-")
@@ -137,14 +159,17 @@ def main():
         relay = start(work, port)
         wait_until(lambda: one(port), 5, 0.05)
         time.sleep(2.5)  # both backends checked up
-        fails, total = run_rate(port, a.rate, a.secs, lambda: (procs[BACKENDS[1]].kill(), procs[BACKENDS[1]].wait()))
-        procs[BACKENDS[0]].kill(); procs[BACKENDS[0]].wait()
+        victim = procs[BACKENDS[1]]
+        fail = (lambda: (victim.kill(), victim.wait())) if a.mode == "kill" else (lambda: victim.send_signal(signal.SIGSTOP))
+        fails, total = run_rate(port, a.rate, a.secs, fail)
+        for p in procs.values():
+            p.kill(); p.wait()
         time.sleep(3)  # every backend down and detected
         p50, p99 = refusal_ms(port)
         relay.send_signal(signal.SIGTERM); relay.wait()
         rows.append((name, fails, total, p50, p99))
         print(f"{name}: {fails} of {total} requests failed ({100 * fails / total:.1f} %); all down: closed after {p50:.2f} ms median, {p99:.2f} ms p99", flush=True)
-    print("\n| relay | failed requests, one of two backends killed at 200 conn/s | all down: client closed after, median / p99 |")
+    print(f"\n| relay | failed requests, one of two backends failed ({a.mode}) at {a.rate} conn/s | all down: client closed after, median / p99 |")
     print("|---|---|---|")
     for name, f, t, p50, p99 in rows:
         print(f"| {name} | {f} of {t} ({100 * f / t:.1f} %) | {p50:.2f} / {p99:.2f} ms |")
