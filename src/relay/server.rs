@@ -196,41 +196,7 @@ async fn connection(
         debug!(relay = %def.name, %peer, sni = ?name, routed = route.is_some(), "client hello");
         (prefix, route.map_or(&def.default_pool, |r| &r.servers))
     };
-    // Candidates from the current snapshot (no view yet: all usable).
-    let candidates: Vec<Candidate> = {
-        let snap = store.load();
-        let views = snap.relays.get(relay.index);
-        pool.iter()
-            .map(|&i| Candidate {
-                weight: def.servers[i].2,
-                usable: views.and_then(|v| v.get(i)).is_none_or(|v| v.usable),
-                active: relay.stats.servers[i].active.load(Ordering::Relaxed),
-            })
-            .collect()
-    };
-    let turn = relay.turn.fetch_add(1, Ordering::Relaxed);
-    let order = pick::order(def.balance, &candidates, peer.ip(), &def.hash_key, turn);
-    let mut server = None;
-    for i in order
-        .iter()
-        .take(def.retries as usize + 1)
-        .map(|&k| pool[k])
-    {
-        let addr = SocketAddr::new(def.servers[i].1, port);
-        match timeout(def.connect_timeout, connect(addr)).await {
-            Ok(Ok(s)) => {
-                server = Some((i, s));
-                break;
-            }
-            Ok(Err(error)) => {
-                debug!(relay = %def.name, %addr, %error, "relay upstream connect failed")
-            }
-            Err(_) => debug!(relay = %def.name, %addr, "relay upstream connect timed out"),
-        }
-        relay.stats.servers[i]
-            .failed_connects
-            .fetch_add(1, Ordering::Relaxed);
-    }
+    let server = connect_first(relay, store, pool, peer.ip(), port).await;
     let Some((i, mut upstream)) = server else {
         // Refuse at once: the client tries its next address.
         relay.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -299,6 +265,51 @@ pub async fn watch_closes(
             }
         }
     }
+}
+
+/// Picks among `pool` (indices into the relay's servers) and connects, trying the next
+/// candidate on failure. A function of its own so that the candidate lists are freed before the
+/// connection's long life.
+async fn connect_first(
+    relay: &Relay,
+    store: &Store,
+    pool: &[usize],
+    client: IpAddr,
+    port: u16,
+) -> Option<(usize, TcpStream)> {
+    let def = &relay.def;
+    // Candidates from the current snapshot (no view yet: all usable).
+    let candidates: Vec<Candidate> = {
+        let snap = store.load();
+        let views = snap.relays.get(relay.index);
+        pool.iter()
+            .map(|&i| Candidate {
+                weight: def.servers[i].2,
+                usable: views.and_then(|v| v.get(i)).is_none_or(|v| v.usable),
+                active: relay.stats.servers[i].active.load(Ordering::Relaxed),
+            })
+            .collect()
+    };
+    let turn = relay.turn.fetch_add(1, Ordering::Relaxed);
+    let order = pick::order(def.balance, &candidates, client, &def.hash_key, turn);
+    for i in order
+        .iter()
+        .take(def.retries as usize + 1)
+        .map(|&k| pool[k])
+    {
+        let addr = SocketAddr::new(def.servers[i].1, port);
+        match timeout(def.connect_timeout, connect(addr)).await {
+            Ok(Ok(s)) => return Some((i, s)),
+            Ok(Err(error)) => {
+                debug!(relay = %def.name, %addr, %error, "relay upstream connect failed")
+            }
+            Err(_) => debug!(relay = %def.name, %addr, "relay upstream connect timed out"),
+        }
+        relay.stats.servers[i]
+            .failed_connects
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    None
 }
 
 /// Connects to a backend with TCP_NODELAY and SO_KEEPALIVE set (the client's socket inherits both

@@ -124,12 +124,12 @@ pub async fn read_hello(
                 Hello::NotTls => return Ok::<_, io::Error>(None),
                 Hello::Tls(name) => return Ok(name),
             }
-            let mut chunk = [0u8; 4096];
-            let n = client.read(&mut chunk).await?;
-            if n == 0 {
+            // Straight into the heap buffer: a stack array here would sit in every relayed
+            // connection's task (a future is as large as its largest state), idle or not.
+            buf.reserve(4096);
+            if client.read_buf(&mut buf).await? == 0 {
                 return Ok(None);
             }
-            buf.extend_from_slice(&chunk[..n]);
         }
     };
     let name = timeout(limit, read).await.unwrap_or(Ok(None))?;
