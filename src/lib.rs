@@ -16,4 +16,5 @@ pub mod health;
 pub mod relay;
 pub mod runtime;
 pub mod state;
+pub mod tls;
 pub mod zone;

@@ -26,6 +26,9 @@ pub enum RunError {
     /// The health engine could not start (an https check's CA file, say).
     #[error("{0}")]
     Health(String),
+    /// A relay's TLS certificates or CA file could not be loaded.
+    #[error("{0}")]
+    Tls(String),
     /// A listener could not be bound.
     #[error("cannot bind {addr}: {source}")]
     Bind {
@@ -91,12 +94,17 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
     // relay address. A connection never leaves the thread that accepted it: no work stealing and
     // no cross-thread wake-ups, which dominated the cost per connection on a shared runtime.
     // Bound now, so a bad address fails start-up like any other listener.
+    let default_name = config
+        .zones
+        .first()
+        .map_or_else(String::new, |z| z.origin.to_string());
     let relays: Vec<_> = config
         .relays
         .iter()
         .enumerate()
-        .map(|(index, def)| crate::relay::server::Relay::new(def.clone(), index))
-        .collect();
+        .map(|(index, def)| crate::relay::server::Relay::new(def.clone(), index, &default_name))
+        .collect::<Result<_, _>>()
+        .map_err(RunError::Tls)?;
     let mut per_thread: Vec<Vec<(std::net::TcpListener, usize, usize)>> = Vec::new();
     if !relays.is_empty() {
         let workers = std::thread::available_parallelism().map_or(1, usize::from);

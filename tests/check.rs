@@ -289,6 +289,7 @@ fn config_error(config: &str, line: Option<usize>, message: &str) {
     let (code, out, dir) = run_check(&cfg, dir);
     assert_eq!(code, 1, "{out}");
     let p = dir.path().join("mailns.toml").display().to_string();
+    let message = message.replace("DIR", &dir.path().display().to_string());
     let want = match line {
         Some(l) => format!("{p}:{l}: {message}"),
         None => format!("{p}: {message}"),
@@ -479,4 +480,10 @@ fn relays_are_validated_with_lines() {
         "relay 'a': 'owa.*.test' is not a host name or *.suffix");
     config_error(&format!("{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:4000\"]\n[[relay.route]]\nsni = [\"owa.z.test\"]\nservers = [\"cas07\"]\n"), Some(12),
         "relay 'a': unknown server 'cas07' (define it in a [[server]] table)");
+    config_error(&format!("{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:4000\"]\nservers = [\"cas01\"]\ntls = \"terminate\"\n"), Some(11),
+        "relay 'a': unknown tls 'terminate' (passthrough, offload, reencrypt)");
+    config_error(&format!("{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:4000\"]\nservers = [\"cas01\"]\ntls = \"offload\"\n"), Some(11),
+        "relay 'a': tls = \"offload\" needs certificates = [{ cert = \"chain.pem\", key = \"key.pem\" }]");
+    config_error(&format!("{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:4000\"]\nservers = [\"cas01\"]\ntls = \"offload\"\ncertificates = [{{ cert = \"missing.pem\", key = \"missing.key\" }}]\n"), Some(12),
+        "relay 'a': cannot read DIR/missing.pem: No such file or directory (os error 2)");
 }

@@ -5,13 +5,14 @@
 //! across all of them (Exchange 2010 RPC: 135 and the two static ports must reach one server).
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::health::{Cx, HealthConfig};
+use super::health::{Cx, HealthConfig, TlsCheck};
 use crate::relay::copy::Timeouts;
 use crate::relay::pick::Balance;
 use crate::relay::sni::Route;
@@ -41,6 +42,47 @@ pub(super) struct RawRelay {
     allow: Option<Spanned<Vec<String>>>,
     proxy_protocol: Option<bool>,
     on_server_down: Option<Spanned<String>>,
+    tls: Option<Spanned<String>>,
+    certificates: Option<Spanned<Vec<RawCert>>>,
+    handshake_timeout: Option<Spanned<String>>,
+    backend_tls_verify: Option<bool>,
+    backend_ca_file: Option<String>,
+    backend_sni: Option<String>,
+}
+
+/// `certificates = [{ cert = "...", key = "..." }]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCert {
+    cert: String,
+    key: String,
+}
+
+/// Who terminates TLS on an HTTPS relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Nobody in between: bytes pass untouched (the default, and Exchange's recommendation).
+    Passthrough,
+    /// mailns terminates TLS and relays plain HTTP to the backend.
+    Offload,
+    /// mailns terminates TLS and opens TLS to the backend.
+    Reencrypt,
+}
+
+/// TLS termination settings of a relay (`offload` or `reencrypt`).
+#[derive(Debug, Clone)]
+pub struct FrontTls {
+    /// Offload or re-encrypt.
+    pub mode: TlsMode,
+    /// (chain, key) PEM files; the first is the default certificate.
+    pub certificates: Vec<(PathBuf, PathBuf)>,
+    /// A client must finish its handshake within this.
+    pub handshake_timeout: Duration,
+    /// Re-encrypt: how the backend's certificate is checked.
+    pub backend: TlsCheck,
+    /// Re-encrypt: the name sent to and verified for the backend (None: the client's SNI, else
+    /// the first zone's name).
+    pub backend_sni: Option<String>,
 }
 
 /// `[[relay.route]]`: TLS server names and the servers for them.
@@ -114,6 +156,8 @@ pub struct RelayDef {
     /// Open connections to a server that fails a check: kept or closed. (A server in `maint` has
     /// its connections closed either way; `drain` keeps them.)
     pub on_server_down: OnServerDown,
+    /// TLS termination (None: passthrough).
+    pub tls: Option<FrontTls>,
 }
 
 fn euid_is_root() -> bool {
@@ -331,6 +375,9 @@ pub(super) fn validate(
                 format!("relay '{name}': an SMTP relay needs `allow` (client addresses or CIDRs); without it the VIP would be an open relay"),
             );
         }
+        // Offload speaks plain HTTP to the backend: port 80 unless told otherwise.
+        let offload = r.tls.as_ref().is_some_and(|t| t.get_ref() == "offload");
+        let backend_port = r.backend_port.or(offload.then_some(80));
         let backend_ports: Vec<Option<u16>> = match &r.backend_ports {
             Some(p) if p.get_ref().len() == listen.len() => {
                 p.get_ref().iter().map(|&x| Some(x)).collect()
@@ -340,9 +387,9 @@ pub(super) fn validate(
                     Some(p.span()),
                     format!("relay '{name}': backend_ports needs one port per listen address"),
                 );
-                vec![r.backend_port; listen.len()]
+                vec![backend_port; listen.len()]
             }
-            None => vec![r.backend_port; listen.len()],
+            None => vec![backend_port; listen.len()],
         };
         let on_server_down = match r.on_server_down.as_ref().map(|o| o.get_ref().as_str()) {
             None | Some("keep") => OnServerDown::Keep,
@@ -355,6 +402,7 @@ pub(super) fn validate(
                 OnServerDown::Keep
             }
         };
+        let tls = front_tls(cx, &r, &name, kind);
         let dur = |cx: &mut Cx<'_>, v: &Option<Spanned<String>>, key: &str, d: Duration| {
             cx.duration(v, &format!("relay.{key}"), d)
         };
@@ -396,9 +444,104 @@ pub(super) fn validate(
             allow,
             proxy_protocol: r.proxy_protocol.unwrap_or(false),
             on_server_down,
+            tls,
         });
     }
     out
+}
+
+/// The `tls` settings of relay `name`; certificates are loaded here so `mailns check` reports
+/// unreadable, mismatched or expiring ones.
+fn front_tls(cx: &mut Cx<'_>, r: &RawRelay, name: &str, kind: RelayKind) -> Option<FrontTls> {
+    let mode = match r.tls.as_ref().map(|t| t.get_ref().as_str()) {
+        None | Some("passthrough") => TlsMode::Passthrough,
+        Some("offload") => TlsMode::Offload,
+        Some("reencrypt") => TlsMode::Reencrypt,
+        Some(o) => {
+            cx.error(
+                r.tls.as_ref().map(Spanned::span),
+                format!("relay '{name}': unknown tls '{o}' (passthrough, offload, reencrypt)"),
+            );
+            return None;
+        }
+    };
+    let at = r.tls.as_ref().map(Spanned::span);
+    if mode == TlsMode::Passthrough {
+        if let Some(c) = &r.certificates {
+            cx.error(
+                Some(c.span()),
+                format!("relay '{name}': certificates need tls = \"offload\" or \"reencrypt\" (passthrough leaves TLS to the servers)"),
+            );
+        }
+        return None;
+    }
+    if kind == RelayKind::Smtp {
+        cx.error(
+            at,
+            format!(
+                "relay '{name}': an SMTP relay passes STARTTLS through; tls must be passthrough"
+            ),
+        );
+        return None;
+    }
+    let base = cx.path.parent().unwrap_or(std::path::Path::new("."));
+    let mut certificates = Vec::new();
+    let span = r.certificates.as_ref().map(Spanned::span).or(at.clone());
+    for c in r.certificates.iter().flat_map(|c| c.get_ref()) {
+        let (cert, key) = (base.join(&c.cert), base.join(&c.key));
+        match crate::tls::load(&cert, &key) {
+            Ok(loaded) => {
+                let days = loaded.days_left();
+                if days < 0 {
+                    cx.error(
+                        span.clone(),
+                        format!(
+                            "relay '{name}': certificate {} expired {} days ago",
+                            cert.display(),
+                            -days
+                        ),
+                    );
+                } else if days < 30 {
+                    cx.warn(
+                        span.clone(),
+                        format!(
+                            "relay '{name}': certificate {} expires in {days} days",
+                            cert.display()
+                        ),
+                    );
+                }
+            }
+            Err(e) => cx.error(span.clone(), format!("relay '{name}': {e}")),
+        }
+        certificates.push((cert, key));
+    }
+    if certificates.is_empty() {
+        cx.error(
+            at.clone(),
+            format!("relay '{name}': tls = \"{}\" needs certificates = [{{ cert = \"chain.pem\", key = \"key.pem\" }}]", r.tls.as_ref().map_or("", |t| t.get_ref().as_str())),
+        );
+    }
+    if mode == TlsMode::Offload {
+        cx.warn(
+            at.clone(),
+            format!("relay '{name}': TLS offload breaks Extended Protection, which Exchange 2019 CU14+ and Subscription Edition enable by default; turn it off on the servers or use reencrypt/passthrough"),
+        );
+    }
+    let handshake_timeout = cx.duration(
+        &r.handshake_timeout,
+        "relay.handshake_timeout",
+        Duration::from_secs(10),
+    );
+    Some(FrontTls {
+        mode,
+        certificates,
+        handshake_timeout,
+        backend: TlsCheck {
+            verify: r.backend_tls_verify.unwrap_or(true),
+            ca_file: r.backend_ca_file.as_ref().map(|f| base.join(f)),
+        },
+        backend_sni: r.backend_sni.clone(),
+    })
 }
 
 /// True when two listeners would collide (same port, same or wildcard address).

@@ -20,7 +20,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use nix::unistd::pipe2;
-use tokio::io::{AsyncRead, AsyncWriteExt, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -102,6 +102,63 @@ pub async fn pump(
     let (sr, sw) = server.split();
     let up = one_way(cr, sw, &last, start, &bytes.up, &closed);
     let down = one_way(sr, cw, &last, start, &bytes.down, &closed);
+    drive(up, down, &last, start, t, stop).await
+}
+
+/// Relays between two streams of any kind: TLS on one side or both (the HTTPS front's offload
+/// and re-encrypt modes). Same half-close and timeouts as [`pump`]; a 16 KiB buffer per
+/// direction (rustls buffers records anyway, and has no readiness to wait on without one).
+pub async fn pump_io<A, B>(
+    client: A,
+    server: B,
+    t: Timeouts,
+    bytes: &Bytes,
+    stop: &CancellationToken,
+) -> End
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    let last = AtomicU64::new(0);
+    let (cr, cw) = tokio::io::split(client);
+    let (sr, sw) = tokio::io::split(server);
+    let up = one_way_io(cr, sw, &last, start, &bytes.up);
+    let down = one_way_io(sr, cw, &last, start, &bytes.down);
+    drive(up, down, &last, start, t, stop).await
+}
+
+/// Copies until EOF, then shuts `w` down (for TLS: close_notify, then FIN).
+async fn one_way_io<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    mut r: R,
+    mut w: W,
+    last: &AtomicU64,
+    start: Instant,
+    moved: &AtomicU64,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+        w.write_all(&buf[..n]).await?;
+        w.flush().await?;
+        moved.fetch_add(n as u64, Ordering::Relaxed);
+        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Runs both directions under the idle and half-closed timeouts, and `stop`.
+async fn drive(
+    up: impl std::future::Future<Output = io::Result<()>>,
+    down: impl std::future::Future<Output = io::Result<()>>,
+    last: &AtomicU64,
+    start: Instant,
+    t: Timeouts,
+    stop: &CancellationToken,
+) -> End {
     tokio::pin!(up, down);
     let (mut up_done, mut down_done) = (false, false);
     let mut half_since: Option<Instant> = None;

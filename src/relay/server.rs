@@ -21,8 +21,9 @@ use tracing::{debug, info, warn};
 use super::copy::{self, Bytes};
 use super::pick::{self, Candidate};
 use super::sni;
-use crate::config::relay::{RelayDef, RelayKind};
+use crate::config::relay::{FrontTls, RelayDef, RelayKind, TlsMode};
 use crate::state::{BackendView, Store};
+use rustls::pki_types::ServerName;
 
 /// Counters of one backend of one relay.
 #[derive(Debug, Default)]
@@ -56,6 +57,8 @@ pub struct Relay {
     /// Counters.
     pub stats: RelayStats,
     turn: AtomicU64,
+    /// TLS termination (offload, re-encrypt); None: passthrough.
+    pub front: Option<Front>,
     /// Per backend: cancelled (and replaced) to close its open connections.
     closers: Vec<ArcSwap<CancellationToken>>,
     permits: Arc<Semaphore>,
@@ -64,12 +67,22 @@ pub struct Relay {
 
 impl Relay {
     /// A relay for `def`, the `index`-th of the config.
-    pub fn new(def: RelayDef, index: usize) -> Arc<Self> {
+    ///
+    /// # Errors
+    /// TLS termination whose certificates or CA file cannot be loaded.
+    pub fn new(def: RelayDef, index: usize, default_name: &str) -> Result<Arc<Self>, String> {
+        let front = match &def.tls {
+            Some(tls) => Some(
+                Front::new(tls, default_name).map_err(|e| format!("relay '{}': {e}", def.name))?,
+            ),
+            None => None,
+        };
         let stats = RelayStats {
             servers: def.servers.iter().map(|_| ServerStats::default()).collect(),
             refused: AtomicU64::new(0),
         };
-        Arc::new(Self {
+        Ok(Arc::new(Self {
+            front,
             permits: Arc::new(Semaphore::new(def.max_connections)),
             closers: def
                 .servers
@@ -81,7 +94,7 @@ impl Relay {
             stats,
             turn: AtomicU64::new(0),
             per_client: Mutex::new(HashMap::new()),
-        })
+        }))
     }
 
     /// Closes the open connections of every backend whose view says so. New connections get a
@@ -187,15 +200,37 @@ async fn connection(
         }
     };
 
-    // SNI routing: the ClientHello picks the pool, and its bytes go to the backend first.
-    let (prefix, pool) = if def.routes.is_empty() {
-        (Vec::new(), &def.default_pool)
-    } else {
-        let (prefix, name) = sni::read_hello(&mut client, def.sni_timeout).await?;
-        let route = name.as_deref().and_then(|n| sni::route(&def.routes, n));
-        debug!(relay = %def.name, %peer, sni = ?name, routed = route.is_some(), "client hello");
-        (prefix, route.map_or(&def.default_pool, |r| &r.servers))
+    // The pool, from the SNI: read from the ClientHello (passthrough, whose bytes then go to the
+    // backend first) or from the handshake mailns completes itself (offload, re-encrypt).
+    let (client, prefix, sni) = match &relay.front {
+        None if def.routes.is_empty() => (Client::Plain(client), Vec::new(), None),
+        None => {
+            let (prefix, name) = sni::read_hello(&mut client, def.sni_timeout).await?;
+            (Client::Plain(client), prefix, name)
+        }
+        Some(front) => {
+            let limit = front.handshake_timeout;
+            match timeout(limit, front.acceptor.accept(client)).await {
+                Ok(Ok(tls)) => {
+                    let name = tls.get_ref().1.server_name().map(str::to_owned);
+                    (Client::Tls(Box::new(tls)), Vec::new(), name)
+                }
+                Ok(Err(error)) => {
+                    debug!(relay = %def.name, %peer, %error, "TLS handshake failed");
+                    return Ok(());
+                }
+                Err(_) => {
+                    debug!(relay = %def.name, %peer, ?limit, "TLS handshake timed out");
+                    return Ok(());
+                }
+            }
+        }
     };
+    let route = sni.as_deref().and_then(|n| sni::route(&def.routes, n));
+    if !def.routes.is_empty() {
+        debug!(relay = %def.name, %peer, sni = ?sni, routed = route.is_some(), "client hello");
+    }
+    let pool = route.map_or(&def.default_pool, |r| &r.servers);
     let server = connect_first(relay, store, pool, peer.ip(), port).await;
     let Some((i, mut upstream)) = server else {
         // Refuse at once: the client tries its next address.
@@ -206,7 +241,7 @@ async fn connection(
     if def.proxy_protocol {
         // The address the client connected to: the listener's, unless it is a wildcard.
         let local = if bound.ip().is_unspecified() {
-            client.local_addr().ok()
+            client.tcp().local_addr().ok()
         } else {
             Some(bound)
         };
@@ -240,7 +275,42 @@ async fn connection(
     let stats = &relay.stats.servers[i];
     stats.active.fetch_add(1, Ordering::Relaxed);
     stats.total.fetch_add(1, Ordering::Relaxed);
-    let end = copy::pump(client, upstream, def.timeouts, &stats.bytes, &stop).await;
+    let end = match (client, &relay.front) {
+        (Client::Plain(client), _) => {
+            copy::pump(client, upstream, def.timeouts, &stats.bytes, &stop).await
+        }
+        (Client::Tls(tls), Some(front)) => match &front.connector {
+            None => copy::pump_io(tls, upstream, def.timeouts, &stats.bytes, &stop).await,
+            Some(connector) => {
+                // Re-encrypt: the configured name, else the one the client asked for.
+                let name = front
+                    .backend_sni
+                    .clone()
+                    .or(sni)
+                    .unwrap_or_else(|| front.default_name.clone());
+                let server_name = ServerName::try_from(name).map_err(io::Error::other)?;
+                match timeout(
+                    def.connect_timeout,
+                    connector.connect(server_name, upstream),
+                )
+                .await
+                {
+                    Ok(Ok(up)) => copy::pump_io(tls, up, def.timeouts, &stats.bytes, &stop).await,
+                    Ok(Err(error)) => {
+                        warn!(relay = %def.name, server = %def.servers[i].0, %error, "TLS to the backend failed");
+                        stats.failed_connects.fetch_add(1, Ordering::Relaxed);
+                        copy::End::Error
+                    }
+                    Err(_) => {
+                        warn!(relay = %def.name, server = %def.servers[i].0, "TLS to the backend timed out");
+                        stats.failed_connects.fetch_add(1, Ordering::Relaxed);
+                        copy::End::Error
+                    }
+                }
+            }
+        },
+        (Client::Tls(_), None) => unreachable!("a TLS client needs the relay's front"),
+    };
     stats.active.fetch_sub(1, Ordering::Relaxed);
     debug!(relay = %def.name, %peer, server = %def.servers[i].0, ?end, "relay connection closed");
     Ok(())
@@ -323,6 +393,77 @@ async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     s.set_nodelay(true)?;
     s.set_keepalive(true)?;
     s.connect(addr).await
+}
+
+/// The client's side of a relayed connection.
+enum Client {
+    /// TCP as accepted (passthrough).
+    Plain(TcpStream),
+    /// TLS terminated by mailns.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Client {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(t) => t.get_ref().0,
+        }
+    }
+}
+
+/// What a relay that terminates TLS holds.
+pub struct Front {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// The certificates, swappable for reloads; their expiry is shown on the dashboard.
+    pub resolver: Arc<crate::tls::Resolver>,
+    /// Re-encrypt: TLS to the backends.
+    connector: Option<tokio_rustls::TlsConnector>,
+    backend_sni: Option<String>,
+    default_name: String,
+    handshake_timeout: std::time::Duration,
+}
+
+impl std::fmt::Debug for Front {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Front")
+            .field("reencrypt", &self.connector.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Front {
+    /// Loads the certificates and TLS configs of `tls`; `default_name` is the backend name
+    /// when neither the config nor the client gives one.
+    ///
+    /// # Errors
+    /// An unreadable certificate, key or CA file.
+    pub fn new(tls: &FrontTls, default_name: &str) -> Result<Self, String> {
+        let certs = tls
+            .certificates
+            .iter()
+            .map(|(c, k)| crate::tls::load(c, k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let resolver = Arc::new(crate::tls::Resolver(ArcSwap::from_pointee(
+            crate::tls::CertSet::new(certs),
+        )));
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(crate::tls::server_config(resolver.clone())?);
+        let connector = match tls.mode {
+            TlsMode::Reencrypt => Some(tokio_rustls::TlsConnector::from(
+                crate::health::probe::tls_config(&tls.backend)?,
+            )),
+            _ => None,
+        };
+        Ok(Self {
+            acceptor,
+            resolver,
+            connector,
+            backend_sni: tls.backend_sni.clone(),
+            default_name: default_name.trim_end_matches('.').to_string(),
+            handshake_timeout: tls.handshake_timeout,
+        })
+    }
 }
 
 /// One open connection counted against its client address; released on drop.

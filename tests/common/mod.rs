@@ -58,8 +58,10 @@ pub struct Mailns {
     pub relays: Vec<(String, SocketAddr)>,
     /// Its working folder (config, zones).
     pub dir: tempfile::TempDir,
-    /// Log lines seen so far.
+    /// Log lines after start-up.
     pub log: mpsc::Receiver<String>,
+    /// Log lines up to "mailns ready" (warnings about the config, say).
+    pub startup_log: Vec<String>,
 }
 
 impl Mailns {
@@ -142,6 +144,7 @@ impl Mailns {
             relays,
             dir,
             log: rx,
+            startup_log: seen,
         }
     }
 

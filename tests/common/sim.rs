@@ -50,6 +50,8 @@ pub struct Behaviour {
     pub flap: AtomicBool,
     /// Requests seen.
     pub hits: AtomicU32,
+    /// Connections accepted.
+    pub accepted: AtomicU32,
 }
 
 /// One simulated server.
@@ -90,6 +92,7 @@ impl Sim {
                 tokio::select! {
                     a = listener.accept() => {
                         let Ok((s, _)) = a else { continue };
+                        b.accepted.fetch_add(1, Ordering::Relaxed);
                         let (proto, b) = (proto.clone(), b.clone());
                         conns.spawn(async move { serve(s, proto, b).await });
                     }

@@ -1,0 +1,243 @@
+//! The HTTPS front: TLS offload and re-encrypt through the real binary, with curl and openssl as
+//! clients and simulated IIS servers (plain and TLS) on distinct loopback addresses.
+
+mod common;
+#[path = "common/sim.rs"]
+mod sim;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sim::{Proto, Sim};
+
+const ZONE: &str = "$TTL 60\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\nns1 A 127.0.0.53\n";
+const OK: &str = "200 OK<br/>cas.mail.example.test";
+
+/// A self-signed certificate for `names`, written as `<stem>.pem` and `<stem>.key` in `dir`.
+fn cert(dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    let ck =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    let (c, k) = (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    );
+    std::fs::write(&c, ck.cert.pem()).unwrap();
+    std::fs::write(&k, ck.signing_key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+/// mailns with its config (`tail` after a zone) in `dir`, next to the certificates.
+fn start(dir: tempfile::TempDir, tail: &str) -> Mailns {
+    std::fs::write(dir.path().join("z.zone"), ZONE).unwrap();
+    let config = format!(
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n\n[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n\n{tail}"
+    );
+    Mailns::start_config(dir, &config)
+}
+
+/// curl through `vip` as `name`, trusting `ca`: (body, stderr).
+fn curl(vip: SocketAddr, name: &str, ca: &Path, paths: &[&str]) -> (String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .args(["--resolve", &format!("{name}:{}:127.0.0.1", vip.port())]);
+    for p in paths {
+        cmd.arg(format!("https://{name}:{}{p}", vip.port()));
+    }
+    let out = cmd.output().expect("curl");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn offload_picks_the_certificate_by_sni_and_pins_one_backend_connection_per_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (owa, _) = cert(dir.path(), "owa", &["owa.z.test", "*.owa.z.test"]);
+    let (mail, _) = cert(dir.path(), "mail", &["mail.z.test"]);
+    let rt = sim::runtime();
+    let backend = Sim::start(&rt, "127.163.0.1".parse().unwrap(), 0, Proto::Http);
+    let s = start(
+        dir,
+        &format!(
+            "[[server]]\nname = \"cas01\"\naddresses = [\"127.163.0.1\"]\n\n\
+             [[relay]]\nname = \"https\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas01\"]\nbackend_port = {}\n\
+             tls = \"offload\"\ncertificates = [{{ cert = \"owa.pem\", key = \"owa.key\" }}, {{ cert = \"mail.pem\", key = \"mail.key\" }}]\n",
+            backend.addr.port()
+        ),
+    );
+    let vip = s.relay("https")[0];
+    assert!(
+        s.startup_log.join("\n").contains("Extended Protection"),
+        "offload warns about Extended Protection at start-up"
+    );
+    let (body, err) = curl(vip, "owa.z.test", &owa, &["/owa/healthcheck.htm"]);
+    assert_eq!(body, OK, "{err}");
+    let (body, err) = curl(vip, "mail.z.test", &mail, &["/owa/healthcheck.htm"]);
+    assert_eq!(body, OK, "SNI mail.z.test gets the mail certificate: {err}");
+    let (body, _) = curl(vip, "mail.z.test", &owa, &["/owa/healthcheck.htm"]);
+    assert!(body.is_empty(), "not the owa certificate for mail.z.test");
+    let (body, err) = curl(vip, "x.owa.z.test", &owa, &["/owa/healthcheck.htm"]);
+    assert_eq!(body, OK, "wildcard: {err}");
+
+    // Pinning: three requests on one client connection reach the backend on one connection;
+    // two clients make two.
+    let b = &backend.behaviour;
+    let (a0, h0) = (
+        b.accepted.load(Ordering::Relaxed),
+        b.hits.load(Ordering::Relaxed),
+    );
+    let (body, err) = curl(
+        vip,
+        "owa.z.test",
+        &owa,
+        &[
+            "/owa/healthcheck.htm",
+            "/ews/healthcheck.htm",
+            "/mapi/healthcheck.htm",
+        ],
+    );
+    assert_eq!(body, OK.repeat(3), "{err}");
+    assert_eq!(b.hits.load(Ordering::Relaxed) - h0, 3);
+    assert_eq!(
+        b.accepted.load(Ordering::Relaxed) - a0,
+        1,
+        "one backend connection"
+    );
+    curl(vip, "owa.z.test", &owa, &["/owa/healthcheck.htm"]);
+    curl(vip, "owa.z.test", &owa, &["/owa/healthcheck.htm"]);
+    assert_eq!(
+        b.accepted.load(Ordering::Relaxed) - a0,
+        3,
+        "one per client connection"
+    );
+}
+
+#[test]
+fn reencrypt_verifies_the_backend_certificate_unless_told_not_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let (front, _) = cert(dir.path(), "front", &["owa.z.test"]);
+    cert(dir.path(), "other", &["owa.z.test"]);
+    let rt = sim::runtime();
+    let (backend_cfg, backend_pem) = sim::tls_server_with_pem(&["owa.z.test"]);
+    std::fs::write(dir.path().join("backend-ca.pem"), backend_pem).unwrap();
+    let backend = Sim::start(
+        &rt,
+        "127.164.0.1".parse().unwrap(),
+        0,
+        Proto::Https(backend_cfg),
+    );
+    let relay = |name: &str, extra: &str| {
+        format!(
+            "[[relay]]\nname = \"{name}\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas01\"]\nbackend_port = {}\n\
+             tls = \"reencrypt\"\ncertificates = [{{ cert = \"front.pem\", key = \"front.key\" }}]\n{extra}\n",
+            backend.addr.port()
+        )
+    };
+    let s = start(
+        dir,
+        &format!(
+            "[[server]]\nname = \"cas01\"\naddresses = [\"127.164.0.1\"]\n\n{}{}{}",
+            relay("good", "backend_ca_file = \"backend-ca.pem\""),
+            relay("wrong", "backend_ca_file = \"other.pem\""),
+            relay("noverify", "backend_tls_verify = false")
+        ),
+    );
+    let (body, err) = curl(
+        s.relay("good")[0],
+        "owa.z.test",
+        &front,
+        &["/owa/healthcheck.htm"],
+    );
+    assert_eq!(body, OK, "{err}");
+    let hits = backend.behaviour.hits.load(Ordering::Relaxed);
+    let (body, _) = curl(
+        s.relay("wrong")[0],
+        "owa.z.test",
+        &front,
+        &["/owa/healthcheck.htm"],
+    );
+    assert!(
+        body.is_empty(),
+        "a backend certificate from another CA is refused"
+    );
+    assert_eq!(
+        backend.behaviour.hits.load(Ordering::Relaxed),
+        hits,
+        "no request reached it"
+    );
+    let (body, err) = curl(
+        s.relay("noverify")[0],
+        "owa.z.test",
+        &front,
+        &["/owa/healthcheck.htm"],
+    );
+    assert_eq!(body, OK, "verification off: {err}");
+}
+
+#[test]
+fn a_slow_handshake_is_dropped_at_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    cert(dir.path(), "owa", &["owa.z.test"]);
+    let rt = sim::runtime();
+    let backend = Sim::start(&rt, "127.165.0.1".parse().unwrap(), 0, Proto::Http);
+    let s = start(
+        dir,
+        &format!(
+            "[[server]]\nname = \"cas01\"\naddresses = [\"127.165.0.1\"]\n\n\
+             [[relay]]\nname = \"https\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas01\"]\nbackend_port = {}\n\
+             tls = \"offload\"\ncertificates = [{{ cert = \"owa.pem\", key = \"owa.key\" }}]\nhandshake_timeout = \"1s\"\n",
+            backend.addr.port()
+        ),
+    );
+    let vip = s.relay("https")[0];
+    // A TLS record header, then one byte a second: never a complete ClientHello.
+    let mut c = TcpStream::connect(vip).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let t0 = Instant::now();
+    let hello = [
+        0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let mut closed = false;
+    for b in hello {
+        if c.write_all(&[b]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 16];
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            match c.read(&mut buf) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if closed {
+            break;
+        }
+    }
+    let took = t0.elapsed();
+    assert!(closed, "the relay dropped the slow client");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "at the 1 s handshake timeout: {took:?}"
+    );
+}
