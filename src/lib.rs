@@ -13,6 +13,7 @@ pub mod config;
 pub mod diag;
 pub mod dns;
 pub mod health;
+pub mod redirect;
 pub mod relay;
 pub mod runtime;
 pub mod state;

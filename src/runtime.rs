@@ -88,6 +88,19 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
             token.clone(),
         ));
     }
+    // Port 80: http to https, and Outlook's autodiscover redirect.
+    let redirect = Arc::new(config.redirect.clone());
+    for &addr in &config.redirect.listen {
+        let listener = reuseport_listener(addr)
+            .and_then(TcpListener::from_std)
+            .map_err(|source| RunError::Bind { addr, source })?;
+        info!(local_addr = %listener.local_addr().unwrap_or(addr), "listening for redirect");
+        tasks.spawn(crate::redirect::serve(
+            listener,
+            redirect.clone(),
+            token.clone(),
+        ));
+    }
     // Health: probes start now; service names are answered from the zone's full set until each
     // member has a result. Ready is logged once the first round is in (or its bound passed).
     // Relays: one current-thread runtime per core, each with its own SO_REUSEPORT listener per

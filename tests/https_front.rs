@@ -241,3 +241,72 @@ fn a_slow_handshake_is_dropped_at_the_timeout() {
         "at the 1 s handshake timeout: {took:?}"
     );
 }
+
+#[test]
+fn port_80_redirects_to_https_and_answers_outlooks_autodiscover_redirect() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(
+        dir,
+        "[redirect]\nlisten = [\"127.0.0.1:0\"]\nroot = \"/owa\"\nautodiscover_host = \"autodiscover.mail.example.test\"\naccepted_domains = [\"contoso.test\", \"fabrikam.test\"]\n",
+    );
+    let web = s.redirects[0];
+    let get = |method: &str, host: &str, path: &str| -> String {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %header{location}",
+            ])
+            .args(["-X", method, "-H", &format!("Host: {host}")])
+            .arg(format!("http://{web}{path}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        get("GET", "mail.example.test", "/"),
+        "301 https://mail.example.test/owa"
+    );
+    assert_eq!(
+        get("GET", "mail.example.test", "/ecp/?x=1"),
+        "301 https://mail.example.test/ecp/?x=1"
+    );
+    let ad = "302 https://autodiscover.mail.example.test/Autodiscover/Autodiscover.xml";
+    assert_eq!(
+        get(
+            "GET",
+            "autodiscover.contoso.test",
+            "/autodiscover/autodiscover.xml"
+        ),
+        ad
+    );
+    assert_eq!(
+        get(
+            "GET",
+            "AUTODISCOVER.fabrikam.test",
+            "/AutoDiscover/AutoDiscover.xml"
+        ),
+        ad
+    );
+    assert_eq!(
+        get(
+            "GET",
+            "autodiscover.other.test",
+            "/autodiscover/autodiscover.xml"
+        ),
+        "301 https://autodiscover.other.test/autodiscover/autodiscover.xml",
+        "not an accepted domain"
+    );
+    assert_eq!(get("POST", "mail.example.test", "/owa"), "405 ");
+    // A malformed request line: 400, and the connection closes.
+    let mut c = TcpStream::connect(web).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"NOT A REQUEST\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+}

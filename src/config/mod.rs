@@ -54,6 +54,9 @@ struct RawConfig {
     /// TCP relays.
     #[serde(default, rename = "relay")]
     relays: Vec<relay::RawRelay>,
+    /// The port 80 listener.
+    #[serde(default)]
+    redirect: crate::redirect::RawRedirect,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +116,8 @@ pub struct Config {
     pub health: HealthConfig,
     /// TCP relays.
     pub relays: Vec<relay::RelayDef>,
+    /// The port 80 listener (http to https, Outlook's autodiscover redirect).
+    pub redirect: crate::redirect::RedirectConfig,
     /// Warnings found while validating (printed by `check`, logged by `run`).
     pub warnings: Vec<Diagnostic>,
 }
@@ -270,6 +275,7 @@ impl Config {
             &origins,
         );
         let relays = relay::validate(&mut cx, raw.relays, &health, &listen);
+        let redirect = relay::validate_redirect(&mut cx, raw.redirect, &relays, &listen);
         if zones.is_empty() {
             diags.push(Diagnostic::error(
                 path,
@@ -289,6 +295,7 @@ impl Config {
                 zones,
                 health,
                 relays,
+                redirect,
                 warnings: diags,
             })
         } else {

@@ -544,6 +544,74 @@ fn front_tls(cx: &mut Cx<'_>, r: &RawRelay, name: &str, kind: RelayKind) -> Opti
     })
 }
 
+/// The `[redirect]` table: its listeners must not collide with the relays' or DNS's.
+pub(super) fn validate_redirect(
+    cx: &mut Cx<'_>,
+    raw: crate::redirect::RawRedirect,
+    relays: &[RelayDef],
+    dns: &[SocketAddr],
+) -> crate::redirect::RedirectConfig {
+    let mut listen = Vec::new();
+    for l in &raw.listen {
+        match l.get_ref().parse::<SocketAddr>() {
+            Ok(a) => {
+                if let Some(r) = relays
+                    .iter()
+                    .find(|r| r.listen.iter().any(|y| overlaps(*y, a)))
+                {
+                    cx.error(
+                        Some(l.span()),
+                        format!(
+                            "redirect.listen: {a} overlaps a listener of relay '{}'",
+                            r.name
+                        ),
+                    );
+                } else if dns.iter().any(|d| overlaps(*d, a)) {
+                    cx.error(
+                        Some(l.span()),
+                        format!("redirect.listen: {a} overlaps the DNS listener"),
+                    );
+                } else {
+                    if a.port() != 0 && a.port() < 1024 && !euid_is_root() {
+                        cx.warn(
+                            Some(l.span()),
+                            format!(
+                                "redirect.listen: port {} needs root or CAP_NET_BIND_SERVICE",
+                                a.port()
+                            ),
+                        );
+                    }
+                    listen.push(a);
+                }
+            }
+            Err(_) => cx.error(
+                Some(l.span()),
+                format!("redirect.listen: '{}' is not an address:port", l.get_ref()),
+            ),
+        }
+    }
+    let lower = |s: &String| s.trim_end_matches('.').to_ascii_lowercase();
+    if raw.root.as_ref().is_some_and(|r| !r.starts_with('/')) {
+        cx.error(
+            None,
+            "redirect.root must start with '/' (e.g. \"/owa\")".into(),
+        );
+    }
+    if !raw.accepted_domains.is_empty() && raw.autodiscover_host.is_none() {
+        cx.error(
+            None,
+            "redirect: accepted_domains needs autodiscover_host (where Outlook is sent)".into(),
+        );
+    }
+    crate::redirect::RedirectConfig {
+        listen,
+        host: raw.host.as_ref().map(lower),
+        root: raw.root.clone(),
+        autodiscover_host: raw.autodiscover_host.as_ref().map(lower),
+        accepted_domains: raw.accepted_domains.iter().map(lower).collect(),
+    }
+}
+
 /// True when two listeners would collide (same port, same or wildcard address).
 fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port()

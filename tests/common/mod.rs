@@ -56,6 +56,8 @@ pub struct Mailns {
     pub addrs: Vec<SocketAddr>,
     /// Relay listeners: (relay name, bound address), in config order.
     pub relays: Vec<(String, SocketAddr)>,
+    /// Port 80 redirect listeners, in config order.
+    pub redirects: Vec<SocketAddr>,
     /// Its working folder (config, zones).
     pub dir: tempfile::TempDir,
     /// Log lines after start-up.
@@ -102,6 +104,7 @@ impl Mailns {
         });
         let mut addrs = Vec::new();
         let mut relays = Vec::new();
+        let mut redirects = Vec::new();
         let mut seen = Vec::new();
         loop {
             let line = match rx.recv_timeout(Duration::from_secs(20)) {
@@ -131,6 +134,14 @@ impl Mailns {
                     relays.push((name, addr.parse().expect("relay address")));
                 }
             }
+            if line.contains("listening for redirect") {
+                let addr: Option<SocketAddr> = line
+                    .split("local_addr=")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                    .and_then(|s| s.parse().ok());
+                redirects.extend(addr);
+            }
             if line.contains("mailns ready") {
                 break;
             }
@@ -142,6 +153,7 @@ impl Mailns {
                 .expect("a DNS/TCP listener address in the log"),
             addrs,
             relays,
+            redirects,
             dir,
             log: rx,
             startup_log: seen,

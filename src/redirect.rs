@@ -1,0 +1,242 @@
+//! The port 80 listener every Exchange namespace needs: `http://` requests are sent to `https://`,
+//! and Outlook's autodiscover HTTP redirect method is answered for each accepted domain.
+//!
+//! No request body is ever read: the answer depends only on the method, the Host and the path.
+//! The decision is a pure function; the listener around it is hyper.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Empty;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// `[redirect]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedirect {
+    #[serde(default)]
+    pub(crate) listen: Vec<toml::Spanned<String>>,
+    pub(crate) host: Option<String>,
+    pub(crate) root: Option<String>,
+    pub(crate) autodiscover_host: Option<String>,
+    #[serde(default)]
+    pub(crate) accepted_domains: Vec<String>,
+}
+
+/// The validated port 80 settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectConfig {
+    /// Listening addresses (empty: no port 80 listener).
+    pub listen: Vec<SocketAddr>,
+    /// Host of every `https://` target (None: the request's own Host).
+    pub host: Option<String>,
+    /// Where a request for `/` goes (`/owa`, say; None: `/`).
+    pub root: Option<String>,
+    /// Autodiscover redirect target host (None: no autodiscover redirect).
+    pub autodiscover_host: Option<String>,
+    /// Lowercase domains whose `autodiscover.<domain>` gets the autodiscover redirect.
+    pub accepted_domains: Vec<String>,
+}
+
+/// What to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// 301, 302, 400 or 405.
+    pub status: u16,
+    /// The Location header, for redirects.
+    pub location: Option<String>,
+}
+
+/// The answer to `method` for `host` (the Host header, None if absent) and `target` (path and
+/// query as sent). Pure.
+pub fn decide(cfg: &RedirectConfig, method: &str, host: Option<&str>, target: &str) -> Answer {
+    let bad = Answer {
+        status: 400,
+        location: None,
+    };
+    if method != "GET" && method != "HEAD" {
+        return Answer {
+            status: 405,
+            location: None,
+        };
+    }
+    // The Host without its port; it must be a plain host name or address.
+    let Some(host) = host.map(|h| h.trim().to_ascii_lowercase()) else {
+        return bad;
+    };
+    let bare = match host.rsplit_once(':') {
+        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host.as_str(),
+    }
+    .trim_end_matches('.');
+    let host_ok = !bare.is_empty()
+        && bare
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if !host_ok || !target.starts_with('/') {
+        return bad;
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    if let Some(ad) = &cfg.autodiscover_host {
+        let domain = bare.strip_prefix("autodiscover.");
+        if path.eq_ignore_ascii_case("/autodiscover/autodiscover.xml")
+            && domain.is_some_and(|d| cfg.accepted_domains.iter().any(|a| a == d))
+        {
+            return Answer {
+                status: 302,
+                location: Some(format!("https://{ad}/Autodiscover/Autodiscover.xml")),
+            };
+        }
+    }
+    let to_host = cfg.host.as_deref().unwrap_or(bare);
+    let to_path = match (&cfg.root, target) {
+        (Some(root), "/") => root.as_str(),
+        _ => target,
+    };
+    Answer {
+        status: 301,
+        location: Some(format!("https://{to_host}{to_path}")),
+    }
+}
+
+/// Serves `listener` until `token` is cancelled.
+pub async fn serve(listener: TcpListener, cfg: Arc<RedirectConfig>, token: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(x) => x,
+                Err(error) => {
+                    warn!(%error, "redirect accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = token.cancelled() => return,
+        };
+        let cfg = cfg.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let cfg = cfg.clone();
+                async move {
+                    let host = req
+                        .headers()
+                        .get(hyper::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+                    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                    let a = decide(&cfg, req.method().as_str(), host, target);
+                    let mut resp = Response::builder()
+                        .status(StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_REQUEST))
+                        .header(hyper::header::CONNECTION, "close")
+                        .header(hyper::header::CONTENT_LENGTH, "0");
+                    if let Some(l) = a.location {
+                        resp = resp.header(hyper::header::LOCATION, l);
+                    }
+                    if a.status == 405 {
+                        resp = resp.header(hyper::header::ALLOW, "GET, HEAD");
+                    }
+                    Ok::<_, Infallible>(resp.body(Empty::<Bytes>::new()).unwrap_or_default())
+                }
+            });
+            // One request per connection and a bound on reading its head: nothing lingers.
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            if let Err(error) = conn.await {
+                debug!(%peer, %error, "redirect connection ended");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> RedirectConfig {
+        RedirectConfig {
+            listen: vec![],
+            host: None,
+            root: Some("/owa".into()),
+            autodiscover_host: Some("autodiscover.mail.example.test".into()),
+            accepted_domains: vec!["contoso.test".into(), "fabrikam.test".into()],
+        }
+    }
+
+    fn at(a: &Answer) -> (u16, Option<&str>) {
+        (a.status, a.location.as_deref())
+    }
+
+    #[test]
+    fn https_redirects_keep_path_and_query_and_send_the_root_to_owa() {
+        let c = cfg();
+        let a = decide(&c, "GET", Some("Mail.Example.Test:80"), "/ews/x?a=1");
+        assert_eq!(at(&a), (301, Some("https://mail.example.test/ews/x?a=1")));
+        let a = decide(&c, "HEAD", Some("mail.example.test"), "/");
+        assert_eq!(at(&a), (301, Some("https://mail.example.test/owa")));
+        let fixed = RedirectConfig {
+            host: Some("owa.mail.example.test".into()),
+            ..cfg()
+        };
+        let a = decide(&fixed, "GET", Some("10.1.2.3"), "/owa/");
+        assert_eq!(at(&a), (301, Some("https://owa.mail.example.test/owa/")));
+    }
+
+    #[test]
+    fn autodiscover_redirect_for_accepted_domains_in_any_case() {
+        let c = cfg();
+        let want = Some("https://autodiscover.mail.example.test/Autodiscover/Autodiscover.xml");
+        for (host, path) in [
+            (
+                "autodiscover.contoso.test",
+                "/autodiscover/autodiscover.xml",
+            ),
+            (
+                "AutoDiscover.Fabrikam.Test",
+                "/Autodiscover/Autodiscover.xml",
+            ),
+            (
+                "autodiscover.contoso.test:80",
+                "/AUTODISCOVER/AUTODISCOVER.XML",
+            ),
+        ] {
+            assert_eq!(
+                at(&decide(&c, "GET", Some(host), path)),
+                (302, want),
+                "{host}{path}"
+            );
+        }
+        // Not an accepted domain, or another path: the plain https redirect.
+        let a = decide(
+            &c,
+            "GET",
+            Some("autodiscover.other.test"),
+            "/autodiscover/autodiscover.xml",
+        );
+        assert_eq!(a.status, 301);
+        let a = decide(&c, "GET", Some("autodiscover.contoso.test"), "/owa");
+        assert_eq!(at(&a), (301, Some("https://autodiscover.contoso.test/owa")));
+    }
+
+    #[test]
+    fn other_methods_and_bad_hosts() {
+        let c = cfg();
+        assert_eq!(
+            decide(&c, "POST", Some("mail.example.test"), "/").status,
+            405
+        );
+        assert_eq!(decide(&c, "GET", None, "/").status, 400);
+        assert_eq!(decide(&c, "GET", Some("bad host"), "/").status, 400);
+        assert_eq!(decide(&c, "GET", Some("a/b"), "/").status, 400);
+        assert_eq!(decide(&c, "GET", Some(""), "/").status, 400);
+    }
+}
