@@ -154,6 +154,13 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
         }
         first_round = Some(handle.first_round);
     }
+    if relays.iter().any(|r| r.front.is_some()) {
+        tasks.spawn(crate::relay::server::watch_certificates(
+            relays.clone(),
+            std::time::Duration::from_secs(2),
+            token.clone(),
+        ));
+    }
     for (w, list) in per_thread.into_iter().enumerate() {
         let (relays, store, token) = (relays.clone(), store.clone(), token.clone());
         let t = std::thread::Builder::new()

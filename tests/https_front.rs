@@ -10,6 +10,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -309,4 +312,88 @@ fn port_80_redirects_to_https_and_answers_outlooks_autodiscover_redirect() {
     let mut reply = String::new();
     c.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+}
+
+#[test]
+fn certificates_reload_without_dropping_established_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (chain, _) = cert(dir.path(), "owa", &["owa.z.test"]);
+    let old_ca = dir.path().join("old-ca.pem");
+    std::fs::copy(&chain, &old_ca).unwrap();
+    let rt = sim::runtime();
+    let backend = Sim::start(
+        &rt,
+        "127.166.0.1".parse().unwrap(),
+        0,
+        Proto::Echo("cas01".into()),
+    );
+    let s = start(
+        dir,
+        &format!(
+            "[[server]]\nname = \"cas01\"\naddresses = [\"127.166.0.1\"]\n\n\
+             [[relay]]\nname = \"https\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas01\"]\nbackend_port = {}\n\
+             tls = \"offload\"\ncertificates = [{{ cert = \"owa.pem\", key = \"owa.key\" }}]\n",
+            backend.addr.port()
+        ),
+    );
+    let vip = s.relay("https")[0];
+    // A long-lived session over the old certificate (rustls as the client).
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&old_ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(cfg), "owa.z.test".try_into().unwrap()).unwrap();
+    let tcp = TcpStream::connect(vip).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let line = |tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>| {
+        let mut out = Vec::new();
+        let mut b = [0u8; 1];
+        while tls.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+            out.push(b[0]);
+        }
+        String::from_utf8(out).unwrap()
+    };
+    assert_eq!(line(&mut tls), "cas01");
+    tls.write_all(b"before\n").unwrap();
+    assert_eq!(line(&mut tls), "before");
+
+    // New certificate files: new handshakes get them (the files are watched).
+    let (new_chain, _) = cert(s.dir.path(), "owa", &["owa.z.test"]);
+    let verifies = |ca: &Path| {
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &vip.to_string(),
+                "-servername",
+                "owa.z.test",
+                "-CAfile",
+            ])
+            .arg(ca)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl");
+        String::from_utf8_lossy(&out.stdout).contains("Verify return code: 0 (ok)")
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "new handshakes see the new certificate",
+        || verifies(&new_chain),
+    );
+    assert!(
+        !verifies(&old_ca),
+        "the old certificate is no longer served"
+    );
+    // The session from before the reload goes on.
+    tls.write_all(b"after\n").unwrap();
+    assert_eq!(line(&mut tls), "after");
 }

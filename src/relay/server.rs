@@ -422,6 +422,9 @@ pub struct Front {
     backend_sni: Option<String>,
     default_name: String,
     handshake_timeout: std::time::Duration,
+    /// (chain, key) files and their modification times at the last load.
+    files: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+    stamps: Mutex<Vec<Option<std::time::SystemTime>>>,
 }
 
 impl std::fmt::Debug for Front {
@@ -455,7 +458,11 @@ impl Front {
             )),
             _ => None,
         };
+        let files = tls.certificates.clone();
+        let stamps = Mutex::new(stamps_of(&files));
         Ok(Self {
+            files,
+            stamps,
             acceptor,
             resolver,
             connector,
@@ -463,6 +470,80 @@ impl Front {
             default_name: default_name.trim_end_matches('.').to_string(),
             handshake_timeout: tls.handshake_timeout,
         })
+    }
+}
+
+fn stamps_of(
+    files: &[(std::path::PathBuf, std::path::PathBuf)],
+) -> Vec<Option<std::time::SystemTime>> {
+    files
+        .iter()
+        .flat_map(|(c, k)| [c, k])
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+impl Front {
+    /// Loads the certificate files again if one changed (or `force`), swapping the set for new
+    /// handshakes; established connections keep theirs. A broken file keeps the old set.
+    /// Returns None when nothing changed.
+    pub fn reload(&self, force: bool) -> Option<Result<usize, String>> {
+        let now = stamps_of(&self.files);
+        {
+            let mut seen = self.stamps.lock().expect("stamps lock is never poisoned");
+            if !force && *seen == now {
+                return None;
+            }
+            *seen = now;
+        }
+        let loaded = self
+            .files
+            .iter()
+            .map(|(c, k)| crate::tls::load(c, k))
+            .collect::<Result<Vec<_>, _>>();
+        Some(loaded.map(|certs| {
+            let n = certs.len();
+            self.resolver
+                .0
+                .store(Arc::new(crate::tls::CertSet::new(certs)));
+            n
+        }))
+    }
+}
+
+/// Reloads the relays' certificates on SIGHUP, and when their files change (checked every
+/// `every`), until `token` is cancelled.
+pub async fn watch_certificates(
+    relays: Vec<Arc<Relay>>,
+    every: std::time::Duration,
+    token: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(error) => {
+            warn!(%error, "no SIGHUP handler; certificates reload on file changes only");
+            None
+        }
+    };
+    loop {
+        let force = tokio::select! {
+            _ = async { match &mut hup { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+            () = tokio::time::sleep(every) => false,
+            () = token.cancelled() => return,
+        };
+        for r in &relays {
+            let Some(front) = &r.front else { continue };
+            match front.reload(force) {
+                None => {}
+                Some(Ok(n)) => {
+                    info!(relay = %r.def.name, certificates = n, "certificates reloaded")
+                }
+                Some(Err(error)) => {
+                    warn!(relay = %r.def.name, %error, "certificate reload failed; the previous certificates stay in use")
+                }
+            }
+        }
     }
 }
 
