@@ -137,9 +137,18 @@ fn reencrypt_verifies_the_backend_certificate_unless_told_not_to() {
         0,
         Proto::Https(backend_cfg),
     );
-    let relay = |name: &str, extra: &str| {
+    // A second server whose certificate is for another name.
+    let (misnamed_cfg, misnamed_pem) = sim::tls_server_with_pem(&["cas02.internal.test"]);
+    std::fs::write(dir.path().join("misnamed-ca.pem"), misnamed_pem).unwrap();
+    let _misnamed = Sim::start(
+        &rt,
+        "127.164.0.2".parse().unwrap(),
+        backend.addr.port(),
+        Proto::Https(misnamed_cfg),
+    );
+    let relay = |name: &str, server: &str, extra: &str| {
         format!(
-            "[[relay]]\nname = \"{name}\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas01\"]\nbackend_port = {}\n\
+            "[[relay]]\nname = \"{name}\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"{server}\"]\nbackend_port = {}\n\
              tls = \"reencrypt\"\ncertificates = [{{ cert = \"front.pem\", key = \"front.key\" }}]\n{extra}\n",
             backend.addr.port()
         )
@@ -147,10 +156,12 @@ fn reencrypt_verifies_the_backend_certificate_unless_told_not_to() {
     let s = start(
         dir,
         &format!(
-            "[[server]]\nname = \"cas01\"\naddresses = [\"127.164.0.1\"]\n\n{}{}{}",
-            relay("good", "backend_ca_file = \"backend-ca.pem\""),
-            relay("wrong", "backend_ca_file = \"other.pem\""),
-            relay("noverify", "backend_tls_verify = false")
+            "[[server]]\nname = \"cas01\"\naddresses = [\"127.164.0.1\"]\n\n\
+             [[server]]\nname = \"cas02\"\naddresses = [\"127.164.0.2\"]\n\n{}{}{}{}",
+            relay("good", "cas01", "backend_ca_file = \"backend-ca.pem\""),
+            relay("wrong", "cas01", "backend_ca_file = \"other.pem\""),
+            relay("noverify", "cas01", "backend_tls_verify = false"),
+            relay("misnamed", "cas02", "backend_ca_file = \"misnamed-ca.pem\"")
         ),
     );
     let (body, err) = curl(
@@ -183,6 +194,16 @@ fn reencrypt_verifies_the_backend_certificate_unless_told_not_to() {
         &["/owa/healthcheck.htm"],
     );
     assert_eq!(body, OK, "verification off: {err}");
+    let (body, _) = curl(
+        s.relay("misnamed")[0],
+        "owa.z.test",
+        &front,
+        &["/owa/healthcheck.htm"],
+    );
+    assert!(
+        body.is_empty(),
+        "a trusted certificate for another name is refused"
+    );
 }
 
 #[test]
