@@ -187,7 +187,7 @@ mod tests {
             host: Some("owa.mail.example.test".into()),
             ..cfg()
         };
-        let a = decide(&fixed, "GET", Some("10.1.2.3"), "/owa/");
+        let a = decide(&fixed, "GET", Some("127.0.0.2"), "/owa/");
         assert_eq!(at(&a), (301, Some("https://owa.mail.example.test/owa/")));
     }
 

@@ -389,22 +389,7 @@ fn certificates_reload_without_dropping_established_connections() {
 
     // New certificate files: new handshakes get them (the files are watched).
     let (new_chain, _) = cert(s.dir.path(), "owa", &["owa.z.test"]);
-    let verifies = |ca: &Path| {
-        let out = Command::new("openssl")
-            .args([
-                "s_client",
-                "-connect",
-                &vip.to_string(),
-                "-servername",
-                "owa.z.test",
-                "-CAfile",
-            ])
-            .arg(ca)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("openssl");
-        String::from_utf8_lossy(&out.stdout).contains("Verify return code: 0 (ok)")
-    };
+    let verifies = |ca: &Path| openssl_verifies(vip, Some("owa.z.test"), ca).0;
     wait_for(
         Duration::from_secs(10),
         "new handshakes see the new certificate",

@@ -272,6 +272,25 @@ fn tool_query(tool: &str, addr: SocketAddr, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `openssl s_client` to `addr` (with `servername` as SNI, or none), trusting only `ca`: its
+/// output, and whether the server's chain verified against `ca`.
+pub fn openssl_verifies(addr: SocketAddr, servername: Option<&str>, ca: &Path) -> (bool, String) {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &addr.to_string()]);
+    match servername {
+        Some(n) => cmd.args(["-servername", n]),
+        None => cmd.arg("-noservername"),
+    };
+    let out = cmd
+        .arg("-CAfile")
+        .arg(ca)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (text.contains("Verify return code: 0 (ok)"), text)
+}
+
 /// A free port on 127.0.0.1 for both UDP and TCP (for peers that cannot be told port 0).
 pub fn free_port() -> u16 {
     loop {
