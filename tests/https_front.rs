@@ -146,6 +146,15 @@ fn reencrypt_verifies_the_backend_certificate_unless_told_not_to() {
         backend.addr.port(),
         Proto::Https(misnamed_cfg),
     );
+    // A third whose certificate expired.
+    let (expired_cfg, expired_pem) = sim::tls_server_expired(&["owa.z.test"]);
+    std::fs::write(dir.path().join("expired-ca.pem"), expired_pem).unwrap();
+    let _expired = Sim::start(
+        &rt,
+        "127.164.0.3".parse().unwrap(),
+        backend.addr.port(),
+        Proto::Https(expired_cfg),
+    );
     let relay = |name: &str, server: &str, extra: &str| {
         format!(
             "[[relay]]\nname = \"{name}\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"{server}\"]\nbackend_port = {}\n\
@@ -157,11 +166,13 @@ fn reencrypt_verifies_the_backend_certificate_unless_told_not_to() {
         dir,
         &format!(
             "[[server]]\nname = \"cas01\"\naddresses = [\"127.164.0.1\"]\n\n\
-             [[server]]\nname = \"cas02\"\naddresses = [\"127.164.0.2\"]\n\n{}{}{}{}",
+             [[server]]\nname = \"cas02\"\naddresses = [\"127.164.0.2\"]\n\n\
+             [[server]]\nname = \"cas03\"\naddresses = [\"127.164.0.3\"]\n\n{}{}{}{}{}",
             relay("good", "cas01", "backend_ca_file = \"backend-ca.pem\""),
             relay("wrong", "cas01", "backend_ca_file = \"other.pem\""),
             relay("noverify", "cas01", "backend_tls_verify = false"),
-            relay("misnamed", "cas02", "backend_ca_file = \"misnamed-ca.pem\"")
+            relay("misnamed", "cas02", "backend_ca_file = \"misnamed-ca.pem\""),
+            relay("expired", "cas03", "backend_ca_file = \"expired-ca.pem\"")
         ),
     );
     let (body, err) = curl(
@@ -204,6 +215,13 @@ fn reencrypt_verifies_the_backend_certificate_unless_told_not_to() {
         body.is_empty(),
         "a trusted certificate for another name is refused"
     );
+    let (body, _) = curl(
+        s.relay("expired")[0],
+        "owa.z.test",
+        &front,
+        &["/owa/healthcheck.htm"],
+    );
+    assert!(body.is_empty(), "an expired certificate is refused");
 }
 
 #[test]

@@ -465,9 +465,27 @@ pub fn tls_server(names: &[&str]) -> Arc<rustls::ServerConfig> {
 pub fn tls_server_with_pem(names: &[&str]) -> (Arc<rustls::ServerConfig>, String) {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let ck = rcgen::generate_simple_self_signed(names).unwrap();
-    let pem = ck.cert.pem();
-    let cert = ck.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).unwrap();
+    tls_server_from(&ck.cert, &ck.signing_key)
+}
+
+/// A server whose self-signed certificate for `names` expired in 2021.
+pub fn tls_server_expired(names: &[&str]) -> (Arc<rustls::ServerConfig>, String) {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    tls_server_from(&cert, &key)
+}
+
+fn tls_server_from(
+    cert: &rcgen::Certificate,
+    signing_key: &rcgen::KeyPair,
+) -> (Arc<rustls::ServerConfig>, String) {
+    let pem = cert.pem();
+    let cert = cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(signing_key.serialize_der()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
