@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use rustls::pki_types::ServerName;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
@@ -23,7 +24,6 @@ use super::pick::{self, Candidate};
 use super::sni;
 use crate::config::relay::{FrontTls, RelayDef, RelayKind, TlsMode};
 use crate::state::{BackendView, Store};
-use rustls::pki_types::ServerName;
 
 /// Counters of one backend of one relay.
 #[derive(Debug, Default)]
