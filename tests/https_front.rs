@@ -44,6 +44,23 @@ fn start(dir: tempfile::TempDir, tail: &str) -> Mailns {
     Mailns::start_config(dir, &config)
 }
 
+/// Config for server cas01 at `backend` behind an offload relay "https" with the certificate
+/// stems `certs` (`<stem>.pem`, `<stem>.key`) and `extra` relay keys.
+fn offload(backend: SocketAddr, certs: &[&str], extra: &str) -> String {
+    let certs: Vec<String> = certs
+        .iter()
+        .map(|c| format!("{{ cert = \"{c}.pem\", key = \"{c}.key\" }}"))
+        .collect();
+    format!(
+        "[[server]]\nname = \"cas01\"\naddresses = [\"{}\"]\n\n\
+         [[relay]]\nname = \"https\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas01\"]\nbackend_port = {}\n\
+         tls = \"offload\"\ncertificates = [{}]\n{extra}",
+        backend.ip(),
+        backend.port(),
+        certs.join(", ")
+    )
+}
+
 /// curl through `vip` as `name`, trusting `ca`: (body, stderr).
 fn curl(vip: SocketAddr, name: &str, ca: &Path, paths: &[&str]) -> (String, String) {
     let mut cmd = Command::new("curl");
@@ -67,15 +84,7 @@ fn offload_picks_the_certificate_by_sni_and_pins_one_backend_connection_per_clie
     let (mail, _) = cert(dir.path(), "mail", &["mail.z.test"]);
     let rt = sim::runtime();
     let backend = Sim::start(&rt, "127.163.0.1".parse().unwrap(), 0, Proto::Http);
-    let s = start(
-        dir,
-        &format!(
-            "[[server]]\nname = \"cas01\"\naddresses = [\"127.163.0.1\"]\n\n\
-             [[relay]]\nname = \"https\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas01\"]\nbackend_port = {}\n\
-             tls = \"offload\"\ncertificates = [{{ cert = \"owa.pem\", key = \"owa.key\" }}, {{ cert = \"mail.pem\", key = \"mail.key\" }}]\n",
-            backend.addr.port()
-        ),
-    );
+    let s = start(dir, &offload(backend.addr, &["owa", "mail"], ""));
     let vip = s.relay("https")[0];
     assert!(
         s.startup_log.join("\n").contains("Extended Protection"),
@@ -232,12 +241,7 @@ fn a_slow_handshake_is_dropped_at_the_timeout() {
     let backend = Sim::start(&rt, "127.165.0.1".parse().unwrap(), 0, Proto::Http);
     let s = start(
         dir,
-        &format!(
-            "[[server]]\nname = \"cas01\"\naddresses = [\"127.165.0.1\"]\n\n\
-             [[relay]]\nname = \"https\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas01\"]\nbackend_port = {}\n\
-             tls = \"offload\"\ncertificates = [{{ cert = \"owa.pem\", key = \"owa.key\" }}]\nhandshake_timeout = \"1s\"\n",
-            backend.addr.port()
-        ),
+        &offload(backend.addr, &["owa"], "handshake_timeout = \"1s\"\n"),
     );
     let vip = s.relay("https")[0];
     // A TLS record header, then one byte a second: never a complete ClientHello.
@@ -366,15 +370,7 @@ fn certificates_reload_without_dropping_established_connections() {
         0,
         Proto::Echo("cas01".into()),
     );
-    let s = start(
-        dir,
-        &format!(
-            "[[server]]\nname = \"cas01\"\naddresses = [\"127.166.0.1\"]\n\n\
-             [[relay]]\nname = \"https\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas01\"]\nbackend_port = {}\n\
-             tls = \"offload\"\ncertificates = [{{ cert = \"owa.pem\", key = \"owa.key\" }}]\n",
-            backend.addr.port()
-        ),
-    );
+    let s = start(dir, &offload(backend.addr, &["owa"], ""));
     let vip = s.relay("https")[0];
     // A long-lived session over the old certificate (rustls as the client).
     let mut roots = rustls::RootCertStore::empty();
