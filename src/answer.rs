@@ -48,6 +48,23 @@ pub enum Step {
 }
 
 impl Step {
+    /// Every step, in [`Step::index`] order.
+    pub const ALL: [Self; 8] = [
+        Self::Unknown,
+        Self::Healthy,
+        Self::FailoverPending,
+        Self::OtherSites,
+        Self::Relay,
+        Self::Zone,
+        Self::Empty,
+        Self::Servfail,
+    ];
+
+    /// Its position in [`Step::ALL`] (a counter index).
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|s| *s == self).unwrap_or(0)
+    }
+
     /// Name shown on the dashboard and in logs.
     pub fn as_str(self) -> &'static str {
         match self {

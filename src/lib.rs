@@ -8,6 +8,7 @@
 //! - [`runtime`]: start-up, signals, shutdown.
 //! - [`diag`]: diagnostics shared by config and zone loading.
 
+pub mod admin;
 pub mod answer;
 pub mod config;
 pub mod diag;

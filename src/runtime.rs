@@ -4,14 +4,18 @@
 //! its diagnostics and nothing half-started.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::admin::{Live, Loaded};
 use crate::config::Config;
+use crate::health::engine::Outputs;
 use crate::diag::Diagnostic;
 use crate::dns::{self, tcp::TcpOptions, Stats};
 use crate::state::{Snapshot, Store};
@@ -59,26 +63,39 @@ pub fn load_snapshot(config: &Config) -> Result<Snapshot, Vec<Diagnostic>> {
 /// # Errors
 /// A broken config or zone, or a listener that cannot be bound.
 pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunError> {
+    let started = SystemTime::now();
     let snap = load_snapshot(&config).map_err(RunError::Invalid)?;
+    let statics = snap.static_zones.clone();
     let store: Store = Arc::new(ArcSwap::from_pointee(snap));
-    let stats = Arc::new(Stats::default());
+    // Admin states set through the API win over the config's, across restarts.
+    let mut serving = config.clone();
+    apply_overrides(&mut serving).map_err(|e| RunError::Invalid(vec![e]))?;
+    let tls = crate::health::engine::tls_configs(&serving.health).map_err(RunError::Health)?;
+    let udp_sockets = config.dns.listen.len() * config.dns.udp_workers;
+    // One counter shard per UDP worker, one for DNS over TCP.
+    let stats = Arc::new(Stats::new(udp_sockets + 1));
 
     let mut threads = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut shard = 0;
     for &addr in &config.dns.listen {
         let (socks, listener) = bind_dns(addr, config.dns.udp_workers)?;
         let tcp_addr = listener.local_addr().unwrap_or(addr);
         info!(local_addr = %tcp_addr, "listening for DNS/TCP");
         info!(local_addr = %tcp_addr, workers = socks.len(), "listening for DNS/UDP");
+        let n = socks.len();
         threads.extend(dns::udp::serve(
             socks,
             store.clone(),
             stats.clone(),
+            shard,
             token.clone(),
         ));
+        shard += n;
         let opts = TcpOptions {
             idle_timeout: config.dns.tcp_idle_timeout,
             max_connections: config.dns.tcp_max_connections,
+            shard: udp_sockets,
         };
         tasks.spawn(dns::tcp::serve(
             listener,
@@ -137,23 +154,61 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
             }
         }
     }
-    // The engine also publishes relay backends' admin state (drain, maint), checks or not. It
-    // publishes its first snapshot before returning, so relays start accepting only after that.
-    let mut first_round = None;
-    if !config.health.services.is_empty() || !config.relays.is_empty() {
-        let statics = store.load().static_zones.clone();
-        let handle = crate::health::engine::start(&config, statics, store.clone(), token.clone())
-            .map_err(RunError::Health)?;
-        if !relays.is_empty() {
-            tokio::spawn(crate::relay::server::watch_closes(
-                relays.clone(),
-                store.clone(),
-                handle.published.clone(),
-                token.clone(),
-            ));
-        }
-        first_round = Some(handle.first_round);
+    // The admin listener: bound with the others, serving /livez at once.
+    let admin_listener = reuseport_listener(config.admin.listen)
+        .and_then(TcpListener::from_std)
+        .map_err(|source| RunError::Bind {
+            addr: config.admin.listen,
+            source,
+        })?;
+    info!(local_addr = %admin_listener.local_addr().unwrap_or(config.admin.listen), "listening for admin");
+    if config.admin.token.is_none() {
+        info!("admin: no token_file configured; admin actions are disabled, read-only endpoints work");
     }
+    // The engine publishes every snapshot from now on (health, and relay backends' admin state,
+    // drain or maint, checks or not). Its first snapshot is in place before `start` returns, so
+    // relays start accepting only after that.
+    let out = Outputs::new(store.clone(), stats.clone(), serving.health.clone());
+    let handle = crate::health::engine::start(
+        &serving,
+        statics,
+        &out,
+        &[],
+        tls,
+        token.child_token(),
+    );
+    let mut first_round = out.first_round.subscribe();
+    if !relays.is_empty() {
+        tokio::spawn(crate::relay::server::watch_closes(
+            relays.clone(),
+            store.clone(),
+            out.published.subscribe(),
+            token.clone(),
+        ));
+    }
+    let live = Arc::new(Live {
+        started,
+        store: store.clone(),
+        dns: stats.clone(),
+        out,
+        relays: relays.clone(),
+        engine: tokio::sync::Mutex::new(Some(handle)),
+        ready: AtomicBool::new(false),
+        loaded: ArcSwap::from_pointee(Loaded {
+            config: Arc::new(config.clone()),
+            at: SystemTime::now(),
+            reloads: 0,
+            last_error: None,
+        }),
+        admin_lock: tokio::sync::Mutex::new(()),
+        token: token.clone(),
+    });
+    tasks.spawn(crate::admin::serve(
+        admin_listener,
+        live.clone(),
+        token.clone(),
+    ));
+    tasks.spawn(reload_on_hangup(live.clone(), token.clone()));
     if relays.iter().any(|r| r.front.is_some()) {
         tasks.spawn(crate::relay::server::watch_certificates(
             relays.clone(),
@@ -189,21 +244,23 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
             .expect("spawning a thread must not fail at start-up");
         threads.push(t);
     }
-    if let Some(mut first_round) = first_round {
-        let bound = config.health.startup_timeout;
-        if tokio::time::timeout(bound, first_round.wait_for(|done| *done))
-            .await
-            .is_err()
-        {
-            warn!(
-                ?bound,
-                "health: first probe round not complete; unknown pairs answer the zone's full set"
-            );
-        }
+    let bound = config.health.startup_timeout;
+    if tokio::time::timeout(bound, first_round.wait_for(|done| *done))
+        .await
+        .is_err()
+    {
+        warn!(
+            ?bound,
+            "health: first probe round not complete; unknown pairs answer the zone's full set"
+        );
     }
+    live.ready.store(true, Ordering::Relaxed);
     info!("mailns ready");
     token.cancelled().await;
     info!("shutting down");
+    if let Some(h) = live.engine.lock().await.take() {
+        h.stop().await;
+    }
     while tasks.join_next().await.is_some() {}
     tokio::task::spawn_blocking(move || {
         for t in threads {
@@ -213,6 +270,140 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
     .await
     .ok();
     Ok(())
+}
+
+/// Applies the admin state file to `config`'s servers.
+///
+/// # Errors
+/// A state file that cannot be read or is malformed.
+fn apply_overrides(config: &mut Config) -> Result<(), Diagnostic> {
+    let file = &config.admin.state_file;
+    let overrides = crate::admin::persist::load(file)
+        .map_err(|e| Diagnostic::error(file, None, e))?;
+    for name in crate::admin::persist::apply(&mut config.health, &overrides) {
+        warn!(server = %name, file = %file.display(), "admin state file names a server the config does not have; ignored");
+    }
+    Ok(())
+}
+
+/// Reloads on SIGHUP.
+async fn reload_on_hangup(live: Arc<Live>, token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(error) => {
+            warn!(%error, "no SIGHUP handler; reload through the admin API only");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading");
+                let _ = reload(&live).await;
+            }
+            () = token.cancelled() => return,
+        }
+    }
+}
+
+/// Reloads the config, its zones and every relay's certificates. The new config is validated
+/// completely before anything changes; if anything is wrong the old one keeps serving and the
+/// error is kept for the dashboard until a reload succeeds. Health state carries over for probes
+/// the change did not touch.
+///
+/// Changes to listeners (`[dns]`, `[[relay]]`, `[redirect]`, `admin.listen`) need a restart for
+/// now and fail the reload, naming the section.
+///
+/// # Errors
+/// The `path:line: message` lines of what is wrong.
+pub async fn reload(live: &Live) -> Result<(), String> {
+    let _guard = live.admin_lock.lock().await;
+    let result = prepare_reload(live).await;
+    let now = SystemTime::now();
+    let old = live.loaded.load_full();
+    match result {
+        Ok(config) => {
+            for r in &live.relays {
+                if let Some(front) = &r.front {
+                    match front.reload(true) {
+                        Some(Err(error)) => warn!(relay = %r.def.name, %error, "certificate reload failed; the previous certificates stay in use"),
+                        Some(Ok(n)) => info!(relay = %r.def.name, certificates = n, "certificates reloaded"),
+                        None => {}
+                    }
+                }
+            }
+            live.loaded.store(Arc::new(Loaded {
+                config: Arc::new(config),
+                at: now,
+                reloads: old.reloads + 1,
+                last_error: None,
+            }));
+            info!("reload complete");
+            Ok(())
+        }
+        Err(message) => {
+            for line in message.lines() {
+                warn!("reload failed: {line}");
+            }
+            live.loaded.store(Arc::new(Loaded {
+                config: old.config.clone(),
+                at: old.at,
+                reloads: old.reloads,
+                last_error: Some((now, message.clone())),
+            }));
+            Err(message)
+        }
+    }
+}
+
+/// Loads and validates the new config and zones, then replaces the engine.
+async fn prepare_reload(live: &Live) -> Result<Config, String> {
+    let join = |d: Vec<Diagnostic>| {
+        d.iter()
+            .filter(|d| d.is_error())
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let old = live.loaded.load_full();
+    let new = Config::load(&old.config.path).map_err(join)?;
+    let fixed = [
+        ("[dns]", format!("{:?}", old.config.dns), format!("{:?}", new.dns)),
+        ("[[relay]]", format!("{:?}", old.config.relays), format!("{:?}", new.relays)),
+        ("[redirect]", format!("{:?}", old.config.redirect), format!("{:?}", new.redirect)),
+        ("admin.listen", old.config.admin.listen.to_string(), new.admin.listen.to_string()),
+    ];
+    let changed: Vec<&str> = fixed
+        .iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(k, _, _)| *k)
+        .collect();
+    if !changed.is_empty() {
+        return Err(format!(
+            "{}: changes to {} need a restart; the running config is unchanged",
+            new.path.display(),
+            changed.join(", ")
+        ));
+    }
+    let snap = load_snapshot(&new).map_err(join)?;
+    let mut serving = new.clone();
+    apply_overrides(&mut serving).map_err(|d| d.to_string())?;
+    let tls = crate::health::engine::tls_configs(&serving.health)?;
+    let carry = live.out.reports.borrow().clone();
+    let mut engine = live.engine.lock().await;
+    if let Some(h) = engine.take() {
+        h.stop().await;
+    }
+    *engine = Some(crate::health::engine::start(
+        &serving,
+        snap.static_zones.clone(),
+        &live.out,
+        &carry,
+        tls,
+        live.token.child_token(),
+    ));
+    Ok(new)
 }
 
 /// A non-blocking TCP listener with SO_REUSEPORT (and SO_REUSEADDR), ready for tokio.

@@ -34,6 +34,8 @@ pub struct ServiceView {
     pub ttl: u32,
     /// Addresses per answer at most.
     pub cap: usize,
+    /// Its slot among the DNS counters (None: past the counted names).
+    pub slot: Option<u16>,
 }
 
 impl ServiceView {
@@ -97,7 +99,24 @@ impl Snapshot {
     ) -> Self {
         let derived: Vec<Zone> = static_zones.iter().map(|z| derive(z, &views)).collect();
         let zones = ZoneSet::new(derived);
-        let fast = FastTable::build(&zones);
+        let tags: rustc_hash::FxHashMap<(Box<[u8]>, RecordType), u16> = views
+            .iter()
+            .filter_map(|v| Some((v, v.slot?)))
+            .flat_map(|(v, slot)| {
+                let wire = wire_lower(&v.name);
+                [(RecordType::A, &v.a, false), (RecordType::AAAA, &v.aaaa, true)]
+                    .into_iter()
+                    .filter_map(move |(t, sel, v6)| {
+                        let tag = crate::dns::tag(slot, v6, sel.as_ref()?.step);
+                        Some(((wire.clone(), t), tag))
+                    })
+            })
+            .collect();
+        let fast = FastTable::build(&zones, |wire, t| {
+            tags.get(&(Box::from(wire), t))
+                .copied()
+                .unwrap_or(crate::dns::UNTAGGED)
+        });
         Self {
             zones,
             fast,

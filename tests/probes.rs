@@ -177,7 +177,7 @@ fn https_verification_and_certificate_expiry() {
     );
     let r = run(&kind, ip(6), s.addr.port(), Some(&verify));
     assert!(r.ok, "{r:?}");
-    let days = r.cert_days_left.expect("expiry reported");
+    let days = r.cert_days_left().expect("expiry reported");
     assert!(days > 300, "rcgen's default validity is long: {days}");
     // The wrong name fails verification...
     let wrong = http(

@@ -174,7 +174,8 @@ pub struct CheckDef {
 }
 
 /// Admin state of a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AdminState {
     /// In service.
     #[default]

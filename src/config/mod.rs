@@ -18,6 +18,7 @@ use toml::Spanned;
 use crate::diag::{line_of, Diagnostic};
 use crate::zone::{load_zone, Zone};
 
+pub mod admin;
 pub mod health;
 pub mod relay;
 
@@ -57,6 +58,9 @@ struct RawConfig {
     /// The port 80 listener.
     #[serde(default)]
     redirect: crate::redirect::RawRedirect,
+    /// The dashboard, API and metrics listener.
+    #[serde(default)]
+    admin: admin::RawAdmin,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +122,8 @@ pub struct Config {
     pub relays: Vec<relay::RelayDef>,
     /// The port 80 listener (http to https, Outlook's autodiscover redirect).
     pub redirect: crate::redirect::RedirectConfig,
+    /// The dashboard, API and metrics listener.
+    pub admin: admin::AdminConfig,
     /// Warnings found while validating (printed by `check`, logged by `run`).
     pub warnings: Vec<Diagnostic>,
 }
@@ -276,6 +282,7 @@ impl Config {
         );
         let relays = relay::validate(&mut cx, raw.relays, &health, &listen);
         let redirect = relay::validate_redirect(&mut cx, raw.redirect, &relays, &listen);
+        let admin = admin::validate(&mut cx, raw.admin, &relays, &listen, &redirect.listen);
         if zones.is_empty() {
             diags.push(Diagnostic::error(
                 path,
@@ -296,6 +303,7 @@ impl Config {
                 health,
                 relays,
                 redirect,
+                admin,
                 warnings: diags,
             })
         } else {

@@ -613,7 +613,7 @@ pub(super) fn validate_redirect(
 }
 
 /// True when two listeners would collide (same port, same or wildcard address).
-fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+pub(super) fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port()
         && a.port() != 0
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())

@@ -12,6 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::lookup::{resolve, ZoneSet};
 use super::wire::{self, Edns, Query};
+use super::UNTAGGED;
 
 /// Above this many prebuilt responses, further names are answered by the general path.
 const MAX_ENTRIES: usize = 1_000_000;
@@ -25,8 +26,9 @@ pub struct Prebuilt {
 
 #[derive(Debug, Default)]
 struct Entry {
-    /// Per type, one response per rotation of a health-driven answer (one for static data).
-    by_type: Vec<(RecordType, Vec<Prebuilt>)>,
+    /// Per type, one response per rotation of a health-driven answer (one for static data), and
+    /// the counter tag of a service name's A/AAAA answer ([`UNTAGGED`] otherwise).
+    by_type: Vec<(RecordType, Vec<Prebuilt>, u16)>,
     /// For every type not in `by_type` (NODATA), where that does not depend on the type.
     other: Option<Prebuilt>,
 }
@@ -40,8 +42,9 @@ pub struct FastTable {
 }
 
 impl FastTable {
-    /// Builds the table for every name in `zones` that is not at or below a zone cut.
-    pub fn build(zones: &ZoneSet) -> Self {
+    /// Builds the table for every name in `zones` that is not at or below a zone cut; `tag`
+    /// gives the counter tag of a (lowercase wire name, type).
+    pub fn build(zones: &ZoneSet, tag: impl Fn(&[u8], RecordType) -> u16) -> Self {
         let mut table = Self::default();
         for zone in &zones.zones {
             for (wire, node) in &zone.nodes {
@@ -64,7 +67,7 @@ impl FastTable {
                     let v = variants(zones, wire, t, node.rrset(t), is_cname);
                     if !v.is_empty() {
                         table.len += v.len();
-                        e.by_type.push((t, v));
+                        e.by_type.push((t, v, tag(wire, t)));
                     }
                 }
                 if !is_cname {
@@ -77,22 +80,23 @@ impl FastTable {
         table
     }
 
-    /// The response for `q`, written into `out`, if the table has it and it fits `limit`.
-    /// `rotation` picks among the rotations of a health-driven answer.
+    /// The response for `q`, written into `out`, if the table has it and it fits `limit`; then
+    /// its counter tag. `rotation` picks among the rotations of a health-driven answer.
     #[inline]
-    pub fn answer(&self, q: &Query<'_>, limit: usize, rotation: usize, out: &mut Vec<u8>) -> bool {
+    pub fn answer(
+        &self,
+        q: &Query<'_>,
+        limit: usize,
+        rotation: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<u16> {
         if q.qclass != 1 || is_special(q.qtype) {
-            return false;
+            return None;
         }
-        let Some(entry) = self.names.get(q.qname()) else {
-            return false;
-        };
-        let pre = match entry.by_type.iter().find(|(t, _)| *t == q.qtype) {
-            Some((_, v)) => &v[rotation % v.len()],
-            None => match &entry.other {
-                Some(p) => p,
-                None => return false,
-            },
+        let entry = self.names.get(q.qname())?;
+        let (pre, tag) = match entry.by_type.iter().find(|(t, _, _)| *t == q.qtype) {
+            Some((_, v, tag)) => (&v[rotation % v.len()], *tag),
+            None => (entry.other.as_ref()?, UNTAGGED),
         };
         let bytes = if q.edns.is_some() {
             &pre.edns
@@ -100,7 +104,7 @@ impl FastTable {
             &pre.plain
         };
         if bytes.len() > limit {
-            return false;
+            return None;
         }
         out.clear();
         out.extend_from_slice(bytes);
@@ -112,7 +116,7 @@ impl FastTable {
             let n = out.len();
             out[n - 4] |= 0x80;
         }
-        true
+        Some(tag)
     }
 }
 

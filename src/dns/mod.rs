@@ -14,10 +14,12 @@ pub mod udp;
 pub mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
+use crate::answer::Step;
 use crate::state::Snapshot;
 use wire::{Parsed, Query};
 
@@ -30,17 +32,113 @@ pub enum Transport {
     Tcp,
 }
 
-/// Counters read by the dashboard and metrics (relaxed atomics; exactness is not needed).
-#[derive(Debug, Default)]
-pub struct Stats {
+/// Rcode slots counted: 0..=15 from the header, 16 for BADVERS (an extended rcode).
+pub const RCODES: usize = 17;
+/// Service names whose answers are counted per fallback step (the first this many registered).
+pub const SERVICE_SLOTS: usize = 64;
+/// Tag of a prebuilt answer that is not a service name's A/AAAA.
+pub const UNTAGGED: u16 = u16::MAX;
+const TAGS: usize = SERVICE_SLOTS * 2 * Step::ALL.len();
+
+/// The counters of one worker, on their own cache lines: UDP workers never share a counter, so
+/// counting costs an uncontended add per query.
+#[derive(Debug)]
+#[repr(align(128))]
+pub struct Counters {
+    /// Responses by rcode (see [`RCODES`]).
+    pub rcodes: [AtomicU64; RCODES],
     /// Queries answered from the prebuilt table.
     pub fast: AtomicU64,
     /// Queries answered by the general path.
     pub slow: AtomicU64,
     /// Packets dropped without an answer.
     pub dropped: AtomicU64,
-    /// FORMERR answers.
-    pub formerr: AtomicU64,
+    /// Service-name A/AAAA answers by tag (slot, family, fallback step).
+    pub tagged: Box<[AtomicU64]>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            rcodes: Default::default(),
+            fast: AtomicU64::new(0),
+            slow: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            tagged: (0..TAGS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+/// Counters read by the dashboard and metrics: one [`Counters`] per worker (relaxed atomics;
+/// exactness across workers is not needed), plus the registry of counted service names.
+#[derive(Debug)]
+pub struct Stats {
+    shards: Box<[Counters]>,
+    /// Service names in slot order; a slot, once given, keeps its name for the process's life,
+    /// so counters stay monotonic across health changes and reloads.
+    names: Mutex<Vec<String>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new(1)
+    }
+}
+
+impl Stats {
+    /// Counters for `workers` workers.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            shards: (0..workers.max(1)).map(|_| Counters::default()).collect(),
+            names: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The counters of worker `i`.
+    pub fn shard(&self, i: usize) -> &Counters {
+        &self.shards[i % self.shards.len()]
+    }
+
+    /// The slot of service `name`, registering it; None once every slot is taken.
+    pub fn slot_of(&self, name: &str) -> Option<u16> {
+        let mut names = self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(i) = names.iter().position(|n| n == name) {
+            return Some(i as u16);
+        }
+        if names.len() >= SERVICE_SLOTS {
+            return None;
+        }
+        names.push(name.to_string());
+        Some((names.len() - 1) as u16)
+    }
+
+    /// Sum of one counter over every worker.
+    pub fn sum(&self, f: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+        self.shards.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
+    }
+
+    /// Every non-zero service-answer count: (name, is AAAA, step, count).
+    pub fn service_answers(&self) -> Vec<(String, bool, Step, u64)> {
+        let names = self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut out = Vec::new();
+        for (slot, name) in names.iter().enumerate() {
+            for v6 in [false, true] {
+                for step in Step::ALL {
+                    let t = usize::from(tag(slot as u16, v6, step));
+                    let n = self.sum(|c| &c.tagged[t]);
+                    if n > 0 {
+                        out.push((name.clone(), v6, step, n));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The counter tag of a service name's answer: slot, family and fallback step.
+pub fn tag(slot: u16, v6: bool, step: Step) -> u16 {
+    (slot * 2 + u16::from(v6)) * Step::ALL.len() as u16 + step.index() as u16
 }
 
 /// Answers one DNS message. Writes the response into `out` and returns true, or returns false
@@ -52,7 +150,7 @@ pub fn handle(
     transport: Transport,
     rotation: usize,
     out: &mut Vec<u8>,
-    stats: &Stats,
+    stats: &Counters,
 ) -> bool {
     let q = match wire::parse(packet) {
         Parsed::Query(q) => q,
@@ -61,8 +159,8 @@ pub fn handle(
             flags_hi,
             rcode,
         } => {
-            stats.formerr.fetch_add(1, Ordering::Relaxed);
             wire::encode_error(out, id, flags_hi, rcode, None);
+            count_rcode(stats, out, false);
             return true;
         }
         Parsed::Drop => {
@@ -74,16 +172,33 @@ pub fn handle(
         Transport::Udp => q.udp_limit(),
         Transport::Tcp => usize::from(u16::MAX),
     };
-    if q.opcode() == 0
-        && q.edns.is_none_or(|e| e.version == 0)
-        && snap.fast.answer(&q, limit, rotation, out)
-    {
-        stats.fast.fetch_add(1, Ordering::Relaxed);
-        return true;
+    if q.opcode() == 0 && q.edns.is_none_or(|e| e.version == 0) {
+        if let Some(t) = snap.fast.answer(&q, limit, rotation, out) {
+            stats.fast.fetch_add(1, Ordering::Relaxed);
+            if t != UNTAGGED {
+                if let Some(c) = stats.tagged.get(usize::from(t)) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            count_rcode(stats, out, false);
+            return true;
+        }
     }
     stats.slow.fetch_add(1, Ordering::Relaxed);
     answer_slow(snap, &q, transport, limit, rotation, out);
+    count_rcode(stats, out, q.edns.is_some_and(|e| e.version != 0));
     true
+}
+
+/// Counts the response in `out` by rcode (its header's four bits, or BADVERS).
+#[inline]
+fn count_rcode(stats: &Counters, out: &[u8], badvers: bool) {
+    let i = if badvers {
+        16
+    } else {
+        out.get(3).map_or(2, |b| usize::from(b & 0x0f))
+    };
+    stats.rcodes[i].fetch_add(1, Ordering::Relaxed);
 }
 
 fn answer_slow(
@@ -169,7 +284,7 @@ pub(crate) mod tests {
             transport,
             0,
             &mut out,
-            &Stats::default()
+            Stats::default().shard(0)
         ));
         Message::from_vec(&out).unwrap()
     }
@@ -204,7 +319,7 @@ pub(crate) mod tests {
                         panic!("parse")
                     };
                     let mut fast = Vec::new();
-                    let used_fast = snap.fast.answer(&q, 1232, 0, &mut fast);
+                    let used_fast = snap.fast.answer(&q, 1232, 0, &mut fast).is_some();
                     let mut slow = Vec::new();
                     answer_slow(&snap, &q, Transport::Udp, 1232, 0, &mut slow);
                     if used_fast {
@@ -226,7 +341,7 @@ pub(crate) mod tests {
     #[test]
     fn stats_count_fast_and_slow_paths() {
         let snap = snapshot("z.test", ZONE);
-        let stats = Stats::default();
+        let stats = Counters::default();
         let mut out = Vec::new();
         for name in ["owa.z.test.", "nope.z.test."] {
             let mut m = Message::new(1, MessageType::Query, OpCode::Query);
@@ -249,6 +364,8 @@ pub(crate) mod tests {
             1,
             "nope: NXDOMAIN, general path"
         );
+        assert_eq!(stats.rcodes[0].load(Ordering::Relaxed), 1, "one NOERROR");
+        assert_eq!(stats.rcodes[3].load(Ordering::Relaxed), 1, "one NXDOMAIN");
     }
 
     proptest! {
@@ -260,7 +377,7 @@ pub(crate) mod tests {
             let snap = snapshot("z.test", ZONE);
             let mut out = Vec::new();
             for transport in [Transport::Udp, Transport::Tcp] {
-                if handle(&snap, &packet, transport, 0, &mut out, &Stats::default()) {
+                if handle(&snap, &packet, transport, 0, &mut out, Stats::default().shard(0)) {
                     prop_assert_eq!(&out[..2], &packet[..2]);
                     prop_assert!(out.len() >= 12);
                     if transport == Transport::Udp {
@@ -281,7 +398,7 @@ pub(crate) mod tests {
             let at = at % p.len();
             p[at] = byte;
             let mut out = Vec::new();
-            if handle(&snap, &p, Transport::Udp, 0, &mut out, &Stats::default()) {
+            if handle(&snap, &p, Transport::Udp, 0, &mut out, Stats::default().shard(0)) {
                 prop_assert!(Message::from_vec(&out).is_ok(), "undecodable answer to {:?}", p);
             }
         }

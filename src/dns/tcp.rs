@@ -16,7 +16,7 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{handle, Stats, Transport};
+use super::{handle, Counters, Stats, Transport};
 use crate::state::Store;
 
 /// Rotation counter shared by TCP connections (UDP workers keep their own).
@@ -29,6 +29,8 @@ pub struct TcpOptions {
     pub idle_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
+    /// The counter shard its connections count into.
+    pub shard: usize,
 }
 
 /// Accepts connections on `listener` until `token` is cancelled, then waits for open connections
@@ -61,14 +63,16 @@ pub async fn serve(
             debug!(%peer, "dns tcp connection limit reached; closing");
             continue;
         };
-        let (store, stats, token, idle) = (
+        let (store, stats, token, idle, shard) = (
             store.clone(),
             stats.clone(),
             token.clone(),
             opts.idle_timeout,
+            opts.shard,
         );
         conns.spawn(async move {
-            if let Err(error) = connection(stream, peer, &store, &stats, idle, &token).await {
+            let counters = stats.shard(shard);
+            if let Err(error) = connection(stream, peer, &store, counters, idle, &token).await {
                 debug!(%peer, %error, "dns tcp connection ended");
             }
             drop(permit);
@@ -81,7 +85,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     store: &Store,
-    stats: &Stats,
+    stats: &Counters,
     idle: Duration,
     token: &CancellationToken,
 ) -> io::Result<()> {

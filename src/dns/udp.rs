@@ -17,7 +17,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{handle, Stats, Transport};
+use super::{handle, Counters, Stats, Transport};
 use crate::state::Store;
 
 /// How often an idle worker looks at the shutdown token.
@@ -47,11 +47,13 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
     Ok(socks)
 }
 
-/// Starts one worker thread per socket. They return once `token` is cancelled.
+/// Starts one worker thread per socket, counting into shards `first_shard..` of `stats`. They
+/// return once `token` is cancelled.
 pub fn serve(
     socks: Vec<UdpSocket>,
     store: Store,
     stats: Arc<Stats>,
+    first_shard: usize,
     token: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     socks
@@ -61,7 +63,7 @@ pub fn serve(
             let (store, stats, token) = (store.clone(), stats.clone(), token.clone());
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || worker(&sock, &store, &stats, &token))
+                .spawn(move || worker(&sock, &store, stats.shard(first_shard + i), &token))
                 .expect("spawning a thread must not fail at start-up")
         })
         .collect()
@@ -76,7 +78,7 @@ const RX_SIZE: usize = 4096;
 /// already queued, then the answers go out. Under load this cuts the
 /// system calls and thread wake-ups per query (the dominant cost here, not the lookup) by the
 /// batch size; when idle it answers each datagram at once.
-fn worker(sock: &UdpSocket, store: &Store, stats: &Stats, token: &CancellationToken) {
+fn worker(sock: &UdpSocket, store: &Store, stats: &Counters, token: &CancellationToken) {
     let fd = sock.as_raw_fd();
     let mut cache = arc_swap::Cache::new(&**store);
     let mut rx = vec![[0u8; RX_SIZE]; BATCH];

@@ -11,15 +11,15 @@
 //!   the sentinel then wakes every probe on that port. A close from the server's own idle timeout
 //!   just causes a probe that passes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -29,6 +29,7 @@ use super::{PairState, Status, Thresholds};
 use crate::answer::{select, Member};
 use crate::config::relay::{OnServerDown, RelayDef};
 use crate::config::{AdminState, CheckKind, Config, HealthConfig, Timing};
+use crate::dns::Stats;
 use crate::state::{BackendView, ServiceView, Snapshot, Store};
 use crate::zone::{wire_lower, Zone};
 
@@ -56,8 +57,140 @@ pub struct ProbeReport {
     pub state: PairState,
     /// Its last result.
     pub last: Option<ProbeResult>,
+    /// When its last result came in.
+    pub last_at: Option<SystemTime>,
     /// When its status last changed.
-    pub since: Option<Instant>,
+    pub since: Option<SystemTime>,
+    /// Status changes since start (the first result included).
+    pub changes: u64,
+    /// Probe latencies.
+    pub latency: Latency,
+}
+
+impl ProbeReport {
+    fn new(spec: ProbeSpec) -> Self {
+        Self {
+            spec,
+            state: PairState::default(),
+            last: None,
+            last_at: None,
+            since: None,
+            changes: 0,
+            latency: Latency::default(),
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the probe latency histogram's buckets: a loopback probe takes well
+/// under a millisecond, a slow IIS application pool seconds.
+pub const LATENCY_BOUNDS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// A probe latency histogram: counts per bucket (non-cumulative; the last is +Inf) and the sum.
+#[derive(Debug, Clone, Default)]
+pub struct Latency {
+    /// Count per bucket of [`LATENCY_BOUNDS`], then one past the last bound.
+    pub counts: [u64; LATENCY_BOUNDS.len() + 1],
+    /// Sum of the observations, in seconds.
+    pub sum: f64,
+}
+
+impl Latency {
+    fn observe(&mut self, d: Duration) {
+        let v = d.as_secs_f64();
+        let i = LATENCY_BOUNDS
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        self.counts[i] += 1;
+        self.sum += v;
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// One entry of the recent-transitions list.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// When.
+    pub at: SystemTime,
+    /// The server's name (its address when no `[[server]]` names it).
+    pub server: String,
+    /// What changed: the checks of a probe, or "admin".
+    pub what: String,
+    /// Previous state.
+    pub from: &'static str,
+    /// New state.
+    pub to: &'static str,
+    /// The failing probe's error, if any.
+    pub detail: String,
+}
+
+/// Transitions kept for the dashboard.
+pub const TRANSITIONS_KEPT: usize = 100;
+
+/// A change of a server's admin state, sent by the admin API; `done` fires once the snapshot
+/// that applies it is published.
+#[derive(Debug)]
+pub struct AdminCmd {
+    /// The server's name.
+    pub server: String,
+    /// Its new state.
+    pub state: AdminState,
+    /// Fires after publishing.
+    pub done: oneshot::Sender<()>,
+}
+
+/// Where engines publish: one per process, kept across reloads (each reload starts a new engine
+/// that carries the old one's probe states over).
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    /// The serving snapshot.
+    pub store: Store,
+    /// DNS counters (service names get their counter slots here).
+    pub stats: Arc<Stats>,
+    /// The latest probe reports (dashboard, metrics, carry-over on reload).
+    pub reports: Arc<watch::Sender<Arc<Vec<ProbeReport>>>>,
+    /// Counts the snapshots published: relays watch it to close connections to servers that
+    /// went into maintenance (or down, with `on_server_down = "close"`).
+    pub published: Arc<watch::Sender<u64>>,
+    /// Turns true once every probe has a first result.
+    pub first_round: Arc<watch::Sender<bool>>,
+    /// The health config in force, runtime admin states applied.
+    pub health: Arc<arc_swap::ArcSwap<HealthConfig>>,
+    /// The last [`TRANSITIONS_KEPT`] transitions, newest last.
+    pub transitions: Arc<Mutex<VecDeque<Transition>>>,
+}
+
+impl Outputs {
+    /// Fresh outputs publishing into `store`.
+    pub fn new(store: Store, stats: Arc<Stats>, health: HealthConfig) -> Self {
+        Self {
+            store,
+            stats,
+            reports: Arc::new(watch::channel(Arc::new(Vec::new())).0),
+            published: Arc::new(watch::channel(0).0),
+            first_round: Arc::new(watch::channel(false).0),
+            health: Arc::new(arc_swap::ArcSwap::from_pointee(health)),
+            transitions: Arc::new(Mutex::new(VecDeque::new())),
+        }
+    }
+
+    /// Appends a transition, dropping the oldest past [`TRANSITIONS_KEPT`].
+    pub fn record(&self, t: Transition) {
+        let mut list = self
+            .transitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if list.len() == TRANSITIONS_KEPT {
+            list.pop_front();
+        }
+        list.push_back(t);
+    }
 }
 
 /// A service name and its members from the zone.
@@ -164,48 +297,80 @@ struct Event {
 /// What the runtime holds of a running engine.
 #[derive(Debug)]
 pub struct Handle {
-    /// Turns true once every probe has a first result.
-    pub first_round: watch::Receiver<bool>,
-    /// The latest probe reports (for the dashboard and tests).
-    pub reports: watch::Receiver<Arc<Vec<ProbeReport>>>,
-    /// Counts the snapshots published: relays watch it to close connections to servers that
-    /// went into maintenance (or down, with `on_server_down = "close"`).
-    pub published: watch::Receiver<u64>,
+    /// Admin state changes.
+    pub admin: mpsc::Sender<AdminCmd>,
+    /// Stops this engine (its probes and sentinels).
+    token: CancellationToken,
+    /// The aggregator.
+    task: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the engine for `config` over `static_zones`, publishing into `store`.
+impl Handle {
+    /// Stops the engine and waits until its aggregator has returned, so it publishes no snapshot
+    /// after this (a reload's new engine must be the only publisher).
+    pub async fn stop(self) {
+        self.token.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// The TLS client configs of a config's https checks, by check name.
+pub type TlsMap = HashMap<String, TlsConfigs>;
+
+/// Builds the TLS client configs of every https check: the part of starting an engine that can
+/// fail, done before a reload stops the engine in force.
 ///
 /// # Errors
 /// An https check whose TLS settings cannot be loaded (a missing CA file).
-pub fn start(
-    config: &Config,
-    static_zones: Arc<Vec<Zone>>,
-    store: Store,
-    token: CancellationToken,
-) -> Result<Handle, String> {
-    let health = config.health.clone();
-    let plan = Plan::new(&health, &config.relays, &static_zones);
-    let mut tls: HashMap<String, TlsConfigs> = HashMap::new();
+pub fn tls_configs(health: &HealthConfig) -> Result<TlsMap, String> {
+    let mut tls = TlsMap::new();
     for c in &health.checks {
         if let CheckKind::Http { tls: Some(t), .. } = &c.kind {
             let cfg = probe::tls_config(t).map_err(|e| format!("check '{}': {e}", c.name))?;
             tls.insert(c.name.clone(), cfg);
         }
     }
+    Ok(tls)
+}
+
+/// Starts the engine for `config` over `static_zones`, publishing into `out`. Probes identical
+/// to one in `carry` (a previous engine's reports) start from its state, so a reload shows no
+/// "unknown" flash for servers it did not change. It stops when `token` is cancelled.
+pub fn start(
+    config: &Config,
+    static_zones: Arc<Vec<Zone>>,
+    out: &Outputs,
+    carry: &[ProbeReport],
+    tls: TlsMap,
+    token: CancellationToken,
+) -> Handle {
+    let health = config.health.clone();
+    let plan = Plan::new(&health, &config.relays, &static_zones);
     let (tx, rx) = mpsc::channel(1024);
-    let (first_tx, first_rx) = watch::channel(plan.probes.is_empty());
+    let (admin_tx, admin_rx) = mpsc::channel(16);
     let initial: Vec<ProbeReport> = plan
         .probes
         .iter()
-        .map(|s| ProbeReport {
-            spec: s.clone(),
-            state: PairState::default(),
-            last: None,
-            since: None,
+        .map(|s| {
+            carry
+                .iter()
+                .find(|r| same_probe(&r.spec, s))
+                .map_or_else(
+                    || ProbeReport::new(s.clone()),
+                    |r| ProbeReport {
+                        spec: s.clone(),
+                        ..r.clone()
+                    },
+                )
         })
         .collect();
-    let (reports_tx, reports_rx) = watch::channel(Arc::new(initial.clone()));
-    let (published_tx, published_rx) = watch::channel(0u64);
+    let all_known = initial.iter().all(|r| r.state.status != Status::Unknown);
+    out.first_round.send_if_modified(|done| {
+        let was = *done;
+        *done |= all_known;
+        was != *done
+    });
+    out.reports.send_replace(Arc::new(initial.clone()));
 
     // Sentinels: one per (address, port), waking every probe on it.
     let mut notifies: Vec<Arc<Notify>> = Vec::new();
@@ -239,6 +404,7 @@ pub fn start(
         tokio::spawn(probe_task(
             idx,
             spec.clone(),
+            initial[idx].state,
             tls_cfg,
             tx.clone(),
             notifies[idx].clone(),
@@ -248,34 +414,54 @@ pub fn start(
     }
     drop(tx);
 
+    // Sentinels of carried-over pairs that are up connect at once.
+    for (r, sa) in initial.iter().zip(&sentinel_of) {
+        if r.state.status == Status::Up {
+            if let Some(tx) = sentinel_up.get(sa) {
+                let _ = tx.send(true);
+            }
+        }
+    }
+    let slots = health
+        .services
+        .iter()
+        .map(|s| out.stats.slot_of(&s.name.to_string()))
+        .collect();
+    out.health.store(Arc::new(health.clone()));
     let mut engine = Aggregator {
         health,
         relays: config.relays.clone(),
         plan,
         static_zones,
-        store,
+        out: out.clone(),
+        slots,
         reports: initial,
         down_since: HashMap::new(),
-        first_tx,
-        reports_tx,
-        published_tx,
         sentinel_up,
         sentinel_of,
     };
-    // The first snapshot (admin state applied, health unknown) is in place before `start`
-    // returns, so no relay connection or DNS answer ever sees a `drain`/`maint` server as ready.
+    // The first snapshot (admin state applied, health unknown or carried over) is in place
+    // before `start` returns, so no relay connection or DNS answer ever sees a `drain`/`maint`
+    // server as ready.
     let wake_at = engine.publish();
-    tokio::spawn(engine.run(rx, wake_at, token));
-    Ok(Handle {
-        first_round: first_rx,
-        reports: reports_rx,
-        published: published_rx,
-    })
+    let task = tokio::spawn(engine.run(rx, admin_rx, wake_at, token.clone()));
+    Handle {
+        admin: admin_tx,
+        token,
+        task,
+    }
 }
 
+/// Two probes ask the same thing of the same port, so one's state holds for the other.
+fn same_probe(a: &ProbeSpec, b: &ProbeSpec) -> bool {
+    a.addr == b.addr && a.port == b.port && a.kind == b.kind && a.timing == b.timing
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn probe_task(
     idx: usize,
     spec: ProbeSpec,
+    initial: PairState,
     tls: Option<TlsConfigs>,
     tx: mpsc::Sender<Event>,
     wake: Arc<Notify>,
@@ -286,10 +472,20 @@ async fn probe_task(
         rise: spec.timing.rise,
         fall: spec.timing.fall,
     };
-    let mut state = PairState::default();
+    let mut state = initial;
     let mut burst = false;
-    let mut first = true;
-    let mut next = Instant::now();
+    // A state carried over from a reload is not re-decided at once: the probe joins the
+    // schedule at a random phase, like every probe after its first.
+    let mut first = initial.status == Status::Unknown;
+    let mut next = if first {
+        Instant::now()
+    } else {
+        Instant::now()
+            + spec
+                .timing
+                .interval
+                .mul_f64(rand::rng().random_range(0.05..1.0))
+    };
     loop {
         tokio::select! {
             () = sleep_until(next) => {}
@@ -385,12 +581,11 @@ struct Aggregator {
     relays: Vec<RelayDef>,
     plan: Plan,
     static_zones: Arc<Vec<Zone>>,
-    store: Store,
+    out: Outputs,
+    /// Per service (config order): its DNS counter slot.
+    slots: Vec<Option<u16>>,
     reports: Vec<ProbeReport>,
     down_since: HashMap<(usize, bool), Instant>,
-    first_tx: watch::Sender<bool>,
-    reports_tx: watch::Sender<Arc<Vec<ProbeReport>>>,
-    published_tx: watch::Sender<u64>,
     sentinel_up: HashMap<SocketAddr, watch::Sender<bool>>,
     sentinel_of: Vec<SocketAddr>,
 }
@@ -399,6 +594,7 @@ impl Aggregator {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<Event>,
+        mut admin: mpsc::Receiver<AdminCmd>,
         mut wake_at: Option<Instant>,
         token: CancellationToken,
     ) {
@@ -415,12 +611,18 @@ impl Aggregator {
                     if changed {
                         wake_at = self.publish();
                     }
-                    let _ = self.reports_tx.send(Arc::new(self.reports.clone()));
+                    self.out.reports.send_replace(Arc::new(self.reports.clone()));
                     // Only after the snapshot built from these results is published.
-                    if !*self.first_tx.borrow() && self.reports.iter().all(|r| r.state.status != Status::Unknown) {
+                    if !*self.out.first_round.borrow() && self.reports.iter().all(|r| r.state.status != Status::Unknown) {
                         info!(probes = self.reports.len(), "health: first probe round complete");
-                        let _ = self.first_tx.send(true);
+                        self.out.first_round.send_replace(true);
                     }
+                }
+                cmd = admin.recv() => {
+                    let Some(cmd) = cmd else { continue };
+                    self.set_admin(&cmd.server, cmd.state);
+                    wake_at = self.publish();
+                    let _ = cmd.done.send(());
                 }
                 () = sleep_until(wake_at.unwrap_or(far)) => wake_at = self.publish(),
                 () = token.cancelled() => return,
@@ -428,13 +630,39 @@ impl Aggregator {
         }
     }
 
+    /// Sets a server's admin state (a no-op for an unknown name: the API checked it).
+    fn set_admin(&mut self, server: &str, state: AdminState) {
+        let Some(s) = self.health.servers.iter_mut().find(|s| s.name == server) else {
+            return;
+        };
+        let from = s.admin;
+        s.admin = state;
+        self.out.health.store(Arc::new(self.health.clone()));
+        if from != state {
+            info!(server, from = from.as_str(), to = state.as_str(), "admin: server state changed");
+            self.out.record(Transition {
+                at: SystemTime::now(),
+                server: server.to_string(),
+                what: "admin".into(),
+                from: from.as_str(),
+                to: state.as_str(),
+                detail: String::new(),
+            });
+        }
+    }
+
     /// Records an event; true if a status changed.
     fn apply(&mut self, ev: Event) -> bool {
+        let now = SystemTime::now();
         let r = &mut self.reports[ev.idx];
+        let before = r.state.status;
         r.state = ev.state;
+        r.latency.observe(ev.result.latency);
         r.last = Some(ev.result);
+        r.last_at = Some(now);
         if let Some(s) = ev.flipped {
-            r.since = Some(Instant::now());
+            r.since = Some(now);
+            r.changes += 1;
             let spec = &r.spec;
             let error = r
                 .last
@@ -442,6 +670,18 @@ impl Aggregator {
                 .and_then(|l| l.error.clone())
                 .unwrap_or_default();
             info!(addr = %spec.addr, port = spec.port, checks = ?spec.checks, status = s.as_str(), %error, "health: pair changed state");
+            let server = self
+                .health
+                .server_of(spec.addr)
+                .map_or_else(|| spec.addr.to_string(), |s| s.name.clone());
+            self.out.record(Transition {
+                at: now,
+                server,
+                what: spec.checks.join(", "),
+                from: before.as_str(),
+                to: s.as_str(),
+                detail: error,
+            });
             if let Some(tx) = self.sentinel_up.get(&self.sentinel_of[ev.idx]) {
                 let any_up =
                     self.reports.iter().zip(&self.sentinel_of).any(|(r, sa)| {
@@ -527,6 +767,7 @@ impl Aggregator {
                 aaaa,
                 ttl: svc.ttl,
                 cap: svc.max_answers,
+                slot: self.slots[sp.idx],
             });
         }
         for v in &views {
@@ -564,8 +805,8 @@ impl Aggregator {
             })
             .collect();
         let snap = Snapshot::build(self.static_zones.clone(), views, relays);
-        self.store.store(Arc::new(snap));
-        self.published_tx.send_modify(|n| *n += 1);
+        self.out.store.store(Arc::new(snap));
+        self.out.published.send_modify(|n| *n += 1);
         wake
     }
 }

@@ -39,8 +39,19 @@ pub struct ProbeResult {
     pub latency: Duration,
     /// Why it failed.
     pub error: Option<String>,
-    /// Days until the peer certificate expires (https only).
-    pub cert_days_left: Option<i64>,
+    /// When the peer certificate expires, in Unix seconds (https only).
+    pub cert_not_after: Option<i64>,
+}
+
+impl ProbeResult {
+    /// Days from now until the peer certificate expires (negative when expired).
+    pub fn cert_days_left(&self) -> Option<i64> {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .ok()?
+            .as_secs() as i64;
+        Some((self.cert_not_after? - now).div_euclid(86_400))
+    }
 }
 
 /// A TLS client config per check, built once.
@@ -55,10 +66,10 @@ pub async fn run(
     tls: Option<&TlsConfigs>,
 ) -> ProbeResult {
     let start = Instant::now();
-    let mut cert_days_left = None;
+    let mut cert_not_after = None;
     let res = timeout(
         limit,
-        dialogue(kind, SocketAddr::new(addr, port), tls, &mut cert_days_left),
+        dialogue(kind, SocketAddr::new(addr, port), tls, &mut cert_not_after),
     )
     .await;
     let (ok, error) = match res {
@@ -73,7 +84,7 @@ pub async fn run(
         ok,
         latency: start.elapsed(),
         error,
-        cert_days_left,
+        cert_not_after,
     }
 }
 
@@ -112,7 +123,7 @@ async fn dialogue(
                         .1
                         .peer_certificates()
                         .and_then(|c| c.first())
-                        .and_then(days_left);
+                        .and_then(not_after);
                     http(conn, &host, path, *expect_status, expect_body.as_deref()).await
                 }
                 (Some(_), None) => Err("https check without a TLS config".into()),
@@ -271,15 +282,10 @@ fn memfind(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// Days from now until the certificate's notAfter (negative when expired).
-fn days_left(cert: &CertificateDer<'_>) -> Option<i64> {
+/// The certificate's notAfter, in Unix seconds.
+fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let not_after = parsed.validity().not_after.timestamp();
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .ok()?
-        .as_secs() as i64;
-    Some((not_after - now).div_euclid(86_400))
+    Some(parsed.validity().not_after.timestamp())
 }
 
 /// Builds the rustls client config of an https check.

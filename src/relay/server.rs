@@ -511,30 +511,21 @@ impl Front {
     }
 }
 
-/// Reloads the relays' certificates on SIGHUP, and when their files change (checked every
-/// `every`), until `token` is cancelled.
+/// Reloads the relays' certificates when their files change (checked every `every`), until
+/// `token` is cancelled. SIGHUP reloads them with everything else (`runtime::reload`).
 pub async fn watch_certificates(
     relays: Vec<Arc<Relay>>,
     every: std::time::Duration,
     token: CancellationToken,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(error) => {
-            warn!(%error, "no SIGHUP handler; certificates reload on file changes only");
-            None
-        }
-    };
     loop {
-        let force = tokio::select! {
-            _ = async { match &mut hup { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-            () = tokio::time::sleep(every) => false,
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
             () = token.cancelled() => return,
         };
         for r in &relays {
             let Some(front) = &r.front else { continue };
-            match front.reload(force) {
+            match front.reload(false) {
                 None => {}
                 Some(Ok(n)) => {
                     info!(relay = %r.def.name, certificates = n, "certificates reloaded")

@@ -58,6 +58,8 @@ pub struct Mailns {
     pub relays: Vec<(String, SocketAddr)>,
     /// Port 80 redirect listeners, in config order.
     pub redirects: Vec<SocketAddr>,
+    /// The admin listener (dashboard, API, metrics).
+    pub admin: SocketAddr,
     /// Its working folder (config, zones).
     pub dir: tempfile::TempDir,
     /// Log lines after start-up.
@@ -79,14 +81,25 @@ impl Mailns {
         Self::start_config(dir, &config)
     }
 
-    /// Starts mailns with `config` written into `dir`.
+    /// Starts mailns with `config` written into `dir`. Without an `[admin]` table, the admin
+    /// listener gets an ephemeral port (tests run in parallel; the default port would collide).
     pub fn start_config(dir: tempfile::TempDir, config: &str) -> Self {
         let path = dir.path().join("mailns.toml");
+        let config = if config.contains("[admin]") {
+            config.to_string()
+        } else {
+            format!("{config}\n[admin]\nlisten = \"127.0.0.1:0\"\n")
+        };
         std::fs::write(&path, config).expect("write config");
+        Self::start_path(dir, &path)
+    }
+
+    /// Starts mailns on the config already at `path` inside `dir` (a restart, say).
+    pub fn start_path(dir: tempfile::TempDir, path: &Path) -> Self {
         let mut guard = ChildGuard(
             Command::new(env!("CARGO_BIN_EXE_mailns"))
                 .args(["run", "--config"])
-                .arg(&path)
+                .arg(path)
                 .env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -105,6 +118,7 @@ impl Mailns {
         let mut addrs = Vec::new();
         let mut relays = Vec::new();
         let mut redirects = Vec::new();
+        let mut admin = None;
         let mut seen = Vec::new();
         loop {
             let line = match rx.recv_timeout(Duration::from_secs(20)) {
@@ -142,6 +156,13 @@ impl Mailns {
                     .and_then(|s| s.parse().ok());
                 redirects.extend(addr);
             }
+            if line.contains("listening for admin") {
+                admin = line
+                    .split("local_addr=")
+                    .nth(1)
+                    .and_then(|s| s.split_whitespace().next())
+                    .and_then(|s| s.parse().ok());
+            }
             if line.contains("mailns ready") {
                 break;
             }
@@ -154,6 +175,7 @@ impl Mailns {
             addrs,
             relays,
             redirects,
+            admin: admin.expect("an admin listener address in the log"),
             dir,
             log: rx,
             startup_log: seen,
@@ -168,6 +190,18 @@ impl Mailns {
             .status()
             .expect("kill");
         self.child.0.wait().expect("wait")
+    }
+
+    /// Sends SIGTERM, waits for the exit, and hands back the working folder (to restart on it).
+    pub fn stop_keeping_dir(mut self) -> tempfile::TempDir {
+        let pid = self.child.0.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        let status = self.child.0.wait().expect("wait");
+        assert!(status.success(), "mailns exited with {status}");
+        self.dir
     }
 
     /// The addresses of relay `name`, in listen order.

@@ -1,0 +1,332 @@
+//! `/metrics`: Prometheus exposition, encoded by prometheus-client from the live sources at scrape
+//! time. Nothing is counted twice: the query path and relays keep their own atomics, the engine its
+//! reports, and a scrape reads them.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::Live;
+use crate::config::AdminState;
+use crate::health::engine::LATENCY_BOUNDS;
+use crate::health::Status;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The collector: every metric, read from [`Live`] at scrape.
+#[derive(Debug)]
+struct Exporter(Arc<Live>);
+
+/// Encodes the exposition for `live`.
+pub fn encode(live: &Arc<Live>) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Exporter(live.clone())));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+fn gauges(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, f64)>,
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        m.encode_family(&labels)?.encode_gauge(&v)?;
+    }
+    Ok(())
+}
+
+fn counters(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        m.encode_family(&labels)?
+            .encode_counter::<NoLabelSet, u64, f64>(&v, None)?;
+    }
+    Ok(())
+}
+
+impl Collector for Exporter {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let live = &self.0;
+        let reports = live.out.reports.borrow().clone();
+        let health = live.out.health.load_full();
+        let snap = live.store.load_full();
+        let loaded = live.loaded.load_full();
+        let server_of = |addr| {
+            health
+                .server_of(addr)
+                .map_or_else(|| addr.to_string(), |s| s.name.clone())
+        };
+
+        gauges(
+            &mut enc,
+            "mailns_build_info",
+            "mailns's version (value 1).",
+            [(vec![("version", env!("CARGO_PKG_VERSION").to_string())], 1.0)],
+        )?;
+        gauges(
+            &mut enc,
+            "mailns_ready",
+            "1 once the first probe round is done and every listener is bound.",
+            [(vec![], f64::from(u8::from(live.ready.load(Ordering::Relaxed))))],
+        )?;
+
+        // Health, per (server, address, check).
+        let pair_rows = || {
+            reports.iter().flat_map(|r| {
+                r.spec.checks.iter().map(move |c| {
+                    let labels: Labels = vec![
+                        ("server", server_of(r.spec.addr)),
+                        ("address", r.spec.addr.to_string()),
+                        ("port", r.spec.port.to_string()),
+                        ("check", c.clone()),
+                    ];
+                    (labels, r)
+                })
+            })
+        };
+        gauges(
+            &mut enc,
+            "mailns_check_up",
+            "1 while the (server, check) pair passes, 0 while it fails or has no result yet.",
+            pair_rows().map(|(l, r)| (l, f64::from(u8::from(r.state.status == Status::Up)))),
+        )?;
+        gauges(
+            &mut enc,
+            "mailns_check_known",
+            "1 once the pair has a first result.",
+            pair_rows().map(|(l, r)| (l, f64::from(u8::from(r.state.status != Status::Unknown)))),
+        )?;
+        counters(
+            &mut enc,
+            "mailns_check_state_changes",
+            "Status changes of the pair (its first result included).",
+            pair_rows().map(|(l, r)| (l, r.changes)),
+        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "mailns_check_duration_seconds",
+                "Probe durations of the pair.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (labels, r) in pair_rows() {
+                let mut buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
+                    .iter()
+                    .zip(&r.latency.counts)
+                    .map(|(b, c)| (*b, *c))
+                    .collect();
+                buckets.push((f64::INFINITY, r.latency.counts[LATENCY_BOUNDS.len()]));
+                m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                    r.latency.sum,
+                    r.latency.count(),
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
+        gauges(
+            &mut enc,
+            "mailns_server_admin_state",
+            "1 for the server's admin state (ready, drain, maint), 0 for the others.",
+            health.servers.iter().flat_map(|s| {
+                [AdminState::Ready, AdminState::Drain, AdminState::Maint].map(|st| {
+                    (
+                        vec![
+                            ("server", s.name.clone()),
+                            ("state", st.as_str().to_string()),
+                        ],
+                        f64::from(u8::from(s.admin == st)),
+                    )
+                })
+            }),
+        )?;
+
+        // DNS.
+        counters(
+            &mut enc,
+            "mailns_dns_responses",
+            "DNS responses sent, by rcode.",
+            (0..crate::dns::RCODES).filter_map(|i| {
+                let n = live.dns.sum(|c| &c.rcodes[i]);
+                (n > 0).then(|| (vec![("rcode", super::status::rcode_name(i))], n))
+            }),
+        )?;
+        counters(
+            &mut enc,
+            "mailns_dns_dropped",
+            "DNS packets dropped without an answer.",
+            [(vec![], live.dns.sum(|c| &c.dropped))],
+        )?;
+        counters(
+            &mut enc,
+            "mailns_dns_service_answers",
+            "A/AAAA answers for health-driven names, by the fallback step in force.",
+            live.dns
+                .service_answers()
+                .into_iter()
+                .map(|(name, v6, step, n)| {
+                    (
+                        vec![
+                            ("service", name),
+                            ("type", if v6 { "AAAA" } else { "A" }.to_string()),
+                            ("step", step.as_str().to_string()),
+                        ],
+                        n,
+                    )
+                }),
+        )?;
+        gauges(
+            &mut enc,
+            "mailns_service_step",
+            "1 for the fallback step each health-driven name answers with now.",
+            snap.services.iter().flat_map(|v| {
+                [("A", &v.a), ("AAAA", &v.aaaa)]
+                    .into_iter()
+                    .filter_map(|(t, sel)| {
+                        let sel = sel.as_ref()?;
+                        Some((
+                            vec![
+                                ("service", v.name.to_string()),
+                                ("type", t.to_string()),
+                                ("step", sel.step.as_str().to_string()),
+                            ],
+                            1.0,
+                        ))
+                    })
+                    .collect::<Vec<_>>()
+            }),
+        )?;
+
+        // Relays.
+        let backend_rows = || {
+            live.relays.iter().flat_map(|r| {
+                r.def
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, (name, addr, _))| {
+                        let labels: Labels = vec![
+                            ("relay", r.def.name.clone()),
+                            ("server", name.clone()),
+                            ("address", addr.to_string()),
+                        ];
+                        (labels, &r.stats.servers[i])
+                    })
+            })
+        };
+        gauges(
+            &mut enc,
+            "mailns_relay_connections_active",
+            "Open relayed connections per backend.",
+            backend_rows().map(|(l, s)| (l, s.active.load(Ordering::Relaxed) as f64)),
+        )?;
+        counters(
+            &mut enc,
+            "mailns_relay_connections",
+            "Relayed connections per backend.",
+            backend_rows().map(|(l, s)| (l, s.total.load(Ordering::Relaxed))),
+        )?;
+        counters(
+            &mut enc,
+            "mailns_relay_connect_failures",
+            "Failed connect attempts per backend.",
+            backend_rows().map(|(l, s)| (l, s.failed_connects.load(Ordering::Relaxed))),
+        )?;
+        counters(
+            &mut enc,
+            "mailns_relay_bytes",
+            "Bytes relayed per backend and direction (up: client to server).",
+            backend_rows().flat_map(|(l, s)| {
+                let mut up = l.clone();
+                up.push(("direction", "up".into()));
+                let mut down = l;
+                down.push(("direction", "down".into()));
+                [
+                    (up, s.bytes.up.load(Ordering::Relaxed)),
+                    (down, s.bytes.down.load(Ordering::Relaxed)),
+                ]
+            }),
+        )?;
+        counters(
+            &mut enc,
+            "mailns_relay_refused",
+            "Clients refused per relay (allow-list, limits, no usable backend).",
+            live.relays.iter().map(|r| {
+                (
+                    vec![("relay", r.def.name.clone())],
+                    r.stats.refused.load(Ordering::Relaxed),
+                )
+            }),
+        )?;
+
+        // Certificates: the relays' own and those backends presented to https checks.
+        let mut certs: Vec<(Labels, f64)> = Vec::new();
+        for r in &live.relays {
+            if let Some(front) = &r.front {
+                for c in &front.resolver.0.load().certs {
+                    certs.push((
+                        vec![
+                            ("source", format!("relay {}", r.def.name)),
+                            ("name", c.names.first().cloned().unwrap_or_default()),
+                            ("file", c.file.display().to_string()),
+                        ],
+                        c.not_after as f64,
+                    ));
+                }
+            }
+        }
+        for r in reports.iter() {
+            if let Some(t) = r.last.as_ref().and_then(|l| l.cert_not_after) {
+                certs.push((
+                    vec![
+                        ("source", format!("check {}", r.spec.checks.join(","))),
+                        ("name", server_of(r.spec.addr)),
+                        ("file", format!("{}:{}", r.spec.addr, r.spec.port)),
+                    ],
+                    t as f64,
+                ));
+            }
+        }
+        gauges(
+            &mut enc,
+            "mailns_certificate_expiry_timestamp_seconds",
+            "notAfter of each certificate, in Unix seconds.",
+            certs,
+        )?;
+
+        // Config.
+        gauges(
+            &mut enc,
+            "mailns_config_last_reload_successful",
+            "0 while the last reload failed (the previous config keeps serving).",
+            [(vec![], f64::from(u8::from(loaded.last_error.is_none())))],
+        )?;
+        gauges(
+            &mut enc,
+            "mailns_config_loaded_timestamp_seconds",
+            "When the config in force was loaded, in Unix seconds.",
+            [(
+                vec![],
+                loaded
+                    .at
+                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64().floor()),
+            )],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,305 @@
+//! The admin listener: the dashboard, `/api/v1/status`, `/metrics`, `/livez`, `/readyz`, and the
+//! admin actions (server state, reload) behind a bearer token.
+//!
+//! Everything it shows is read from the live sources ([`Live`]) on request; it never sits on the
+//! DNS or relay paths. Admin actions answer only after their effect is in force: a drain returns
+//! once the snapshot without the server is published.
+
+pub mod metrics;
+pub mod persist;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{header, Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{AdminState, Config};
+use crate::dns::Stats;
+use crate::health::engine::{AdminCmd, Handle, Outputs};
+use crate::relay::server::Relay;
+use crate::state::Store;
+
+/// The dashboard page: one self-contained file (no CDN, no build step).
+const DASHBOARD: &str = include_str!("dashboard.html");
+/// Request bodies read at most (admin actions carry a few words).
+const MAX_BODY: usize = 4096;
+
+/// The config in force and how it got there.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The config (runtime admin states are in the engine's outputs, not here).
+    pub config: Arc<Config>,
+    /// When it was loaded.
+    pub at: SystemTime,
+    /// Successful reloads since start.
+    pub reloads: u64,
+    /// The last reload's error, until a reload succeeds.
+    pub last_error: Option<(SystemTime, String)>,
+}
+
+/// Everything the admin listener reads and acts on.
+#[derive(Debug)]
+pub struct Live {
+    /// When the process started.
+    pub started: SystemTime,
+    /// The serving snapshot.
+    pub store: Store,
+    /// DNS counters.
+    pub dns: Arc<Stats>,
+    /// The health engine's outputs.
+    pub out: Outputs,
+    /// The relays.
+    pub relays: Vec<Arc<Relay>>,
+    /// The engine in force (replaced by reloads).
+    pub engine: tokio::sync::Mutex<Option<Handle>>,
+    /// First probe round done and listeners bound.
+    pub ready: AtomicBool,
+    /// The config in force.
+    pub loaded: ArcSwap<Loaded>,
+    /// Serializes admin-state writes and reloads.
+    pub admin_lock: tokio::sync::Mutex<()>,
+    /// The process's shutdown token (engines run on child tokens).
+    pub token: CancellationToken,
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Full::new(body.into()))
+        .expect("static headers are valid")
+}
+
+fn json(status: StatusCode, v: &impl serde::Serialize) -> Reply {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    reply(status, "application/json", body)
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Reply {
+    json(status, &serde_json::json!({ "error": msg.into() }))
+}
+
+/// Serves the admin listener until `token` is cancelled.
+pub async fn serve(listener: TcpListener, live: Arc<Live>, token: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(x) => x,
+                Err(error) => {
+                    warn!(%error, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = token.cancelled() => return,
+        };
+        let live = live.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let live = live.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(&live, req, peer).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            if let Err(error) = conn.await {
+                debug!(%peer, %error, "admin connection ended");
+            }
+        });
+    }
+}
+
+async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let get = method == Method::GET || method == Method::HEAD;
+    match path.as_str() {
+        "/" | "/index.html" if get => reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD),
+        "/api/v1/status" if get => json(StatusCode::OK, &status::build(live)),
+        "/metrics" if get => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics::encode(live),
+        ),
+        "/livez" if get => reply(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" if get => {
+            if live.ready.load(std::sync::atomic::Ordering::Relaxed) {
+                reply(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n")
+            }
+        }
+        "/api/v1/reload" if method == Method::POST => {
+            if let Err(r) = authorize(live, &req) {
+                return r;
+            }
+            info!(%peer, "admin: reload requested");
+            match crate::runtime::reload(live).await {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({ "reloaded": true })),
+                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+            }
+        }
+        p if p.starts_with("/api/v1/servers/") && p.ends_with("/state") => {
+            if method != Method::POST {
+                return allow_only("POST");
+            }
+            if let Err(r) = authorize(live, &req) {
+                return r;
+            }
+            let name = p["/api/v1/servers/".len()..p.len() - "/state".len()].to_string();
+            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+            };
+            let Some(state) = parse_state(&body) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "expected a body of ready, drain or maint (or {\"state\": \"drain\"})",
+                );
+            };
+            set_state(live, &name, state, peer).await
+        }
+        "/" | "/index.html" | "/api/v1/status" | "/metrics" | "/livez" | "/readyz" => {
+            allow_only("GET, HEAD")
+        }
+        "/api/v1/reload" => allow_only("POST"),
+        _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    }
+}
+
+fn allow_only(allow: &'static str) -> Reply {
+    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, format!("use {allow}"));
+    r.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    r
+}
+
+/// Admin actions need the configured token as `Authorization: Bearer <token>`: without a token
+/// file they are disabled (403); a missing or wrong token is 401 and changes nothing.
+fn authorize(live: &Live, req: &Request<Incoming>) -> Result<(), Reply> {
+    let loaded = live.loaded.load();
+    let Some(want) = loaded.config.admin.token.as_deref() else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "admin actions are disabled: set admin.token_file in the config",
+        ));
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), want.as_bytes()) => Ok(()),
+        _ => {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"mailns\""),
+            );
+            Err(r)
+        }
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal a matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `drain`, `"drain"` or `{"state": "drain"}`.
+fn parse_state(body: &[u8]) -> Option<AdminState> {
+    let text = std::str::from_utf8(body).ok()?.trim();
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+        let s = match &v {
+            serde_json::Value::String(s) => s.as_str(),
+            serde_json::Value::Object(o) => o.get("state")?.as_str()?,
+            _ => return None,
+        };
+        return AdminState::parse(s);
+    }
+    AdminState::parse(text)
+}
+
+/// Persists the new state, then has the engine apply it; answers once it is published.
+async fn set_state(live: &Live, name: &str, state: AdminState, peer: SocketAddr) -> Reply {
+    let _guard = live.admin_lock.lock().await;
+    if !live.out.health.load().servers.iter().any(|s| s.name == name) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no [[server]] named '{name}'"),
+        );
+    }
+    let file = live.loaded.load().config.admin.state_file.clone();
+    let mut overrides = match persist::load(&file) {
+        Ok(o) => o,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    overrides.insert(name.to_string(), state);
+    if let Err(e) = persist::save(&file, &overrides) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, e);
+    }
+    let sender = live.engine.lock().await.as_ref().map(|h| h.admin.clone());
+    let Some(sender) = sender else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the health engine is not running");
+    };
+    let (done, applied) = oneshot::channel();
+    let cmd = AdminCmd {
+        server: name.to_string(),
+        state,
+        done,
+    };
+    if sender.send(cmd).await.is_err() || applied.await.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the health engine stopped");
+    }
+    info!(%peer, server = name, state = state.as_str(), "admin: server state set");
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "server": name, "admin": state }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_bodies() {
+        assert_eq!(parse_state(b"drain"), Some(AdminState::Drain));
+        assert_eq!(parse_state(b" maint\n"), Some(AdminState::Maint));
+        assert_eq!(parse_state(b"\"ready\""), Some(AdminState::Ready));
+        assert_eq!(
+            parse_state(br#"{"state": "drain"}"#),
+            Some(AdminState::Drain)
+        );
+        assert_eq!(parse_state(br#"{"state": 1}"#), None);
+        assert_eq!(parse_state(b"sleep"), None);
+        assert_eq!(parse_state(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

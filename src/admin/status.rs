@@ -1,0 +1,507 @@
+//! `/api/v1/status`: everything the dashboard shows, as one JSON document (schema in the README).
+//!
+//! Built on request from the live sources (the snapshot, the engine's reports and transitions,
+//! relay counters, certificates); nothing here is on a query path.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use super::Live;
+use crate::answer::rotate;
+use crate::config::{AdminState, CheckKind};
+use crate::health::engine::ProbeReport;
+use crate::health::Status;
+
+/// The document.
+#[derive(Debug, Serialize)]
+pub struct StatusDoc {
+    /// mailns's version.
+    pub version: &'static str,
+    /// When this document was built.
+    pub now: String,
+    /// When the process started.
+    pub started_at: String,
+    /// First probe round done and listeners bound.
+    pub ready: bool,
+    /// The config in force and the last reload.
+    pub config: ConfigDoc,
+    /// Servers, problems first.
+    pub servers: Vec<ServerDoc>,
+    /// Health-driven names and what they answer now.
+    pub services: Vec<ServiceDoc>,
+    /// Relays and their backends.
+    pub relays: Vec<RelayDoc>,
+    /// Certificates: the relays' own and those backends presented to https checks, soonest first.
+    pub certificates: Vec<CertDoc>,
+    /// The last 100 transitions, newest first.
+    pub transitions: Vec<TransitionDoc>,
+    /// DNS counters.
+    pub dns: DnsDoc,
+}
+
+/// Config state.
+#[derive(Debug, Serialize)]
+pub struct ConfigDoc {
+    /// The config file.
+    pub file: String,
+    /// Zone files.
+    pub zone_files: Vec<String>,
+    /// When the config in force was loaded.
+    pub loaded_at: String,
+    /// Reloads that succeeded since start.
+    pub reloads: u64,
+    /// The last reload's error, while no later reload succeeded.
+    pub last_reload_error: Option<ReloadErrorDoc>,
+    /// Admin actions are enabled (a token file is configured).
+    pub admin_actions: bool,
+}
+
+/// A failed reload.
+#[derive(Debug, Serialize)]
+pub struct ReloadErrorDoc {
+    /// When.
+    pub at: String,
+    /// `path:line: message` lines.
+    pub message: String,
+}
+
+/// One server (a `[[server]]`, or a checked address no `[[server]]` names).
+#[derive(Debug, Serialize)]
+pub struct ServerDoc {
+    /// Its name.
+    pub name: String,
+    /// Its addresses.
+    pub addresses: Vec<IpAddr>,
+    /// Its site.
+    pub site: Option<String>,
+    /// ready, drain or maint.
+    pub admin: AdminState,
+    /// Overall: maint, drain, down (a check fails), unknown, or up.
+    pub state: &'static str,
+    /// One row per (address, check).
+    pub checks: Vec<CheckDoc>,
+}
+
+/// One (address, check) pair.
+#[derive(Debug, Serialize)]
+pub struct CheckDoc {
+    /// The check's name.
+    pub check: String,
+    /// The probed address.
+    pub address: IpAddr,
+    /// The probed port.
+    pub port: u16,
+    /// tcp, banner, smtp, http or https.
+    pub kind: &'static str,
+    /// up, down or unknown.
+    pub status: &'static str,
+    /// When the status last changed.
+    pub since: Option<String>,
+    /// When the last probe finished.
+    pub last_probe: Option<String>,
+    /// The last probe's duration.
+    pub latency_ms: Option<f64>,
+    /// The last probe's error.
+    pub error: Option<String>,
+    /// Consecutive successes toward `rise` (while down).
+    pub successes: u32,
+    /// Consecutive failures toward `fall` (while up).
+    pub failures: u32,
+    /// Successes that bring it up.
+    pub rise: u32,
+    /// Failures that take it down.
+    pub fall: u32,
+}
+
+/// One health-driven name.
+#[derive(Debug, Serialize)]
+pub struct ServiceDoc {
+    /// The name.
+    pub name: String,
+    /// TTL of its answers.
+    pub ttl: u32,
+    /// A records.
+    pub a: Option<AnswerDoc>,
+    /// AAAA records.
+    pub aaaa: Option<AnswerDoc>,
+}
+
+/// What one family of a name answers now.
+#[derive(Debug, Serialize)]
+pub struct AnswerDoc {
+    /// The fallback step in force.
+    pub step: &'static str,
+    /// True unless every address is answered because it is healthy.
+    pub degraded: bool,
+    /// The first rotation of the answer.
+    pub answer: Vec<IpAddr>,
+}
+
+/// One relay.
+#[derive(Debug, Serialize)]
+pub struct RelayDoc {
+    /// Its name.
+    pub name: String,
+    /// tcp or smtp.
+    pub kind: &'static str,
+    /// passthrough, offload or reencrypt.
+    pub tls: &'static str,
+    /// Its listeners.
+    pub listen: Vec<String>,
+    /// Clients refused (allow-list, limits, no usable backend).
+    pub refused: u64,
+    /// Its backends.
+    pub servers: Vec<BackendDoc>,
+}
+
+/// One relay backend.
+#[derive(Debug, Serialize)]
+pub struct BackendDoc {
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub address: IpAddr,
+    /// Takes new connections.
+    pub usable: bool,
+    /// Open connections.
+    pub active: u64,
+    /// Connections since start.
+    pub total: u64,
+    /// Failed connect attempts.
+    pub failed_connects: u64,
+    /// Bytes client → server.
+    pub bytes_up: u64,
+    /// Bytes server → client.
+    pub bytes_down: u64,
+}
+
+/// One certificate.
+#[derive(Debug, Serialize)]
+pub struct CertDoc {
+    /// "relay <name>" or "check <check> on <server> (<address>:<port>)".
+    pub source: String,
+    /// Its names (relay certificates; empty for backend certificates).
+    pub names: Vec<String>,
+    /// Its notAfter.
+    pub not_after: String,
+    /// Days left (negative: expired).
+    pub days_left: i64,
+}
+
+/// One transition.
+#[derive(Debug, Serialize)]
+pub struct TransitionDoc {
+    /// When.
+    pub at: String,
+    /// The server.
+    pub server: String,
+    /// The checks, or "admin".
+    pub what: String,
+    /// Previous state.
+    pub from: &'static str,
+    /// New state.
+    pub to: &'static str,
+    /// The failing probe's error.
+    pub detail: String,
+}
+
+/// DNS counters.
+#[derive(Debug, Serialize)]
+pub struct DnsDoc {
+    /// Responses by rcode name.
+    pub responses: std::collections::BTreeMap<String, u64>,
+    /// Packets dropped without an answer.
+    pub dropped: u64,
+}
+
+/// RFC 3339 time in UTC, seconds.
+pub fn time(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn unix(secs: i64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64)
+}
+
+/// The name of rcode counter slot `i`.
+pub fn rcode_name(i: usize) -> String {
+    if i == 16 {
+        return "BADVERS".into();
+    }
+    let rc = hickory_proto::op::ResponseCode::from(0, i as u8);
+    rc.to_str().to_ascii_uppercase().replace(' ', "_")
+}
+
+fn kind_name(k: &CheckKind) -> &'static str {
+    match k {
+        CheckKind::Tcp => "tcp",
+        CheckKind::Banner { .. } => "banner",
+        CheckKind::Smtp { .. } => "smtp",
+        CheckKind::Http { tls: None, .. } => "http",
+        CheckKind::Http { tls: Some(_), .. } => "https",
+    }
+}
+
+/// Problems first: down, then maint/drain, then unknown, then up.
+fn rank(state: &str) -> u8 {
+    match state {
+        "down" => 0,
+        "maint" => 1,
+        "drain" => 2,
+        "unknown" => 3,
+        _ => 4,
+    }
+}
+
+fn check_rows(reports: &[ProbeReport], addrs: &[IpAddr]) -> Vec<CheckDoc> {
+    let mut rows = Vec::new();
+    for r in reports.iter().filter(|r| addrs.contains(&r.spec.addr)) {
+        for check in &r.spec.checks {
+            rows.push(CheckDoc {
+                check: check.clone(),
+                address: r.spec.addr,
+                port: r.spec.port,
+                kind: kind_name(&r.spec.kind),
+                status: r.state.status.as_str(),
+                since: r.since.map(time),
+                last_probe: r.last_at.map(time),
+                latency_ms: r
+                    .last
+                    .as_ref()
+                    .map(|l| (l.latency.as_secs_f64() * 1e5).round() / 100.0),
+                error: r.last.as_ref().and_then(|l| l.error.clone()),
+                successes: r.state.successes,
+                failures: r.state.failures,
+                rise: r.spec.timing.rise,
+                fall: r.spec.timing.fall,
+            });
+        }
+    }
+    rows.sort_by(|a, b| (a.check.as_str(), a.address).cmp(&(b.check.as_str(), b.address)));
+    rows
+}
+
+/// Builds the document.
+pub fn build(live: &Live) -> StatusDoc {
+    let reports = live.out.reports.borrow().clone();
+    let health = live.out.health.load_full();
+    let loaded = live.loaded.load_full();
+    let snap = live.store.load_full();
+
+    // Servers: every [[server]], then checked addresses no [[server]] names.
+    let mut servers: Vec<ServerDoc> = Vec::new();
+    let mut named: Vec<IpAddr> = Vec::new();
+    for s in &health.servers {
+        named.extend(&s.addresses);
+        servers.push(server_doc(
+            s.name.clone(),
+            s.addresses.clone(),
+            s.site.clone(),
+            s.admin,
+            check_rows(&reports, &s.addresses),
+        ));
+    }
+    let mut loose: Vec<IpAddr> = reports
+        .iter()
+        .map(|r| r.spec.addr)
+        .filter(|a| !named.contains(a))
+        .collect();
+    loose.sort();
+    loose.dedup();
+    for a in loose {
+        servers.push(server_doc(
+            a.to_string(),
+            vec![a],
+            None,
+            AdminState::Ready,
+            check_rows(&reports, &[a]),
+        ));
+    }
+    servers.sort_by(|a, b| (rank(a.state), &a.name).cmp(&(rank(b.state), &b.name)));
+
+    let services = snap
+        .services
+        .iter()
+        .map(|v| {
+            let doc = |sel: &Option<crate::answer::Selection>| {
+                sel.as_ref().map(|s| AnswerDoc {
+                    step: s.step.as_str(),
+                    degraded: s.step != crate::answer::Step::Healthy,
+                    answer: rotate(&s.tiers, 0, v.cap),
+                })
+            };
+            ServiceDoc {
+                name: v.name.to_string(),
+                ttl: v.ttl,
+                a: doc(&v.a),
+                aaaa: doc(&v.aaaa),
+            }
+        })
+        .collect();
+
+    let mut certificates = Vec::new();
+    let relays = live
+        .relays
+        .iter()
+        .map(|r| {
+            let views = snap.relays.get(r.index);
+            if let Some(front) = &r.front {
+                for c in &front.resolver.0.load().certs {
+                    certificates.push(CertDoc {
+                        source: format!("relay {} ({})", r.def.name, c.file.display()),
+                        names: c.names.clone(),
+                        not_after: time(unix(c.not_after)),
+                        days_left: c.days_left(),
+                    });
+                }
+            }
+            RelayDoc {
+                name: r.def.name.clone(),
+                kind: match r.def.kind {
+                    crate::config::relay::RelayKind::Tcp => "tcp",
+                    crate::config::relay::RelayKind::Smtp => "smtp",
+                },
+                tls: match r.def.tls.as_ref().map(|t| t.mode) {
+                    None | Some(crate::config::relay::TlsMode::Passthrough) => "passthrough",
+                    Some(crate::config::relay::TlsMode::Offload) => "offload",
+                    Some(crate::config::relay::TlsMode::Reencrypt) => "reencrypt",
+                },
+                listen: r.def.listen.iter().map(ToString::to_string).collect(),
+                refused: r.stats.refused.load(Ordering::Relaxed),
+                servers: r
+                    .def
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, addr, _))| {
+                        let st = &r.stats.servers[i];
+                        BackendDoc {
+                            name: name.clone(),
+                            address: *addr,
+                            usable: views
+                                .and_then(|v| v.get(i))
+                                .copied()
+                                .unwrap_or_default()
+                                .usable,
+                            active: st.active.load(Ordering::Relaxed),
+                            total: st.total.load(Ordering::Relaxed),
+                            failed_connects: st.failed_connects.load(Ordering::Relaxed),
+                            bytes_up: st.bytes.up.load(Ordering::Relaxed),
+                            bytes_down: st.bytes.down.load(Ordering::Relaxed),
+                        }
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    for r in reports.iter() {
+        let Some(not_after) = r.last.as_ref().and_then(|l| l.cert_not_after) else {
+            continue;
+        };
+        let server = health
+            .server_of(r.spec.addr)
+            .map_or_else(|| r.spec.addr.to_string(), |s| s.name.clone());
+        certificates.push(CertDoc {
+            source: format!(
+                "check {} on {server} ({}:{})",
+                r.spec.checks.join(", "),
+                r.spec.addr,
+                r.spec.port
+            ),
+            names: Vec::new(),
+            not_after: time(unix(not_after)),
+            days_left: r.last.as_ref().and_then(|l| l.cert_days_left()).unwrap_or(0),
+        });
+    }
+    certificates.sort_by_key(|c| c.days_left);
+
+    let transitions = live
+        .out
+        .transitions
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .rev()
+        .map(|t| TransitionDoc {
+            at: time(t.at),
+            server: t.server.clone(),
+            what: t.what.clone(),
+            from: t.from,
+            to: t.to,
+            detail: t.detail.clone(),
+        })
+        .collect();
+
+    let mut responses = std::collections::BTreeMap::new();
+    for i in 0..crate::dns::RCODES {
+        let n = live.dns.sum(|c| &c.rcodes[i]);
+        if n > 0 {
+            responses.insert(rcode_name(i), n);
+        }
+    }
+
+    StatusDoc {
+        version: env!("CARGO_PKG_VERSION"),
+        now: time(SystemTime::now()),
+        started_at: time(live.started),
+        ready: live.ready.load(Ordering::Relaxed),
+        config: ConfigDoc {
+            file: loaded.config.path.display().to_string(),
+            zone_files: loaded
+                .config
+                .zones
+                .iter()
+                .map(|z| z.file.display().to_string())
+                .collect(),
+            loaded_at: time(loaded.at),
+            reloads: loaded.reloads,
+            last_reload_error: loaded.last_error.as_ref().map(|(at, m)| ReloadErrorDoc {
+                at: time(*at),
+                message: m.clone(),
+            }),
+            admin_actions: loaded.config.admin.token.is_some(),
+        },
+        servers,
+        services,
+        relays,
+        certificates,
+        transitions,
+        dns: DnsDoc {
+            responses,
+            dropped: live.dns.sum(|c| &c.dropped),
+        },
+    }
+}
+
+fn server_doc(
+    name: String,
+    addresses: Vec<IpAddr>,
+    site: Option<String>,
+    admin: AdminState,
+    checks: Vec<CheckDoc>,
+) -> ServerDoc {
+    let state = match admin {
+        AdminState::Maint => "maint",
+        AdminState::Drain => "drain",
+        AdminState::Ready => {
+            if checks.iter().any(|c| c.status == Status::Down.as_str()) {
+                "down"
+            } else if !checks.is_empty() && checks.iter().all(|c| c.status == "up") {
+                "up"
+            } else {
+                "unknown"
+            }
+        }
+    };
+    ServerDoc {
+        name,
+        addresses,
+        site,
+        admin,
+        state,
+        checks,
+    }
+}
