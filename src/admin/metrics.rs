@@ -1,14 +1,15 @@
-//! `/metrics`: Prometheus exposition, encoded by prometheus-client from the live sources at scrape
-//! time. Nothing is counted twice: the query path and relays keep their own atomics, the engine its
-//! reports, and a scrape reads them.
+//! `/metrics`: the Prometheus text exposition (format 0.0.4, which `promtool check metrics` and
+//! every Prometheus version read), encoded by the `prometheus` crate from families built at scrape
+//! time. Nothing is counted twice: the query path and relays keep their own atomics, the engine
+//! its reports, and a scrape reads them.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+use prometheus::{Encoder, TextEncoder};
 
 use super::Live;
 use crate::config::AdminState;
@@ -17,50 +18,86 @@ use crate::health::Status;
 
 type Labels = Vec<(&'static str, String)>;
 
-/// The collector: every metric, read from [`Live`] at scrape.
-#[derive(Debug)]
-struct Exporter(Arc<Live>);
+/// The exposition's content type.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Encodes the exposition for `live`.
 pub fn encode(live: &Arc<Live>) -> String {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Exporter(live.clone())));
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-    out
+    let families = collect(live);
+    let mut out = Vec::new();
+    // Encoding well-formed families into memory cannot fail.
+    let _ = TextEncoder::new().encode(&families, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn metric(labels: Labels) -> Metric {
+    let mut m = Metric::default();
+    m.set_label(
+        labels
+            .into_iter()
+            .map(|(k, v)| {
+                let mut p = LabelPair::default();
+                p.set_name(k.to_string());
+                p.set_value(v);
+                p
+            })
+            .collect(),
+    );
+    m
+}
+
+fn family(name: &str, help: &str, ty: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_string());
+    f.set_help(help.to_string());
+    f.set_field_type(ty);
+    f.set_metric(metrics);
+    f
 }
 
 fn gauges(
-    enc: &mut DescriptorEncoder<'_>,
+    out: &mut Vec<MetricFamily>,
     name: &str,
     help: &str,
     rows: impl IntoIterator<Item = (Labels, f64)>,
-) -> std::fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, v) in rows {
-        m.encode_family(&labels)?.encode_gauge(&v)?;
-    }
-    Ok(())
+) {
+    let metrics = rows
+        .into_iter()
+        .map(|(labels, v)| {
+            let mut m = metric(labels);
+            let mut g = Gauge::default();
+            g.set_value(v);
+            m.set_gauge(g);
+            m
+        })
+        .collect();
+    out.push(family(name, help, MetricType::GAUGE, metrics));
 }
 
 fn counters(
-    enc: &mut DescriptorEncoder<'_>,
+    out: &mut Vec<MetricFamily>,
     name: &str,
     help: &str,
     rows: impl IntoIterator<Item = (Labels, u64)>,
-) -> std::fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in rows {
-        m.encode_family(&labels)?
-            .encode_counter::<NoLabelSet, u64, f64>(&v, None)?;
-    }
-    Ok(())
+) {
+    let metrics = rows
+        .into_iter()
+        .map(|(labels, v)| {
+            let mut m = metric(labels);
+            let mut c = Counter::default();
+            c.set_value(v as f64);
+            m.set_counter(c);
+            m
+        })
+        .collect();
+    out.push(family(name, help, MetricType::COUNTER, metrics));
 }
 
-impl Collector for Exporter {
-    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> std::fmt::Result {
-        let live = &self.0;
+/// Every family, read from the live sources. Families without samples are left out by the
+/// encoder.
+fn collect(live: &Live) -> Vec<MetricFamily> {
+    let mut enc = Vec::new();
+    {
         let reports = live.out.reports.borrow().clone();
         let health = live.out.health.load_full();
         let snap = live.store.load_full();
@@ -76,13 +113,13 @@ impl Collector for Exporter {
             "mailns_build_info",
             "mailns's version (value 1).",
             [(vec![("version", env!("CARGO_PKG_VERSION").to_string())], 1.0)],
-        )?;
+        );
         gauges(
             &mut enc,
             "mailns_ready",
             "1 once the first probe round is done and every listener is bound.",
             [(vec![], f64::from(u8::from(live.ready.load(Ordering::Relaxed))))],
-        )?;
+        );
 
         // Health, per (server, address, check).
         let pair_rows = || {
@@ -103,41 +140,48 @@ impl Collector for Exporter {
             "mailns_check_up",
             "1 while the (server, check) pair passes, 0 while it fails or has no result yet.",
             pair_rows().map(|(l, r)| (l, f64::from(u8::from(r.state.status == Status::Up)))),
-        )?;
+        );
         gauges(
             &mut enc,
             "mailns_check_known",
             "1 once the pair has a first result.",
             pair_rows().map(|(l, r)| (l, f64::from(u8::from(r.state.status != Status::Unknown)))),
-        )?;
+        );
         counters(
             &mut enc,
-            "mailns_check_state_changes",
+            "mailns_check_state_changes_total",
             "Status changes of the pair (its first result included).",
             pair_rows().map(|(l, r)| (l, r.changes)),
-        )?;
-        {
-            let mut m = enc.encode_descriptor(
-                "mailns_check_duration_seconds",
-                "Probe durations of the pair.",
-                None,
-                MetricType::Histogram,
-            )?;
-            for (labels, r) in pair_rows() {
-                let mut buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
+        );
+        let histograms = pair_rows()
+            .map(|(labels, r)| {
+                let mut cumulative = 0;
+                let buckets = LATENCY_BOUNDS
                     .iter()
                     .zip(&r.latency.counts)
-                    .map(|(b, c)| (*b, *c))
+                    .map(|(bound, n)| {
+                        cumulative += n;
+                        let mut b = Bucket::default();
+                        b.set_upper_bound(*bound);
+                        b.set_cumulative_count(cumulative);
+                        b
+                    })
                     .collect();
-                buckets.push((f64::INFINITY, r.latency.counts[LATENCY_BOUNDS.len()]));
-                m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-                    r.latency.sum,
-                    r.latency.count(),
-                    &buckets,
-                    None,
-                )?;
-            }
-        }
+                let mut h = Histogram::default();
+                h.set_sample_count(r.latency.count());
+                h.set_sample_sum(r.latency.sum);
+                h.set_bucket(buckets);
+                let mut m = metric(labels);
+                m.set_histogram(h);
+                m
+            })
+            .collect();
+        enc.push(family(
+            "mailns_check_duration_seconds",
+            "Probe durations of the pair.",
+            MetricType::HISTOGRAM,
+            histograms,
+        ));
         gauges(
             &mut enc,
             "mailns_server_admin_state",
@@ -153,27 +197,27 @@ impl Collector for Exporter {
                     )
                 })
             }),
-        )?;
+        );
 
         // DNS.
         counters(
             &mut enc,
-            "mailns_dns_responses",
+            "mailns_dns_responses_total",
             "DNS responses sent, by rcode.",
             (0..crate::dns::RCODES).filter_map(|i| {
                 let n = live.dns.sum(|c| &c.rcodes[i]);
                 (n > 0).then(|| (vec![("rcode", super::status::rcode_name(i))], n))
             }),
-        )?;
+        );
         counters(
             &mut enc,
-            "mailns_dns_dropped",
+            "mailns_dns_dropped_total",
             "DNS packets dropped without an answer.",
             [(vec![], live.dns.sum(|c| &c.dropped))],
-        )?;
+        );
         counters(
             &mut enc,
-            "mailns_dns_service_answers",
+            "mailns_dns_service_answers_total",
             "A/AAAA answers for health-driven names, by the fallback step in force.",
             live.dns
                 .service_answers()
@@ -188,7 +232,7 @@ impl Collector for Exporter {
                         n,
                     )
                 }),
-        )?;
+        );
         gauges(
             &mut enc,
             "mailns_service_step",
@@ -209,7 +253,7 @@ impl Collector for Exporter {
                     })
                     .collect::<Vec<_>>()
             }),
-        )?;
+        );
 
         // Relays.
         let backend_rows = || {
@@ -233,22 +277,22 @@ impl Collector for Exporter {
             "mailns_relay_connections_active",
             "Open relayed connections per backend.",
             backend_rows().map(|(l, s)| (l, s.active.load(Ordering::Relaxed) as f64)),
-        )?;
+        );
         counters(
             &mut enc,
-            "mailns_relay_connections",
+            "mailns_relay_connections_total",
             "Relayed connections per backend.",
             backend_rows().map(|(l, s)| (l, s.total.load(Ordering::Relaxed))),
-        )?;
+        );
         counters(
             &mut enc,
-            "mailns_relay_connect_failures",
+            "mailns_relay_connect_failures_total",
             "Failed connect attempts per backend.",
             backend_rows().map(|(l, s)| (l, s.failed_connects.load(Ordering::Relaxed))),
-        )?;
+        );
         counters(
             &mut enc,
-            "mailns_relay_bytes",
+            "mailns_relay_bytes_total",
             "Bytes relayed per backend and direction (up: client to server).",
             backend_rows().flat_map(|(l, s)| {
                 let mut up = l.clone();
@@ -260,10 +304,10 @@ impl Collector for Exporter {
                     (down, s.bytes.down.load(Ordering::Relaxed)),
                 ]
             }),
-        )?;
+        );
         counters(
             &mut enc,
-            "mailns_relay_refused",
+            "mailns_relay_refused_total",
             "Clients refused per relay (allow-list, limits, no usable backend).",
             live.relays.iter().map(|r| {
                 (
@@ -271,7 +315,7 @@ impl Collector for Exporter {
                     r.stats.refused.load(Ordering::Relaxed),
                 )
             }),
-        )?;
+        );
 
         // Certificates: the relays' own and those backends presented to https checks.
         let mut certs: Vec<(Labels, f64)> = Vec::new();
@@ -306,7 +350,7 @@ impl Collector for Exporter {
             "mailns_certificate_expiry_timestamp_seconds",
             "notAfter of each certificate, in Unix seconds.",
             certs,
-        )?;
+        );
 
         // Config.
         gauges(
@@ -314,7 +358,7 @@ impl Collector for Exporter {
             "mailns_config_last_reload_successful",
             "0 while the last reload failed (the previous config keeps serving).",
             [(vec![], f64::from(u8::from(loaded.last_error.is_none())))],
-        )?;
+        );
         gauges(
             &mut enc,
             "mailns_config_loaded_timestamp_seconds",
@@ -326,7 +370,7 @@ impl Collector for Exporter {
                     .duration_since(std::time::SystemTime::UNIX_EPOCH)
                     .map_or(0.0, |d| d.as_secs_f64().floor()),
             )],
-        )?;
-        Ok(())
+        );
     }
+    enc
 }

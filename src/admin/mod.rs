@@ -133,7 +133,7 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Re
         "/api/v1/status" if get => json(StatusCode::OK, &status::build(live)),
         "/metrics" if get => reply(
             StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics::CONTENT_TYPE,
             metrics::encode(live),
         ),
         "/livez" if get => reply(StatusCode::OK, "text/plain", "ok\n"),

@@ -226,13 +226,16 @@ fn unix(secs: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64)
 }
 
-/// The name of rcode counter slot `i`.
+/// The mnemonic of rcode counter slot `i` (RFC 1035, 2136, 6891), as dig prints it.
 pub fn rcode_name(i: usize) -> String {
-    if i == 16 {
-        return "BADVERS".into();
+    const NAMES: [&str; 11] = [
+        "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
+        "NXRRSET", "NOTAUTH", "NOTZONE",
+    ];
+    match i {
+        16 => "BADVERS".into(),
+        i => NAMES.get(i).map_or_else(|| format!("RCODE{i}"), |n| (*n).to_string()),
     }
-    let rc = hickory_proto::op::ResponseCode::from(0, i as u8);
-    rc.to_str().to_ascii_uppercase().replace(' ', "_")
 }
 
 fn kind_name(k: &CheckKind) -> &'static str {
