@@ -15,9 +15,9 @@ use tracing::{info, warn};
 
 use crate::admin::{Live, Loaded};
 use crate::config::Config;
-use crate::health::engine::Outputs;
 use crate::diag::Diagnostic;
 use crate::dns::{self, tcp::TcpOptions, Stats};
+use crate::health::engine::Outputs;
 use crate::state::{Snapshot, Store};
 
 /// Why `run` failed.
@@ -163,20 +163,16 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
         })?;
     info!(local_addr = %admin_listener.local_addr().unwrap_or(config.admin.listen), "listening for admin");
     if config.admin.token.is_none() {
-        info!("admin: no token_file configured; admin actions are disabled, read-only endpoints work");
+        info!(
+            "admin: no token_file configured; admin actions are disabled, read-only endpoints work"
+        );
     }
     // The engine publishes every snapshot from now on (health, and relay backends' admin state,
     // drain or maint, checks or not). Its first snapshot is in place before `start` returns, so
     // relays start accepting only after that.
     let out = Outputs::new(store.clone(), stats.clone(), serving.health.clone());
-    let handle = crate::health::engine::start(
-        &serving,
-        statics,
-        &out,
-        &[],
-        tls,
-        token.child_token(),
-    );
+    let handle =
+        crate::health::engine::start(&serving, statics, &out, &[], tls, token.child_token());
     let mut first_round = out.first_round.subscribe();
     if !relays.is_empty() {
         tokio::spawn(crate::relay::server::watch_closes(
@@ -278,8 +274,8 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
 /// A state file that cannot be read or is malformed.
 fn apply_overrides(config: &mut Config) -> Result<(), Diagnostic> {
     let file = &config.admin.state_file;
-    let overrides = crate::admin::persist::load(file)
-        .map_err(|e| Diagnostic::error(file, None, e))?;
+    let overrides =
+        crate::admin::persist::load(file).map_err(|e| Diagnostic::error(file, None, e))?;
     for name in crate::admin::persist::apply(&mut config.health, &overrides) {
         warn!(server = %name, file = %file.display(), "admin state file names a server the config does not have; ignored");
     }
@@ -327,8 +323,12 @@ pub async fn reload(live: &Live) -> Result<(), String> {
             for r in &live.relays {
                 if let Some(front) = &r.front {
                     match front.reload(true) {
-                        Some(Err(error)) => warn!(relay = %r.def.name, %error, "certificate reload failed; the previous certificates stay in use"),
-                        Some(Ok(n)) => info!(relay = %r.def.name, certificates = n, "certificates reloaded"),
+                        Some(Err(error)) => {
+                            warn!(relay = %r.def.name, %error, "certificate reload failed; the previous certificates stay in use")
+                        }
+                        Some(Ok(n)) => {
+                            info!(relay = %r.def.name, certificates = n, "certificates reloaded")
+                        }
                         None => {}
                     }
                 }
@@ -369,10 +369,26 @@ async fn prepare_reload(live: &Live) -> Result<Config, String> {
     let old = live.loaded.load_full();
     let new = Config::load(&old.config.path).map_err(join)?;
     let fixed = [
-        ("[dns]", format!("{:?}", old.config.dns), format!("{:?}", new.dns)),
-        ("[[relay]]", format!("{:?}", old.config.relays), format!("{:?}", new.relays)),
-        ("[redirect]", format!("{:?}", old.config.redirect), format!("{:?}", new.redirect)),
-        ("admin.listen", old.config.admin.listen.to_string(), new.admin.listen.to_string()),
+        (
+            "[dns]",
+            format!("{:?}", old.config.dns),
+            format!("{:?}", new.dns),
+        ),
+        (
+            "[[relay]]",
+            format!("{:?}", old.config.relays),
+            format!("{:?}", new.relays),
+        ),
+        (
+            "[redirect]",
+            format!("{:?}", old.config.redirect),
+            format!("{:?}", new.redirect),
+        ),
+        (
+            "admin.listen",
+            old.config.admin.listen.to_string(),
+            new.admin.listen.to_string(),
+        ),
     ];
     let changed: Vec<&str> = fixed
         .iter()

@@ -104,12 +104,15 @@ impl Snapshot {
             .filter_map(|v| Some((v, v.slot?)))
             .flat_map(|(v, slot)| {
                 let wire = wire_lower(&v.name);
-                [(RecordType::A, &v.a, false), (RecordType::AAAA, &v.aaaa, true)]
-                    .into_iter()
-                    .filter_map(move |(t, sel, v6)| {
-                        let tag = crate::dns::tag(slot, v6, sel.as_ref()?.step);
-                        Some(((wire.clone(), t), tag))
-                    })
+                [
+                    (RecordType::A, &v.a, false),
+                    (RecordType::AAAA, &v.aaaa, true),
+                ]
+                .into_iter()
+                .filter_map(move |(t, sel, v6)| {
+                    let tag = crate::dns::tag(slot, v6, sel.as_ref()?.step);
+                    Some(((wire.clone(), t), tag))
+                })
             })
             .collect();
         let fast = FastTable::build(&zones, |wire, t| {

@@ -487,3 +487,33 @@ fn relays_are_validated_with_lines() {
     config_error(&format!("{base}[[relay]]\nname = \"a\"\nlisten = [\"127.0.0.1:4000\"]\nservers = [\"cas01\"]\ntls = \"offload\"\ncertificates = [{{ cert = \"missing.pem\", key = \"missing.key\" }}]\n"), Some(12),
         "relay 'a': cannot read DIR/missing.pem: No such file or directory (os error 2)");
 }
+
+#[test]
+fn admin_table_is_validated_with_lines() {
+    let zone = "[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n";
+    config_error(
+        &format!("{zone}[admin]\nlisten = \"0.0.0.0:8053\"\n"),
+        Some(5),
+        "admin.listen: 0.0.0.0:8053 is not a loopback address; set admin.token_file first",
+    );
+    config_error(
+        &format!("{zone}[admin]\nlisten = \"localhost\"\n"),
+        Some(5),
+        "admin.listen: 'localhost' is not an address:port",
+    );
+    config_error(
+        &format!("{zone}[admin]\ntoken_file = \"missing-token\"\n"),
+        Some(5),
+        "admin.token_file: cannot read DIR/missing-token",
+    );
+    config_error(
+        &format!("[dns]\nlisten = [\"127.0.0.1:8053\"]\n{zone}"),
+        None,
+        "admin.listen: 127.0.0.1:8053 overlaps the DNS or redirect listener",
+    );
+    config_error(
+        &format!("{zone}[admin]\nlisten = \"127.0.0.1:0\"\nstate = 1\n"),
+        Some(6),
+        "unknown field `state`",
+    );
+}

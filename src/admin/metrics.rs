@@ -23,10 +23,15 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Encodes the exposition for `live`.
 pub fn encode(live: &Arc<Live>) -> String {
-    let families = collect(live);
+    // The encoder refuses a family without samples (no certificates yet, say): leave those out.
+    let families: Vec<MetricFamily> = collect(live)
+        .into_iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .collect();
     let mut out = Vec::new();
-    // Encoding well-formed families into memory cannot fail.
-    let _ = TextEncoder::new().encode(&families, &mut out);
+    if let Err(error) = TextEncoder::new().encode(&families, &mut out) {
+        tracing::warn!(%error, "metrics encoding failed");
+    }
     String::from_utf8(out).unwrap_or_default()
 }
 
@@ -93,8 +98,7 @@ fn counters(
     out.push(family(name, help, MetricType::COUNTER, metrics));
 }
 
-/// Every family, read from the live sources. Families without samples are left out by the
-/// encoder.
+/// Every family, read from the live sources.
 fn collect(live: &Live) -> Vec<MetricFamily> {
     let mut enc = Vec::new();
     {
@@ -112,13 +116,19 @@ fn collect(live: &Live) -> Vec<MetricFamily> {
             &mut enc,
             "mailns_build_info",
             "mailns's version (value 1).",
-            [(vec![("version", env!("CARGO_PKG_VERSION").to_string())], 1.0)],
+            [(
+                vec![("version", env!("CARGO_PKG_VERSION").to_string())],
+                1.0,
+            )],
         );
         gauges(
             &mut enc,
             "mailns_ready",
             "1 once the first probe round is done and every listener is bound.",
-            [(vec![], f64::from(u8::from(live.ready.load(Ordering::Relaxed))))],
+            [(
+                vec![],
+                f64::from(u8::from(live.ready.load(Ordering::Relaxed))),
+            )],
         );
 
         // Health, per (server, address, check).

@@ -131,11 +131,7 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Re
     match path.as_str() {
         "/" | "/index.html" if get => reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD),
         "/api/v1/status" if get => json(StatusCode::OK, &status::build(live)),
-        "/metrics" if get => reply(
-            StatusCode::OK,
-            metrics::CONTENT_TYPE,
-            metrics::encode(live),
-        ),
+        "/metrics" if get => reply(StatusCode::OK, metrics::CONTENT_TYPE, metrics::encode(live)),
         "/livez" if get => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" if get => {
             if live.ready.load(std::sync::atomic::Ordering::Relaxed) {
@@ -145,8 +141,8 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Re
             }
         }
         "/api/v1/reload" if method == Method::POST => {
-            if let Err(r) = authorize(live, &req) {
-                return r;
+            if let Some(refusal) = authorize(live, &req) {
+                return refusal;
             }
             info!(%peer, "admin: reload requested");
             match crate::runtime::reload(live).await {
@@ -158,8 +154,8 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Re
             if method != Method::POST {
                 return allow_only("POST");
             }
-            if let Err(r) = authorize(live, &req) {
-                return r;
+            if let Some(refusal) = authorize(live, &req) {
+                return refusal;
             }
             let name = p["/api/v1/servers/".len()..p.len() - "/state".len()].to_string();
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
@@ -190,11 +186,12 @@ fn allow_only(allow: &'static str) -> Reply {
 }
 
 /// Admin actions need the configured token as `Authorization: Bearer <token>`: without a token
-/// file they are disabled (403); a missing or wrong token is 401 and changes nothing.
-fn authorize(live: &Live, req: &Request<Incoming>) -> Result<(), Reply> {
+/// file they are disabled (403); a missing or wrong token is 401 and changes nothing. Returns the
+/// refusal, if any.
+fn authorize(live: &Live, req: &Request<Incoming>) -> Option<Reply> {
     let loaded = live.loaded.load();
     let Some(want) = loaded.config.admin.token.as_deref() else {
-        return Err(error(
+        return Some(error(
             StatusCode::FORBIDDEN,
             "admin actions are disabled: set admin.token_file in the config",
         ));
@@ -206,14 +203,14 @@ fn authorize(live: &Live, req: &Request<Incoming>) -> Result<(), Reply> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match given {
-        Some(g) if constant_time_eq(g.as_bytes(), want.as_bytes()) => Ok(()),
+        Some(g) if constant_time_eq(g.as_bytes(), want.as_bytes()) => None,
         _ => {
             let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer realm=\"mailns\""),
             );
-            Err(r)
+            Some(r)
         }
     }
 }
@@ -243,7 +240,14 @@ fn parse_state(body: &[u8]) -> Option<AdminState> {
 /// Persists the new state, then has the engine apply it; answers once it is published.
 async fn set_state(live: &Live, name: &str, state: AdminState, peer: SocketAddr) -> Reply {
     let _guard = live.admin_lock.lock().await;
-    if !live.out.health.load().servers.iter().any(|s| s.name == name) {
+    if !live
+        .out
+        .health
+        .load()
+        .servers
+        .iter()
+        .any(|s| s.name == name)
+    {
         return error(
             StatusCode::NOT_FOUND,
             format!("no [[server]] named '{name}'"),
@@ -260,7 +264,10 @@ async fn set_state(live: &Live, name: &str, state: AdminState, peer: SocketAddr)
     }
     let sender = live.engine.lock().await.as_ref().map(|h| h.admin.clone());
     let Some(sender) = sender else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the health engine is not running");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the health engine is not running",
+        );
     };
     let (done, applied) = oneshot::channel();
     let cmd = AdminCmd {

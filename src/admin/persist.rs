@@ -32,7 +32,12 @@ pub fn load(path: &Path) -> Result<Overrides, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Overrides::new()),
-        Err(e) => return Err(format!("{}: cannot read admin state file: {e}", path.display())),
+        Err(e) => {
+            return Err(format!(
+                "{}: cannot read admin state file: {e}",
+                path.display()
+            ))
+        }
     };
     let file: File = serde_json::from_str(&text).map_err(|e| {
         format!(
@@ -65,7 +70,8 @@ pub fn save(path: &Path, servers: &Overrides) -> Result<(), String> {
         servers: servers.clone(),
     })
     .map_err(|e| e.to_string())?;
-    let fail = |e: std::io::Error| format!("{}: cannot write admin state file: {e}", path.display());
+    let fail =
+        |e: std::io::Error| format!("{}: cannot write admin state file: {e}", path.display());
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
     tmp.write_all(&body).map_err(fail)?;
     tmp.write_all(b"\n").map_err(fail)?;
@@ -112,7 +118,11 @@ mod tests {
     fn malformed_file_names_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        std::fs::write(&path, "{\"version\": 1,\n \"servers\": {\"ex1\": \"sleeping\"}}").unwrap();
+        std::fs::write(
+            &path,
+            "{\"version\": 1,\n \"servers\": {\"ex1\": \"sleeping\"}}",
+        )
+        .unwrap();
         let e = load(&path).unwrap_err();
         assert!(e.contains("state.json:2:"), "{e}");
     }

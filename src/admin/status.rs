@@ -77,6 +77,8 @@ pub struct ServerDoc {
     pub addresses: Vec<IpAddr>,
     /// Its site.
     pub site: Option<String>,
+    /// Named by a `[[server]]` (admin actions apply only to those).
+    pub configured: bool,
     /// ready, drain or maint.
     pub admin: AdminState,
     /// Overall: maint, drain, down (a check fails), unknown, or up.
@@ -234,7 +236,9 @@ pub fn rcode_name(i: usize) -> String {
     ];
     match i {
         16 => "BADVERS".into(),
-        i => NAMES.get(i).map_or_else(|| format!("RCODE{i}"), |n| (*n).to_string()),
+        i => NAMES
+            .get(i)
+            .map_or_else(|| format!("RCODE{i}"), |n| (*n).to_string()),
     }
 }
 
@@ -300,6 +304,7 @@ pub fn build(live: &Live) -> StatusDoc {
     for s in &health.servers {
         named.extend(&s.addresses);
         servers.push(server_doc(
+            true,
             s.name.clone(),
             s.addresses.clone(),
             s.site.clone(),
@@ -316,6 +321,7 @@ pub fn build(live: &Live) -> StatusDoc {
     loose.dedup();
     for a in loose {
         servers.push(server_doc(
+            false,
             a.to_string(),
             vec![a],
             None,
@@ -416,7 +422,11 @@ pub fn build(live: &Live) -> StatusDoc {
             ),
             names: Vec::new(),
             not_after: time(unix(not_after)),
-            days_left: r.last.as_ref().and_then(|l| l.cert_days_left()).unwrap_or(0),
+            days_left: r
+                .last
+                .as_ref()
+                .and_then(|l| l.cert_days_left())
+                .unwrap_or(0),
         });
     }
     certificates.sort_by_key(|c| c.days_left);
@@ -480,6 +490,7 @@ pub fn build(live: &Live) -> StatusDoc {
 }
 
 fn server_doc(
+    configured: bool,
     name: String,
     addresses: Vec<IpAddr>,
     site: Option<String>,
@@ -503,6 +514,7 @@ fn server_doc(
         name,
         addresses,
         site,
+        configured,
         admin,
         state,
         checks,

@@ -101,7 +101,10 @@ impl Stats {
 
     /// The slot of service `name`, registering it; None once every slot is taken.
     pub fn slot_of(&self, name: &str) -> Option<u16> {
-        let mut names = self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut names = self
+            .names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(i) = names.iter().position(|n| n == name) {
             return Some(i as u16);
         }
@@ -114,12 +117,19 @@ impl Stats {
 
     /// Sum of one counter over every worker.
     pub fn sum(&self, f: impl Fn(&Counters) -> &AtomicU64) -> u64 {
-        self.shards.iter().map(|c| f(c).load(Ordering::Relaxed)).sum()
+        self.shards
+            .iter()
+            .map(|c| f(c).load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Every non-zero service-answer count: (name, is AAAA, step, count).
     pub fn service_answers(&self) -> Vec<(String, bool, Step, u64)> {
-        let names = self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let names = self
+            .names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let mut out = Vec::new();
         for (slot, name) in names.iter().enumerate() {
             for v6 in [false, true] {

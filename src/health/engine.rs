@@ -352,16 +352,13 @@ pub fn start(
         .probes
         .iter()
         .map(|s| {
-            carry
-                .iter()
-                .find(|r| same_probe(&r.spec, s))
-                .map_or_else(
-                    || ProbeReport::new(s.clone()),
-                    |r| ProbeReport {
-                        spec: s.clone(),
-                        ..r.clone()
-                    },
-                )
+            carry.iter().find(|r| same_probe(&r.spec, s)).map_or_else(
+                || ProbeReport::new(s.clone()),
+                |r| ProbeReport {
+                    spec: s.clone(),
+                    ..r.clone()
+                },
+            )
         })
         .collect();
     let all_known = initial.iter().all(|r| r.state.status != Status::Unknown);
@@ -639,7 +636,12 @@ impl Aggregator {
         s.admin = state;
         self.out.health.store(Arc::new(self.health.clone()));
         if from != state {
-            info!(server, from = from.as_str(), to = state.as_str(), "admin: server state changed");
+            info!(
+                server,
+                from = from.as_str(),
+                to = state.as_str(),
+                "admin: server state changed"
+            );
             self.out.record(Transition {
                 at: SystemTime::now(),
                 server: server.to_string(),

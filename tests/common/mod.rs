@@ -213,6 +213,11 @@ impl Mailns {
             .collect()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
     /// True while the process runs.
     pub fn alive(&mut self) -> bool {
         self.child.0.try_wait().expect("try_wait").is_none()
