@@ -1,0 +1,246 @@
+//! The dashboard in a real browser: headless Chromium driven over WebDriver (chromedriver) loads
+//! the page from the real binary, finds each server and its state, sees a killed server turn
+//! down without a page reload, and drains a server with the page's own buttons once a token is
+//! entered. The screenshot is saved as a test artifact under `target/test-artifacts/`.
+//!
+//! Reproduce: `cargo test --test dashboard -- --nocapture` (needs chromium, chromium-driver).
+
+mod common;
+#[path = "common/sim.rs"]
+mod sim;
+
+use std::net::{IpAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use sim::{Proto, Sim};
+
+const TOKEN: &str = "dashboard-test-token";
+
+/// A WebDriver session on a chromedriver of its own; both end on drop.
+struct Browser {
+    base: String,
+    session: String,
+    _driver: ChildGuard,
+}
+
+impl Browser {
+    fn start() -> Self {
+        let driver_bin = require_tool("chromedriver");
+        let chromium = require_tool("chromium");
+        // chromedriver needs a port number: take a free one from the kernel.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = ChildGuard(
+            Command::new(driver_bin)
+                .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start chromedriver"),
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        wait_for(Duration::from_secs(20), "chromedriver ready", || {
+            call("GET", &format!("{base}/status"), None)
+                .is_some_and(|v| v["value"]["ready"] == true)
+        });
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium.display().to_string(),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1400,1100",
+                         "--no-proxy-server", "--user-data-dir=/tmp/mailns-dashboard-test-profile-".to_string() + &port.to_string()]
+            }
+        }}});
+        let v = call("POST", &format!("{base}/session"), Some(&caps)).expect("new session");
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v:#}"))
+            .to_string();
+        Self {
+            base,
+            session,
+            _driver: driver,
+        }
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let v = call(method, &url, body).unwrap_or_else(|| panic!("webdriver {method} {path}"));
+        assert!(
+            v["value"].get("error").is_none(),
+            "webdriver {method} {path}: {v:#}"
+        );
+        v["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.cmd("POST", "/url", Some(&json!({ "url": url })));
+    }
+
+    /// Runs `script` (a function body) in the page and returns its value.
+    fn js(&self, script: &str) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(&json!({ "script": script, "args": [] })),
+        )
+    }
+
+    /// `name=state` of every server row, in page order.
+    fn rows(&self) -> String {
+        self.js("return [...document.querySelectorAll('tr[data-server]')]\
+             .map(e => e.dataset.server + '=' + e.dataset.state).join(',')")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    fn screenshot(&self, name: &str) -> PathBuf {
+        let b64 = self.cmd("GET", "/screenshot", None);
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let mut child = Command::new("base64")
+            .args(["-d"])
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&path).unwrap())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(
+            &mut child.stdin.take().unwrap(),
+            b64.as_str().unwrap().as_bytes(),
+        )
+        .unwrap();
+        assert!(child.wait().unwrap().success());
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = call(
+            "DELETE",
+            &format!("{}/session/{}", self.base, self.session),
+            None,
+        );
+    }
+}
+
+/// One WebDriver call with curl; None when the driver does not answer (yet).
+fn call(method: &str, url: &str, body: Option<&Value>) -> Option<Value> {
+    let mut cmd = Command::new(require_tool("curl"));
+    cmd.args([
+        "-sS",
+        "-m",
+        "60",
+        "-X",
+        method,
+        "-H",
+        "Content-Type: application/json",
+    ]);
+    if let Some(b) = body {
+        cmd.args(["--data-binary", &b.to_string()]);
+    }
+    let out = cmd.arg(url).stderr(Stdio::null()).output().ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+#[test]
+fn dashboard_shows_servers_and_turns_a_killed_one_down_live() {
+    let rt = sim::runtime();
+    let net = 169u8;
+    let ip = |h: u8| IpAddr::from([127, net, 0, h]);
+    let mut http: Vec<Arc<Sim>> = Vec::new();
+    for h in 1..=3u8 {
+        let port = http.first().map_or(0, |s| s.addr.port());
+        http.push(Sim::start(&rt, ip(h), port, Proto::Http));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut zone = String::from("$ORIGIN mail.test.\n$TTL 300\n@ SOA ns1 h 1 3600 900 1209600 60\n@ NS ns1\nns1 A 127.0.0.53\n");
+    let mut servers = String::new();
+    for h in 1..=3u8 {
+        zone += &format!("owa 60 A {}\n", ip(h));
+        servers += &format!(
+            "[[server]]\nname = \"ex0{h}\"\naddresses = [\"{}\"]\n",
+            ip(h)
+        );
+    }
+    std::fs::write(dir.path().join("mail.test.zone"), zone).unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("token"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let s = Mailns::start_config(
+        dir,
+        &format!(
+            "[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n\n[health]\ninterval = \"1s\"\ntimeout = \"400ms\"\nfast_interval = \"250ms\"\n\n\
+             [[zone]]\nname = \"mail.test\"\nfile = \"mail.test.zone\"\n\n\
+             [[check]]\nname = \"owa\"\nkind = \"http\"\nport = {}\npath = \"/owa/healthcheck.htm\"\n\n{servers}\n\
+             [[service]]\nname = \"owa.mail.test\"\nchecks = [\"owa\"]\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n",
+            http[0].addr.port()
+        ),
+    );
+
+    let b = Browser::start();
+    b.go(&format!("http://{}/", s.admin));
+    let mut last = String::new();
+    let ok = (0..500).any(|_| {
+        last = b.rows();
+        std::thread::sleep(Duration::from_millis(20));
+        last == "ex01=up,ex02=up,ex03=up"
+    });
+    assert!(
+        ok,
+        "rows: {last}; page: {}",
+        b.js("return document.body.innerText")
+    );
+    let answer = b.js(
+        "return document.querySelector('tr[data-service=\"owa.mail.test.\"][data-type=\"A\"]').dataset.step",
+    );
+    assert_eq!(answer, "healthy");
+    // Marks this page load: a reload would lose it.
+    b.js("window.__mailnsTestMark = 42; return null");
+
+    // Kill ex02: the page turns it down by itself, problems first.
+    http[1].kill();
+    let t = wait_for(Duration::from_secs(5), "ex02 down on the page", || {
+        b.rows() == "ex02=down,ex01=up,ex03=up"
+    });
+    eprintln!("the page showed ex02 down {t:?} after the kill");
+    assert_eq!(b.js("return window.__mailnsTestMark"), 42, "no page reload");
+    let text = b.js("return document.getElementById('transitions').innerText");
+    assert!(
+        text.as_str().unwrap().contains("ex02"),
+        "transition listed: {text}"
+    );
+
+    // Admin actions from the page: buttons stay disabled until a token is entered.
+    let disabled = "return document.querySelector('tr[data-server=\"ex03\"] button[data-action=\"drain\"]').disabled";
+    assert_eq!(b.js(disabled), true);
+    b.js(&format!(
+        "const t = document.getElementById('token'); t.value = '{TOKEN}'; \
+         t.dispatchEvent(new Event('input')); return null"
+    ));
+    wait_for(Duration::from_secs(5), "drain button enabled", || {
+        b.js(disabled) == false
+    });
+    b.js("document.querySelector('tr[data-server=\"ex03\"] button[data-action=\"drain\"]').click(); return null");
+    wait_for(Duration::from_secs(5), "ex03 drained on the page", || {
+        b.rows() == "ex02=down,ex03=drain,ex01=up"
+    });
+    let shot = b.screenshot("dashboard.png");
+    eprintln!("screenshot: {}", shot.display());
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+}
