@@ -147,17 +147,6 @@ fn curl(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> (u1
     (code.trim().parse().expect("status code"), body.to_string())
 }
 
-fn status(s: &Mailns) -> Value {
-    let (code, body) = curl(
-        "GET",
-        &format!("http://{}/api/v1/status", s.admin),
-        None,
-        None,
-    );
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("status is JSON")
-}
-
 fn server<'a>(doc: &'a Value, name: &str) -> &'a Value {
     doc["servers"]
         .as_array()
@@ -224,7 +213,7 @@ fn read_only_endpoints_and_promtool() {
     seen.dedup();
     assert_eq!(seen, ["ex01", "ex02"]);
 
-    let doc = status(&s);
+    let doc = status_json(&s);
     assert_eq!(doc["ready"], true);
     for name in ["ex01", "ex02"] {
         let sv = server(&doc, name);
@@ -312,7 +301,7 @@ fn drain_needs_the_token_acts_within_a_second_and_survives_restart() {
         assert_eq!(code, 401, "{body}");
         assert_eq!(curl("POST", &url("/api/v1/reload"), token, None).0, 401);
     }
-    assert_eq!(server(&status(&s), "ex01")["admin"], "ready");
+    assert_eq!(server(&status_json(&s), "ex01")["admin"], "ready");
     assert!(!state_file.exists(), "nothing written without the token");
     assert_eq!(owa(s.addr), [p.ip(1), p.ip(2)]);
     // Bad requests.
@@ -356,7 +345,7 @@ fn drain_needs_the_token_acts_within_a_second_and_survives_restart() {
         || owa(s.addr) == [p.ip(2)] && (0..4).all(|_| relayed_to(s.relay("rpc")[0]) == "ex02"),
     );
     eprintln!("drain in force {t:?} after the API answered");
-    let doc = status(&s);
+    let doc = status_json(&s);
     assert_eq!(server(&doc, "ex01")["admin"], "drain");
     assert_eq!(server(&doc, "ex01")["state"], "drain");
     assert_eq!(doc["transitions"][0]["what"], "admin");
@@ -379,7 +368,7 @@ fn drain_needs_the_token_acts_within_a_second_and_survives_restart() {
     let dir = s.stop_keeping_dir();
     let path = dir.path().join("mailns.toml");
     let s = Mailns::start_path(dir, &path);
-    let doc = status(&s);
+    let doc = status_json(&s);
     assert_eq!(
         server(&doc, "ex01")["admin"],
         "drain",
@@ -416,7 +405,7 @@ fn reload_keeps_serving_through_a_broken_zone_and_shows_the_error() {
     assert_eq!(code, 200, "{body}");
     let m = udp(s.addr, "extra.mail.test.", RecordType::A, None);
     assert_eq!(m.answers.len(), 1);
-    let doc = status(&s);
+    let doc = status_json(&s);
     assert_eq!(doc["config"]["reloads"], 1);
     assert_eq!(
         server(&doc, "ex01")["checks"][0]["status"],
@@ -435,7 +424,7 @@ fn reload_keeps_serving_through_a_broken_zone_and_shows_the_error() {
     assert_eq!(code, 422, "{body}");
     let want = format!("{}:9:", zone.display());
     assert!(body.contains(&want), "want {want} in {body}");
-    let doc = status(&s);
+    let doc = status_json(&s);
     let err = doc["config"]["last_reload_error"]["message"]
         .as_str()
         .unwrap();
@@ -462,7 +451,7 @@ fn reload_keeps_serving_through_a_broken_zone_and_shows_the_error() {
     wait_for(
         Duration::from_secs(5),
         "SIGHUP reload clears the error",
-        || status(&s)["config"]["last_reload_error"].is_null(),
+        || status_json(&s)["config"]["last_reload_error"].is_null(),
     );
     assert_eq!(
         udp(s.addr, "extra.mail.test.", RecordType::A, None)
@@ -495,5 +484,46 @@ fn without_a_token_file_admin_actions_are_disabled() {
     assert!(body.contains("token_file"), "{body}");
     assert_eq!(curl("POST", &url("/api/v1/reload"), None, None).0, 403);
     assert_eq!(curl("GET", &url("/readyz"), None, None).0, 200);
-    assert_eq!(status(&s)["config"]["admin_actions"], false);
+    assert_eq!(status_json(&s)["config"]["admin_actions"], false);
+}
+
+#[test]
+fn readyz_waits_for_the_first_probe_round() {
+    let p = Pair::start(171);
+    // ex02 accepts and never answers: the first round ends only when its probe times out.
+    p.http[1]
+        .behaviour
+        .hang
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mail.test.zone"), p.zone()).unwrap();
+    let config = p
+        .config("[admin]\nlisten = \"127.0.0.1:0\"\n")
+        .replace("timeout = \"400ms\"", "timeout = \"3s\"");
+    let path = dir.path().join("mailns.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut while_starting = None;
+    let s = Mailns::start_watching(dir, &path, |line| {
+        if line.contains("listening for admin") {
+            let addr = line
+                .split("local_addr=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap();
+            let base = format!("http://{addr}");
+            while_starting = Some((
+                curl("GET", &format!("{base}/readyz"), None, None),
+                curl("GET", &format!("{base}/livez"), None, None).0,
+            ));
+        }
+    });
+    let ((code, body), live) = while_starting.expect("admin listener logged before ready");
+    assert_eq!((code, body.as_str(), live), (503, "starting\n", 200));
+    assert_eq!(
+        curl("GET", &format!("http://{}/readyz", s.admin), None, None).0,
+        200
+    );
+    assert_eq!(server(&status_json(&s), "ex02")["state"], "down");
 }

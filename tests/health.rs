@@ -229,6 +229,15 @@ fn killed_server_leaves_every_name_and_returns_after_rise() {
     });
     // Static names never change.
     assert_eq!(a_set(s.addr, "static.mail.test."), ["127.0.0.99"]);
+    // The certificates the https checks saw are on the dashboard, one per probed port.
+    let doc = status_json(&s);
+    let seen = doc["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["source"].as_str().unwrap().starts_with("check "))
+        .count();
+    assert_eq!(seen, 6, "owa and autodiscover on three servers: {doc:#}");
 }
 
 #[test]

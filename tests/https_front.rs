@@ -130,6 +130,22 @@ fn offload_picks_the_certificate_by_sni_and_pins_one_backend_connection_per_clie
         3,
         "one per client connection"
     );
+
+    // The dashboard's certificate list carries the relay's own certificates.
+    let doc = status_json(&s);
+    let certs = doc["certificates"].as_array().unwrap();
+    for name in ["owa.z.test", "mail.z.test"] {
+        let c = certs
+            .iter()
+            .find(|c| c["names"].as_array().unwrap().iter().any(|n| n == name))
+            .unwrap_or_else(|| panic!("{name} in {certs:#?}"));
+        assert!(
+            c["source"].as_str().unwrap().starts_with("relay https"),
+            "{c}"
+        );
+        assert!(c["days_left"].as_i64().unwrap() > 300, "{c}");
+    }
+    assert_eq!(doc["relays"][0]["tls"], "offload");
 }
 
 #[test]

@@ -848,6 +848,39 @@ checks = ["owa-again", "ad"]
 "#;
 
     #[test]
+    fn transitions_keep_the_last_hundred() {
+        let store: Store = Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::new(vec![])));
+        let cfg = Config::parse(Path::new("m.toml"), CONFIG).unwrap();
+        let out = Outputs::new(store, Arc::new(Stats::default()), cfg.health);
+        for i in 0..150 {
+            out.record(Transition {
+                at: SystemTime::now(),
+                server: format!("ex{i}"),
+                what: "owa".into(),
+                from: "up",
+                to: "down",
+                detail: String::new(),
+            });
+        }
+        let list = out.transitions.lock().unwrap();
+        assert_eq!(list.len(), TRANSITIONS_KEPT);
+        assert_eq!(list.front().unwrap().server, "ex50");
+        assert_eq!(list.back().unwrap().server, "ex149");
+    }
+
+    #[test]
+    fn latency_histogram_buckets() {
+        let mut l = Latency::default();
+        l.observe(Duration::from_micros(300));
+        l.observe(Duration::from_millis(3));
+        l.observe(Duration::from_secs(9));
+        assert_eq!(l.counts[0], 1, "≤ 0.5 ms");
+        assert_eq!(l.counts[3], 1, "≤ 5 ms");
+        assert_eq!(l.counts[LATENCY_BOUNDS.len()], 1, "+Inf");
+        assert_eq!(l.count(), 3);
+    }
+
+    #[test]
     fn identical_dialogues_are_probed_once() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(

@@ -96,6 +96,16 @@ impl Mailns {
 
     /// Starts mailns on the config already at `path` inside `dir` (a restart, say).
     pub fn start_path(dir: tempfile::TempDir, path: &Path) -> Self {
+        Self::start_watching(dir, path, |_| {})
+    }
+
+    /// Like [`Mailns::start_path`], calling `on_line` with each log line before "mailns ready"
+    /// (to act while it starts).
+    pub fn start_watching(
+        dir: tempfile::TempDir,
+        path: &Path,
+        mut on_line: impl FnMut(&str),
+    ) -> Self {
         let mut guard = ChildGuard(
             Command::new(env!("CARGO_BIN_EXE_mailns"))
                 .args(["run", "--config"])
@@ -129,6 +139,7 @@ impl Mailns {
                 ),
             };
             seen.push(line.clone());
+            on_line(&line);
             if line.contains("listening for DNS/TCP") {
                 let addr: Option<SocketAddr> = line
                     .split("local_addr=")
@@ -360,4 +371,27 @@ pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Dur
 /// Parses `s` as a name.
 pub fn name(s: &str) -> Name {
     Name::from_str(s).expect("name")
+}
+
+/// A plain HTTP/1.0 GET of `path` on `addr`: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("send request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (status, body.to_string())
+}
+
+/// mailns's `/api/v1/status`, parsed.
+pub fn status_json(s: &Mailns) -> serde_json::Value {
+    let (code, body) = http_get(s.admin, "/api/v1/status");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("status is JSON")
 }
