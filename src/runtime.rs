@@ -155,8 +155,9 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
         }
     }
     // The admin listener: bound with the others, serving /livez at once.
-    let admin_listener = reuseport_listener(config.admin.listen)
-        .and_then(TcpListener::from_std)
+    // No SO_REUSEPORT here: a second instance on the same port must fail, not share it.
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
         .map_err(|source| RunError::Bind {
             addr: config.admin.listen,
             source,

@@ -34,6 +34,8 @@ use crate::state::Store;
 const DASHBOARD: &str = include_str!("dashboard.html");
 /// Request bodies read at most (admin actions carry a few words).
 const MAX_BODY: usize = 4096;
+/// Open admin connections at most; more are closed at once (a dashboard holds one).
+const MAX_CONNECTIONS: usize = 64;
 
 /// The config in force and how it got there.
 #[derive(Debug)]
@@ -95,6 +97,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Reply {
 
 /// Serves the admin listener until `token` is cancelled.
 pub async fn serve(listener: TcpListener, live: Arc<Live>, token: CancellationToken) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
@@ -107,8 +110,13 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, token: CancellationTo
             },
             () = token.cancelled() => return,
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            debug!(%peer, "admin connection limit reached; closing");
+            continue;
+        };
         let live = live.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = hyper::service::service_fn(move |req| {
                 let live = live.clone();
                 async move { Ok::<_, std::convert::Infallible>(route(&live, req, peer).await) }
