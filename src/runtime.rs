@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::admin::{Live, Loaded};
 use crate::config::Config;
@@ -213,6 +213,7 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
             token.clone(),
         ));
     }
+    let grace = config.process.shutdown_grace;
     for (w, list) in per_thread.into_iter().enumerate() {
         let (relays, store, token) = (relays.clone(), store.clone(), token.clone());
         let t = std::thread::Builder::new()
@@ -236,6 +237,7 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
                         ));
                     }
                     while set.join_next().await.is_some() {}
+                    crate::relay::server::drain(&relays, grace, w == 0).await;
                 });
             })
             .expect("spawning a thread must not fail at start-up");
@@ -253,8 +255,10 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
     }
     live.ready.store(true, Ordering::Relaxed);
     info!("mailns ready");
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
     token.cancelled().await;
     info!("shutting down");
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
     if let Some(h) = live.engine.lock().await.take() {
         h.stop().await;
     }
@@ -281,6 +285,13 @@ fn apply_overrides(config: &mut Config) -> Result<(), Diagnostic> {
         warn!(server = %name, file = %file.display(), "admin state file names a server the config does not have; ignored");
     }
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`) about readiness, reloads and stopping; a no-op elsewhere.
+fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(state) {
+        debug!(%error, "sd_notify failed");
+    }
 }
 
 /// Reloads on SIGHUP.
@@ -316,7 +327,13 @@ async fn reload_on_hangup(live: Arc<Live>, token: CancellationToken) {
 /// The `path:line: message` lines of what is wrong.
 pub async fn reload(live: &Live) -> Result<(), String> {
     let _guard = live.admin_lock.lock().await;
+    // systemd 253+ wants the monotonic time with RELOADING=1.
+    match sd_notify::NotifyState::monotonic_usec_now() {
+        Ok(now) => notify_systemd(&[sd_notify::NotifyState::Reloading, now]),
+        Err(_) => notify_systemd(&[sd_notify::NotifyState::Reloading]),
+    }
     let result = prepare_reload(live).await;
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
     let now = SystemTime::now();
     let old = live.loaded.load_full();
     match result {

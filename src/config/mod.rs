@@ -61,6 +61,28 @@ struct RawConfig {
     /// The dashboard, API and metrics listener.
     #[serde(default)]
     admin: admin::RawAdmin,
+    /// Process life: shutdown grace, reload on file changes.
+    #[serde(default)]
+    process: RawProcess,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProcess {
+    /// How long open relay connections may finish after SIGTERM ("30s").
+    shutdown_grace: Option<Spanned<String>>,
+    /// Reload when the config, a zone or a certificate file changes.
+    #[serde(default)]
+    watch: bool,
+}
+
+/// Process life settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessConfig {
+    /// How long open relay connections may finish after SIGTERM before they are closed.
+    pub shutdown_grace: Duration,
+    /// Reload when the config, a zone or a certificate file changes.
+    pub watch: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +146,8 @@ pub struct Config {
     pub redirect: crate::redirect::RedirectConfig,
     /// The dashboard, API and metrics listener.
     pub admin: admin::AdminConfig,
+    /// Process life.
+    pub process: ProcessConfig,
     /// Warnings found while validating (printed by `check`, logged by `run`).
     pub warnings: Vec<Diagnostic>,
 }
@@ -283,6 +307,25 @@ impl Config {
         let relays = relay::validate(&mut cx, raw.relays, &health, &listen);
         let redirect = relay::validate_redirect(&mut cx, raw.redirect, &relays, &listen);
         let admin = admin::validate(&mut cx, raw.admin, &relays, &listen, &redirect.listen);
+        let process = ProcessConfig {
+            shutdown_grace: match &raw.process.shutdown_grace {
+                None => Duration::from_secs(30),
+                Some(s) => match humantime::parse_duration(s.get_ref()) {
+                    Ok(d) => d,
+                    Err(_) => {
+                        cx.error(
+                            Some(s.span()),
+                            format!(
+                                "process.shutdown_grace: '{}' is not a duration (e.g. \"30s\", \"0s\")",
+                                s.get_ref()
+                            ),
+                        );
+                        Duration::from_secs(30)
+                    }
+                },
+            },
+            watch: raw.process.watch,
+        };
         if zones.is_empty() {
             diags.push(Diagnostic::error(
                 path,
@@ -304,6 +347,7 @@ impl Config {
                 relays,
                 redirect,
                 admin,
+                process,
                 warnings: diags,
             })
         } else {

@@ -157,7 +157,8 @@ pub async fn serve(
             }
         };
         let (relay, store) = (relay.clone(), store.clone());
-        // Detached: on shutdown, accepting stops and open connections finish on their own.
+        // Detached: on shutdown, accepting stops and open connections get the grace period
+        // (`drain`) on this thread's runtime.
         tokio::spawn(async move {
             if let Err(error) = connection(client, peer, bound, port, &relay, &store).await {
                 debug!(relay = %relay.def.name, %peer, %error, "relay connection ended");
@@ -334,6 +335,56 @@ pub async fn watch_closes(
                 r.apply(views);
             }
         }
+    }
+}
+
+/// Relayed connections open across `relays`.
+fn open_connections(relays: &[Arc<Relay>]) -> u64 {
+    relays
+        .iter()
+        .flat_map(|r| &r.stats.servers)
+        .map(|s| s.active.load(Ordering::Relaxed))
+        .sum()
+}
+
+/// After accepting has stopped (shutdown): lets open connections finish for up to `grace`, then
+/// closes the rest. Every relay thread runs it, since each one's connections live on its own
+/// runtime; `log` picks the one that reports.
+pub async fn drain(relays: &[Arc<Relay>], grace: std::time::Duration, log: bool) {
+    let deadline = tokio::time::Instant::now() + grace;
+    let open = open_connections(relays);
+    if open == 0 {
+        return;
+    }
+    if log {
+        info!(
+            open,
+            ?grace,
+            "shutdown: waiting for relayed connections to finish"
+        );
+    }
+    while open_connections(relays) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let left = open_connections(relays);
+    if left == 0 {
+        return;
+    }
+    if log {
+        info!(
+            left,
+            "shutdown: grace period over; closing relayed connections"
+        );
+    }
+    for r in relays {
+        for c in &r.closers {
+            c.load().cancel();
+        }
+    }
+    // Closing is immediate once each connection's task runs; bound the wait anyway.
+    let bound = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while open_connections(relays) > 0 && tokio::time::Instant::now() < bound {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
