@@ -17,6 +17,7 @@ pub mod health;
 pub mod redirect;
 pub mod relay;
 pub mod runtime;
+pub mod sim;
 pub mod state;
 pub mod tls;
 pub mod zone;

@@ -3,8 +3,6 @@
 //! admin state across a restart, reload with a broken zone) and promtool (the metrics).
 
 mod common;
-#[path = "common/sim.rs"]
-mod sim;
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -14,6 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use hickory_proto::rr::{RData, RecordType};
+use mailns::sim;
 use serde_json::Value;
 use sim::{Proto, Sim};
 

@@ -6,8 +6,6 @@
 //! Reproduce: `cargo test --test dashboard -- --nocapture` (needs chromium, chromium-driver).
 
 mod common;
-#[path = "common/sim.rs"]
-mod sim;
 
 use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;
@@ -16,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use mailns::sim;
 use serde_json::{json, Value};
 use sim::{Proto, Sim};
 

@@ -3,8 +3,6 @@
 //! protocol, hang or flap.
 
 mod common;
-#[path = "common/sim.rs"]
-mod sim;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -14,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
+use mailns::sim;
 use sim::{Proto, Sim};
 
 /// A farm of three CAS (127.N.0.1-3) with HTTPS (owa, autodiscover), HTTP (mapi), SMTP, IMAP.

@@ -2,8 +2,6 @@
 //! clients and simulated IIS servers (plain and TLS) on distinct loopback addresses.
 
 mod common;
-#[path = "common/sim.rs"]
-mod sim;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -16,6 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use std::time::{Duration, Instant};
 
 use common::*;
+use mailns::sim;
 use sim::{Proto, Sim};
 
 const ZONE: &str = "$TTL 60\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\nns1 A 127.0.0.53\n";

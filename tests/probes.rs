@@ -2,8 +2,6 @@
 //! verification, and certificate expiry reported as data.
 
 mod common;
-#[path = "common/sim.rs"]
-mod sim;
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -12,7 +10,7 @@ use std::time::Duration;
 use mailns::config::health::TlsCheck;
 use mailns::config::CheckKind;
 use mailns::health::probe::{self, ProbeResult};
-use sim::{Proto, Sim};
+use mailns::sim::{self, Proto, Sim};
 
 const LIMIT: Duration = Duration::from_millis(800);
 

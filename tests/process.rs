@@ -3,8 +3,6 @@
 //! come as JSON lines with `--log-format json`.
 
 mod common;
-#[path = "common/sim.rs"]
-mod sim;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use mailns::sim;
 use sim::{Proto, Sim};
 
 const ZONE: &str = "$TTL 60\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\nns1 A 127.0.0.53\n";

@@ -3,8 +3,6 @@
 //! openssl).
 
 mod common;
-#[path = "common/sim.rs"]
-mod sim;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use mailns::sim;
 use sim::{Proto, Sim};
 
 const ZONE: &str = "$TTL 60\n@ SOA ns1 h 1 2 3 4 5\n@ NS ns1\nns1 A 127.0.0.53\n";

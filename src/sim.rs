@@ -1,9 +1,11 @@
-//! Simulated Exchange servers: small real servers on loopback addresses, controllable from tests.
+//! Simulated Exchange servers: small real servers on loopback addresses, for `mailns demo` and
+//! the tests.
 //!
 //! One `Sim` is one protocol on one address:port. It can be killed (listener closed and every
 //! open connection dropped, so new connections are refused and sentinels see a close), revived,
 //! made to answer 503 on chosen paths, made to hang (accept and never answer), or made to flap.
-#![allow(dead_code, unreachable_pub)]
+//! Test support: failures to bind panic, except through [`Sim::try_start`].
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -56,16 +58,31 @@ pub struct Behaviour {
 
 /// One simulated server.
 pub struct Sim {
+    /// Where it listens.
     pub addr: SocketAddr,
     proto: Proto,
+    /// Its switches.
     pub behaviour: Arc<Behaviour>,
     token: Mutex<Option<CancellationToken>>,
-    rt: Arc<Runtime>,
+    rt: tokio::runtime::Handle,
 }
 
 impl Sim {
-    /// Starts `proto` on `ip:port` (port 0: any).
+    /// Starts `proto` on `ip:port` (port 0: any). Panics if it cannot bind (tests).
     pub fn start(rt: &Arc<Runtime>, ip: IpAddr, port: u16, proto: Proto) -> Arc<Self> {
+        Self::try_start(rt.handle(), ip, port, proto).expect("bind sim server")
+    }
+
+    /// Starts `proto` on `ip:port` (port 0: any) on the runtime `rt`.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub fn try_start(
+        rt: &tokio::runtime::Handle,
+        ip: IpAddr,
+        port: u16,
+        proto: Proto,
+    ) -> std::io::Result<Arc<Self>> {
         let mut sim = Self {
             addr: SocketAddr::new(ip, port),
             proto,
@@ -74,14 +91,14 @@ impl Sim {
             rt: rt.clone(),
         };
         // Port 0 is resolved by the first bind; revive binds the same port again.
-        sim.addr = sim.listen();
-        Arc::new(sim)
+        sim.addr = sim.listen()?;
+        Ok(Arc::new(sim))
     }
 
-    fn listen(&self) -> SocketAddr {
-        let std = std::net::TcpListener::bind(self.addr).expect("bind sim server");
-        std.set_nonblocking(true).unwrap();
-        let addr = std.local_addr().unwrap();
+    fn listen(&self) -> std::io::Result<SocketAddr> {
+        let std = std::net::TcpListener::bind(self.addr)?;
+        std.set_nonblocking(true)?;
+        let addr = std.local_addr()?;
         let token = CancellationToken::new();
         *self.token.lock().unwrap() = Some(token.clone());
         let (proto, b) = (self.proto.clone(), self.behaviour.clone());
@@ -102,7 +119,7 @@ impl Sim {
             drop(listener);
             conns.abort_all();
         });
-        addr
+        Ok(addr)
     }
 
     /// Closes the port and every open connection (the process died).
@@ -125,9 +142,25 @@ impl Sim {
         panic!("sim {} still accepts after kill", self.addr);
     }
 
-    /// Opens the port again.
+    /// Opens the port again. Panics if it cannot bind (tests; see [`Sim::try_revive`]).
     pub fn revive(&self) {
-        self.listen();
+        self.try_revive().expect("rebind sim server");
+    }
+
+    /// Opens the port again, unless it is open.
+    ///
+    /// # Errors
+    /// The port cannot be bound again.
+    pub fn try_revive(&self) -> std::io::Result<()> {
+        if self.token.lock().unwrap().is_some() {
+            return Ok(());
+        }
+        self.listen().map(|_| ())
+    }
+
+    /// True while it listens.
+    pub fn is_up(&self) -> bool {
+        self.token.lock().unwrap().is_some()
     }
 
     /// Makes `path` answer 503 (or clears it).
