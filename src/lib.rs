@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod answer;
 pub mod config;
+pub mod demo;
 pub mod diag;
 pub mod dns;
 pub mod health;

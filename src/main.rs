@@ -44,6 +44,9 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Start three simulated Exchange servers on loopback and serve the bundled demo config:
+    /// DNS on 127.0.0.1:5353, the dashboard on http://127.0.0.1:8053/.
+    Demo,
     /// Validate the config and every zone it names; bind nothing. Exit 1 on any error.
     Check {
         /// Config file.
@@ -66,7 +69,8 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => run(&config),
+        Command::Run { config } => run(&config, false),
+        Command::Demo => demo(),
     }
 }
 
@@ -102,7 +106,27 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
+fn demo() -> ExitCode {
+    // The bundled files go to a folder of this run (removed at exit).
+    let dir = match tempfile::Builder::new().prefix("mailns-demo-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("mailns demo: cannot create a working folder: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    let path = match mailns::demo::write_files(dir.path()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mailns demo: cannot write the demo files: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    run(&path, true)
+}
+
+/// Serves the config at `path`; with `demo`, the simulated servers run beside it.
+fn run(path: &std::path::Path, demo: bool) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(diags) => {
@@ -129,7 +153,18 @@ fn run(path: &std::path::Path) -> ExitCode {
             runtime::shutdown_signal().await;
             signal_token.cancel();
         });
-        match runtime::run(config, token).await {
+        let farm = if demo {
+            match mailns::demo::Farm::start(&tokio::runtime::Handle::current()) {
+                Ok(f) => Some(std::sync::Arc::new(f)),
+                Err(e) => {
+                    eprintln!("mailns demo: {e}");
+                    return ExitCode::from(EX_OSERR);
+                }
+            }
+        } else {
+            None
+        };
+        match runtime::run(config, token, farm).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(runtime::RunError::Invalid(diags)) => {
                 for d in diags {

@@ -58,11 +58,15 @@ pub fn load_snapshot(config: &Config) -> Result<Snapshot, Vec<Diagnostic>> {
     Ok(Snapshot::new(zones))
 }
 
-/// Serves `config` until `token` is cancelled.
+/// Serves `config` until `token` is cancelled; `demo` holds the demo's simulated servers.
 ///
 /// # Errors
 /// A broken config or zone, or a listener that cannot be bound.
-pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    token: CancellationToken,
+    demo: Option<Arc<crate::demo::Farm>>,
+) -> Result<(), RunError> {
     let started = SystemTime::now();
     let snap = load_snapshot(&config).map_err(RunError::Invalid)?;
     let statics = snap.static_zones.clone();
@@ -199,6 +203,7 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
         }),
         admin_lock: tokio::sync::Mutex::new(()),
         token: token.clone(),
+        demo,
     });
     tasks.spawn(crate::admin::serve(
         admin_listener,
@@ -255,6 +260,9 @@ pub async fn run(config: Config, token: CancellationToken) -> Result<(), RunErro
     }
     live.ready.store(true, Ordering::Relaxed);
     info!("mailns ready");
+    if live.demo.is_some() {
+        eprintln!("{}", crate::demo::banner(&config));
+    }
     notify_systemd(&[sd_notify::NotifyState::Ready]);
     token.cancelled().await;
     info!("shutting down");

@@ -67,6 +67,12 @@ pub struct Sim {
     rt: tokio::runtime::Handle,
 }
 
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sim({})", self.addr)
+    }
+}
+
 impl Sim {
     /// Starts `proto` on `ip:port` (port 0: any). Panics if it cannot bind (tests).
     pub fn start(rt: &Arc<Runtime>, ip: IpAddr, port: u16, proto: Proto) -> Arc<Self> {

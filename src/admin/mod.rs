@@ -73,6 +73,8 @@ pub struct Live {
     pub admin_lock: tokio::sync::Mutex<()>,
     /// The process's shutdown token (engines run on child tokens).
     pub token: CancellationToken,
+    /// `mailns demo`'s simulated servers (fail/heal from the dashboard).
+    pub demo: Option<Arc<crate::demo::Farm>>,
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -158,6 +160,12 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Re
                 Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
             }
         }
+        p if p.starts_with("/api/v1/demo/servers/") => {
+            if method != Method::POST {
+                return allow_only("POST");
+            }
+            demo_action(live, &p["/api/v1/demo/servers/".len()..]).await
+        }
         p if p.starts_with("/api/v1/servers/") && p.ends_with("/state") => {
             if method != Method::POST {
                 return allow_only("POST");
@@ -229,6 +237,32 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `POST /api/v1/demo/servers/{name}/{fail|heal|fail-owa}`: demo mode only. No token: the
+/// demo serves loopback, and these act on simulated servers only.
+async fn demo_action(live: &Live, rest: &str) -> Reply {
+    let Some(farm) = live.demo.clone() else {
+        return error(StatusCode::NOT_FOUND, "not in demo mode");
+    };
+    let Some((name, action)) = rest.split_once('/') else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "use /api/v1/demo/servers/{name}/{fail|heal|fail-owa}",
+        );
+    };
+    let Some(action) = crate::demo::Action::parse(action) else {
+        return error(StatusCode::NOT_FOUND, format!("no demo action '{action}'"));
+    };
+    let name = name.to_string();
+    // Killing waits until the ports refuse connections: off the async threads.
+    let done = tokio::task::spawn_blocking(move || farm.act(&name, action)).await;
+    match done {
+        Ok(Ok(true)) => json(StatusCode::OK, &serde_json::json!({ "done": true })),
+        Ok(Ok(false)) => error(StatusCode::NOT_FOUND, "no such demo server"),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 /// `drain`, `"drain"` or `{"state": "drain"}`.

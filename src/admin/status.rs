@@ -40,6 +40,9 @@ pub struct StatusDoc {
     pub transitions: Vec<TransitionDoc>,
     /// DNS counters.
     pub dns: DnsDoc,
+    /// `mailns demo` only: the simulated servers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub demo: Option<Vec<crate::demo::DemoView>>,
 }
 
 /// Config state.
@@ -486,6 +489,7 @@ pub fn build(live: &Live) -> StatusDoc {
             responses,
             dropped: live.dns.sum(|c| &c.dropped),
         },
+        demo: live.demo.as_ref().map(|f| f.view()),
     }
 }
 

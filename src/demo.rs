@@ -1,0 +1,235 @@
+//! `mailns demo`: three simulated Exchange servers on loopback and the bundled demo config
+//! (`config/demo/`), served by the real runtime, with fail/heal buttons on the dashboard.
+//!
+//! The bundled files are built into the binary and written to a fresh folder per run, so the
+//! demo works from any directory and its admin state file never lands in the source tree.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::sim::{self, Proto, Sim};
+
+/// The demo config.
+pub const CONFIG: &str = include_str!("../config/demo/mailns.toml");
+/// The demo zone.
+pub const ZONE: &str = include_str!("../config/demo/mail.example.test.zone");
+/// The demo's admin token (loopback only; printed at start).
+pub const TOKEN: &str = "demo-token";
+
+/// Ports the simulated servers listen on (the demo config checks and relays to these).
+const HTTPS_PORT: u16 = 8443;
+const SMTP_PORT: u16 = 2525;
+const IMAP_PORT: u16 = 1143;
+
+/// One simulated Client Access server.
+#[derive(Debug)]
+pub struct DemoServer {
+    /// cas01..cas03.
+    pub name: String,
+    /// 127.0.1.1..3.
+    pub ip: IpAddr,
+    https: Arc<Sim>,
+    smtp: Arc<Sim>,
+    imap: Arc<Sim>,
+}
+
+/// What the dashboard shows of a simulated server.
+#[derive(Debug, Serialize)]
+pub struct DemoView {
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub address: IpAddr,
+    /// Its ports are open.
+    pub running: bool,
+    /// `/owa/healthcheck.htm` answers 503.
+    pub owa_failing: bool,
+}
+
+/// The simulated servers.
+#[derive(Debug)]
+pub struct Farm {
+    /// cas01..cas03.
+    pub servers: Vec<DemoServer>,
+}
+
+/// A demo action from the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Close every port (the server died).
+    Fail,
+    /// Open them again, all pages healthy.
+    Heal,
+    /// OWA's health page answers 503; everything else stays up.
+    FailOwa,
+}
+
+impl Action {
+    /// Parses "fail", "heal", "fail-owa".
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "fail" => Some(Self::Fail),
+            "heal" => Some(Self::Heal),
+            "fail-owa" => Some(Self::FailOwa),
+            _ => None,
+        }
+    }
+}
+
+impl Farm {
+    /// Starts cas01..03 on 127.0.1.1..3 on `rt`.
+    ///
+    /// # Errors
+    /// A port is taken (another demo running?).
+    pub fn start(rt: &tokio::runtime::Handle) -> Result<Self, String> {
+        let names = [
+            "owa.mail.example.test",
+            "autodiscover.mail.example.test",
+            "outlook.mail.example.test",
+            "mail.example.test",
+        ];
+        let tls = sim::tls_server(&names);
+        let mut servers = Vec::new();
+        for h in 1..=3u8 {
+            let ip = IpAddr::from([127, 0, 1, h]);
+            let start = |port, proto| {
+                Sim::try_start(rt, ip, port, proto)
+                    .map_err(|e| format!("demo server {ip}:{port}: {e}"))
+            };
+            servers.push(DemoServer {
+                name: format!("cas0{h}"),
+                ip,
+                https: start(HTTPS_PORT, Proto::Https(tls.clone()))?,
+                smtp: start(SMTP_PORT, Proto::Smtp)?,
+                imap: start(IMAP_PORT, Proto::Imap)?,
+            });
+        }
+        Ok(Self { servers })
+    }
+
+    /// The servers as the dashboard shows them.
+    pub fn view(&self) -> Vec<DemoView> {
+        self.servers
+            .iter()
+            .map(|s| DemoView {
+                name: s.name.clone(),
+                address: s.ip,
+                running: s.https.is_up(),
+                owa_failing: s
+                    .https
+                    .behaviour
+                    .failing
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .iter()
+                    .any(|p| p == OWA_PAGE),
+            })
+            .collect()
+    }
+
+    /// Applies `action` to server `name`; false if there is no such server. Blocks briefly
+    /// (a failed server's ports are closed when this returns).
+    ///
+    /// # Errors
+    /// A port could not be opened again.
+    pub fn act(&self, name: &str, action: Action) -> Result<bool, String> {
+        let Some(s) = self.servers.iter().find(|s| s.name == name) else {
+            return Ok(false);
+        };
+        let sims = [&s.https, &s.smtp, &s.imap];
+        match action {
+            Action::Fail => sims.iter().for_each(|x| x.kill()),
+            Action::Heal => {
+                s.https.fail_path(OWA_PAGE, false);
+                for x in sims {
+                    x.try_revive().map_err(|e| format!("{}: {e}", x.addr))?;
+                }
+            }
+            Action::FailOwa => s.https.fail_path(OWA_PAGE, true),
+        }
+        Ok(true)
+    }
+}
+
+const OWA_PAGE: &str = "/owa/healthcheck.htm";
+
+/// Writes the bundled config, zone and token into `dir`; returns the config's path.
+///
+/// # Errors
+/// The folder is not writable.
+pub fn write_files(dir: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(dir.join("mail.example.test.zone"), ZONE)?;
+    let token = dir.join("admin.token");
+    std::fs::write(&token, format!("{TOKEN}\n"))?;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))?;
+    let config = dir.join("mailns.toml");
+    std::fs::write(&config, CONFIG)?;
+    Ok(config)
+}
+
+/// What to try, printed once the demo is ready.
+pub fn banner(config: &crate::config::Config) -> String {
+    let dns = config.dns.listen[0];
+    let relay = |name: &str| {
+        config
+            .relays
+            .iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.listen.first())
+            .map_or_else(|| "-".to_string(), ToString::to_string)
+    };
+    let redirect = config
+        .redirect
+        .listen
+        .first()
+        .map_or_else(|| "-".to_string(), ToString::to_string);
+    let https = relay("https");
+    let (https_ip, https_port) = https.rsplit_once(':').unwrap_or(("127.0.0.1", "443"));
+    let (ip, port, admin) = (dns.ip(), dns.port(), config.admin.listen);
+    let smtp = relay("smtp-vip");
+    [
+        String::new(),
+        "mailns demo: three simulated Exchange servers, cas01-03 on 127.0.1.1-3.".into(),
+        format!("  config        {}", config.path.display()),
+        format!("  DNS           {dns} (zone mail.example.test)"),
+        format!("  dashboard     http://{admin}/   (admin token: {TOKEN})"),
+        format!(
+            "  relays        HTTPS {https}   SMTP VIP {smtp}   IMAP {}   port-80 redirect {redirect}",
+            relay("imap")
+        ),
+        String::new(),
+        "Try:".into(),
+        format!("  dig @{ip} -p {port} owa.mail.example.test +short     # the healthy servers, rotated"),
+        format!("  dig @{ip} -p {port} mail.example.test MX +short"),
+        format!(
+            "  curl -sk --resolve owa.mail.example.test:{https_port}:{https_ip} https://owa.mail.example.test:{https_port}/owa/healthcheck.htm"
+        ),
+        format!("  swaks --server {smtp} --to user@example.test --from app@example.test"),
+        format!("  curl -si -H 'Host: mail.example.test' http://{redirect}/ | head -3"),
+        format!(
+            "Then fail a server on the dashboard (or: curl -X POST http://{admin}/api/v1/demo/servers/cas02/fail)"
+        ),
+        "and dig again: cas02 leaves every name within seconds; 'heal' brings it back.".into(),
+    ]
+    .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_config_validates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_files(dir.path()).unwrap();
+        let config = crate::config::Config::load(&path).unwrap();
+        let (zones, _) = config.load_zones().unwrap();
+        assert_eq!(zones[0].origin.to_string(), "mail.example.test.");
+        assert_eq!(config.admin.token.as_deref(), Some(TOKEN));
+        assert!(banner(&config).contains("127.0.0.1:5353"));
+    }
+}
