@@ -16,9 +16,10 @@ use tracing::{debug, info, warn};
 use crate::admin::{Live, Loaded};
 use crate::config::Config;
 use crate::diag::Diagnostic;
-use crate::dns::{self, tcp::TcpOptions, Stats};
+use crate::dns::{self, tcp::TcpOptions, xfr::TransferPolicy, Stats};
 use crate::health::engine::Outputs;
 use crate::state::{Snapshot, Store};
+use crate::zone::{serial_after, Zone};
 
 /// Why `run` failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,19 +44,68 @@ pub enum RunError {
     },
 }
 
-/// Loads the config's zones into a snapshot, logging warnings.
+/// Loads the config's zones into a snapshot, logging warnings. `previous` are the zones served
+/// so far (on reload): `serial = "auto"` zones keep their serial while their content is
+/// unchanged and move past it when it changes; other zones get a warning when their content
+/// changed but their serial did not increase (secondaries would keep the old data).
 ///
 /// # Errors
 /// The diagnostics of a broken zone.
-pub fn load_snapshot(config: &Config) -> Result<Snapshot, Vec<Diagnostic>> {
-    let (zones, warnings) = config.load_zones()?;
+pub fn load_snapshot(config: &Config, previous: &[Zone]) -> Result<Snapshot, Vec<Diagnostic>> {
+    let (mut zones, warnings) = config.load_zones()?;
     for w in config.warnings.iter().chain(&warnings) {
         warn!("{w}");
     }
-    for z in &zones {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as u32);
+    for (z, zc) in zones.iter_mut().zip(&config.zones) {
+        let old = previous.iter().find(|o| o.origin == z.origin);
+        let same = old.is_some_and(|o| o.content_digest() == z.content_digest());
+        if zc.serial_auto {
+            let serial = match old {
+                Some(o) if same => o.serial(),
+                Some(o) if !serial_after(now, o.serial()) => o.serial().wrapping_add(1),
+                _ => now,
+            };
+            z.set_serial(serial);
+        } else if let Some(o) = old {
+            if !same && !serial_after(z.serial(), o.serial()) {
+                warn!(
+                    "{}: zone {}: the content changed but serial {} is not above {}; secondaries will keep the old data (raise the serial, or set serial = \"auto\")",
+                    z.file.display(),
+                    z.origin,
+                    z.serial(),
+                    o.serial()
+                );
+            }
+        }
         info!(zone = %z.origin, serial = z.serial(), records = z.record_count, "zone loaded");
     }
     Ok(Snapshot::new(zones))
+}
+
+/// Sends NOTIFY for every zone of `config` with secondaries whose serial differs from
+/// `previous` (all of them at start).
+fn notify_changed(
+    config: &Config,
+    zones: &[Zone],
+    previous: &[Zone],
+    transfers: &TransferPolicy,
+    token: &CancellationToken,
+) {
+    for zc in config.zones.iter().filter(|z| !z.notify.is_empty()) {
+        let Some(z) = zones.iter().find(|z| z.origin == zc.origin) else {
+            continue;
+        };
+        let unchanged = previous
+            .iter()
+            .any(|o| o.origin == z.origin && o.serial() == z.serial());
+        if !unchanged {
+            let signer = transfers.signer(&z.origin_wire).cloned();
+            dns::notify::spawn(&z.soa, &zc.notify, signer, token);
+        }
+    }
 }
 
 /// Serves `config` until `token` is cancelled; `demo` holds the demo's simulated servers.
@@ -68,7 +118,7 @@ pub async fn run(
     demo: Option<Arc<crate::demo::Farm>>,
 ) -> Result<(), RunError> {
     let started = SystemTime::now();
-    let snap = load_snapshot(&config).map_err(RunError::Invalid)?;
+    let snap = load_snapshot(&config, &[]).map_err(RunError::Invalid)?;
     let statics = snap.static_zones.clone();
     let store: Store = Arc::new(ArcSwap::from_pointee(snap));
     // Admin states set through the API win over the config's, across restarts.
@@ -78,6 +128,7 @@ pub async fn run(
     let udp_sockets = config.dns.listen.len() * config.dns.udp_workers;
     // One counter shard per UDP worker, one for DNS over TCP.
     let stats = Arc::new(Stats::new(udp_sockets + 1));
+    let transfers = Arc::new(ArcSwap::from_pointee(TransferPolicy::new(&config.zones)));
 
     let mut threads = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -105,6 +156,7 @@ pub async fn run(
             listener,
             store.clone(),
             stats.clone(),
+            transfers.clone(),
             opts,
             token.clone(),
         ));
@@ -204,6 +256,7 @@ pub async fn run(
         admin_lock: tokio::sync::Mutex::new(()),
         token: token.clone(),
         demo,
+        transfers,
     });
     tasks.spawn(crate::admin::serve(
         admin_listener,
@@ -260,6 +313,13 @@ pub async fn run(
     }
     live.ready.store(true, Ordering::Relaxed);
     info!("mailns ready");
+    notify_changed(
+        &config,
+        &store.load().static_zones,
+        &[],
+        &live.transfers.load(),
+        &token,
+    );
     if live.demo.is_some() {
         eprintln!("{}", crate::demo::banner(&config));
     }
@@ -428,7 +488,8 @@ async fn prepare_reload(live: &Live) -> Result<Config, String> {
             changed.join(", ")
         ));
     }
-    let snap = load_snapshot(&new).map_err(join)?;
+    let previous = live.store.load().static_zones.clone();
+    let snap = load_snapshot(&new, &previous).map_err(join)?;
     let mut serving = new.clone();
     apply_overrides(&mut serving).map_err(|d| d.to_string())?;
     let tls = crate::health::engine::tls_configs(&serving.health)?;
@@ -445,6 +506,10 @@ async fn prepare_reload(live: &Live) -> Result<Config, String> {
         tls,
         live.token.child_token(),
     ));
+    drop(engine);
+    let policy = TransferPolicy::new(&new.zones);
+    notify_changed(&new, &snap.static_zones, &previous, &policy, &live.token);
+    live.transfers.store(Arc::new(policy));
     Ok(new)
 }
 
@@ -514,5 +579,39 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_serials_follow_content_not_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let zone = dir.path().join("z.zone");
+        std::fs::write(
+            &zone,
+            "$TTL 60\n@ SOA ns h 7 2 3 4 5\n@ NS ns\nns A 127.0.0.1\n",
+        )
+        .unwrap();
+        let path = dir.path().join("m.toml");
+        let text = "[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\nserial = \"auto\"\n";
+        let config = Config::parse(&path, text).unwrap();
+        let first = load_snapshot(&config, &[]).unwrap();
+        let s1 = first.static_zones[0].serial();
+        assert!(s1 > 1_700_000_000, "derived from the load time: {s1}");
+        assert_eq!(first.zones.zones[0].serial(), s1, "answers carry it too");
+        // Same content: same serial, however often it is reloaded.
+        let again = load_snapshot(&config, &first.static_zones).unwrap();
+        assert_eq!(again.static_zones[0].serial(), s1);
+        // Changed content: a higher serial, even within the same second.
+        std::fs::write(
+            &zone,
+            "$TTL 60\n@ SOA ns h 7 2 3 4 5\n@ NS ns\nns A 127.0.0.1\nnew A 127.0.0.2\n",
+        )
+        .unwrap();
+        let changed = load_snapshot(&config, &again.static_zones).unwrap();
+        assert!(serial_after(changed.static_zones[0].serial(), s1));
     }
 }

@@ -308,9 +308,9 @@ fn config_unknown_key_is_rejected_in_every_table() {
         "unknown field `listen_udp`",
     );
     config_error(
-        "[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\nserial = 1\n",
+        "[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\nrefresh = 1\n",
         Some(4),
-        "unknown field `serial`",
+        "unknown field `refresh`",
     );
     config_error("[dsn]\n", Some(1), "unknown field `dsn`");
 }
@@ -515,5 +515,52 @@ fn admin_table_is_validated_with_lines() {
         &format!("{zone}[admin]\nlisten = \"127.0.0.1:0\"\nstate = 1\n"),
         Some(6),
         "unknown field `state`",
+    );
+}
+
+#[test]
+fn transfer_settings_are_validated_with_lines() {
+    let zone = "[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n";
+    config_error(
+        &format!("{zone}allow_transfer = [\"127.0.0.1\", \"secondary\"]\n"),
+        Some(4),
+        "zone z.test.: allow_transfer: 'secondary' is not an address or network",
+    );
+    config_error(
+        &format!("{zone}transfer_key = \"nokey\"\n"),
+        Some(4),
+        "zone z.test.: transfer_key 'nokey' is not a [[tsig_key]]",
+    );
+    config_error(
+        &format!("{zone}notify = [\"ns2\"]\n"),
+        Some(4),
+        "zone z.test.: notify: 'ns2' is not an address or address:port",
+    );
+    config_error(
+        &format!("{zone}serial = \"now\"\n"),
+        Some(4),
+        "zone z.test.: serial: 'now' is not \"auto\"",
+    );
+    config_error(
+        &format!("[[tsig_key]]\nname = \"k\"\nsecret = \"not base64!\"\n{zone}"),
+        Some(3),
+        "tsig_key 'k.': the secret is not base64",
+    );
+    config_error(
+        &format!("[[tsig_key]]\nname = \"k\"\nsecret = \"c2hvcnQ=\"\n{zone}"),
+        Some(3),
+        "tsig_key 'k.': the secret is shorter than 16 bytes",
+    );
+    config_error(
+        &format!(
+            "[[tsig_key]]\nname = \"k\"\nalgorithm = \"hmac-md5\"\nsecret = \"c2hvcnQ=\"\n{zone}"
+        ),
+        Some(3),
+        "tsig_key 'k.': algorithm 'hmac-md5' is not hmac-sha256, hmac-sha384 or hmac-sha512",
+    );
+    config_error(
+        &format!("[[tsig_key]]\nname = \"k\"\n{zone}"),
+        Some(2),
+        "tsig_key 'k.': set exactly one of secret and secret_file",
     );
 }

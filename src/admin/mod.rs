@@ -75,6 +75,8 @@ pub struct Live {
     pub token: CancellationToken,
     /// `mailns demo`'s simulated servers (fail/heal from the dashboard).
     pub demo: Option<Arc<crate::demo::Farm>>,
+    /// Who may transfer which zone (swapped on reload).
+    pub transfers: Arc<ArcSwap<crate::dns::xfr::TransferPolicy>>,
 }
 
 type Reply = Response<Full<Bytes>>;

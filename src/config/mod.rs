@@ -64,6 +64,43 @@ struct RawConfig {
     /// Process life: shutdown grace, reload on file changes.
     #[serde(default)]
     process: RawProcess,
+    /// TSIG keys for zone transfers.
+    #[serde(default, rename = "tsig_key")]
+    tsig_keys: Vec<RawTsigKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTsigKey {
+    /// The key's name, as the secondary knows it.
+    name: Spanned<String>,
+    /// hmac-sha256 (default), hmac-sha384 or hmac-sha512.
+    algorithm: Option<Spanned<String>>,
+    /// The secret, base64.
+    secret: Option<Spanned<String>>,
+    /// A file holding the secret, base64 (instead of `secret`).
+    secret_file: Option<Spanned<String>>,
+}
+
+/// A TSIG key.
+#[derive(Clone)]
+pub struct TsigKey {
+    /// Its name, lowercase, fully qualified.
+    pub name: Name,
+    /// Its algorithm.
+    pub algorithm: hickory_proto::rr::rdata::tsig::TsigAlgorithm,
+    /// The secret.
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for TsigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("TsigKey")
+            .field("name", &self.name)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +164,17 @@ struct RawZone {
     name: Spanned<String>,
     /// The master file, relative to the config file's folder.
     file: Spanned<String>,
+    /// Addresses or networks allowed to transfer the zone (AXFR/IXFR over TCP).
+    #[serde(default)]
+    allow_transfer: Vec<Spanned<String>>,
+    /// A `[[tsig_key]]` every transfer must be signed with.
+    transfer_key: Option<Spanned<String>>,
+    /// Secondaries sent a NOTIFY when the zone's serial changes ("127.0.0.1:53").
+    #[serde(default)]
+    notify: Vec<Spanned<String>>,
+    /// "auto": the SOA serial is derived from the load time, and increases whenever the
+    /// zone's content changes.
+    serial: Option<Spanned<String>>,
 }
 
 /// The validated configuration.
@@ -174,6 +222,14 @@ pub struct ZoneConfig {
     pub file: PathBuf,
     /// Line of the `file` key, for errors about the file as a whole.
     pub line: usize,
+    /// Who may transfer it (empty: nobody, unless `transfer_key` is set).
+    pub allow_transfer: Vec<ipnet::IpNet>,
+    /// The key transfers must be signed with.
+    pub transfer_key: Option<TsigKey>,
+    /// Secondaries to NOTIFY.
+    pub notify: Vec<SocketAddr>,
+    /// The serial follows load time and content (`serial = "auto"`).
+    pub serial_auto: bool,
 }
 
 impl Config {
@@ -258,6 +314,7 @@ impl Config {
             n => n,
         };
 
+        let keys = Self::tsig_keys(path, text, base, raw.tsig_keys, &mut diags);
         let mut zones = Vec::new();
         let mut seen = HashSet::new();
         for z in raw.zones {
@@ -284,10 +341,74 @@ impl Config {
                 ));
                 continue;
             }
+            let mut allow_transfer = Vec::new();
+            for a in &z.allow_transfer {
+                let s = a.get_ref();
+                let net = s
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                match net {
+                    Ok(n) => allow_transfer.push(n),
+                    Err(_) => diags.push(Diagnostic::error(
+                        path,
+                        at(a.span()),
+                        format!("zone {origin}: allow_transfer: '{s}' is not an address or network (e.g. \"127.0.0.1\", \"127.0.0.0/8\")"),
+                    )),
+                }
+            }
+            let transfer_key = z.transfer_key.as_ref().and_then(|k| {
+                let want = k.get_ref().trim_end_matches('.').to_ascii_lowercase();
+                let found = keys
+                    .iter()
+                    .find(|x| x.name.to_string().trim_end_matches('.') == want);
+                if found.is_none() {
+                    diags.push(Diagnostic::error(
+                        path,
+                        at(k.span()),
+                        format!(
+                            "zone {origin}: transfer_key '{}' is not a [[tsig_key]]",
+                            k.get_ref()
+                        ),
+                    ));
+                }
+                found.cloned()
+            });
+            let mut notify = Vec::new();
+            for n in &z.notify {
+                let s = n.get_ref();
+                let addr = s.parse::<SocketAddr>().or_else(|_| {
+                    s.parse::<std::net::IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                });
+                match addr {
+                    Ok(a) => notify.push(a),
+                    Err(_) => diags.push(Diagnostic::error(
+                        path,
+                        at(n.span()),
+                        format!("zone {origin}: notify: '{s}' is not an address or address:port"),
+                    )),
+                }
+            }
+            let serial_auto = match &z.serial {
+                None => false,
+                Some(s) if s.get_ref() == "auto" => true,
+                Some(s) => {
+                    diags.push(Diagnostic::error(
+                        path,
+                        at(s.span()),
+                        format!("zone {origin}: serial: '{}' is not \"auto\" (leave it out to use the zone file's)", s.get_ref()),
+                    ));
+                    false
+                }
+            };
             zones.push(ZoneConfig {
                 origin,
                 file: base.join(z.file.get_ref()),
                 line,
+                allow_transfer,
+                transfer_key,
+                notify,
+                serial_auto,
             });
         }
         let origins: Vec<Name> = zones.iter().map(|z| z.origin.clone()).collect();
@@ -353,6 +474,104 @@ impl Config {
         } else {
             Err(diags)
         }
+    }
+
+    /// Validates the `[[tsig_key]]` tables.
+    fn tsig_keys(
+        path: &Path,
+        text: &str,
+        base: &Path,
+        raw: Vec<RawTsigKey>,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Vec<TsigKey> {
+        use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+        let at = |span: Range<usize>| Some(line_of(text, span.start));
+        let mut keys: Vec<TsigKey> = Vec::new();
+        for k in raw {
+            let name = match Name::from_ascii(k.name.get_ref()) {
+                Ok(mut n) => {
+                    n.set_fqdn(true);
+                    n.to_lowercase()
+                }
+                Err(e) => {
+                    diags.push(Diagnostic::error(
+                        path,
+                        at(k.name.span()),
+                        format!(
+                            "tsig_key name '{}' is not a domain name: {e}",
+                            k.name.get_ref()
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            if keys.iter().any(|x| x.name == name) {
+                diags.push(Diagnostic::error(
+                    path,
+                    at(k.name.span()),
+                    format!("tsig_key '{name}' is defined twice"),
+                ));
+                continue;
+            }
+            let algorithm = match k
+                .algorithm
+                .as_ref()
+                .map(|a| a.get_ref().to_ascii_lowercase())
+            {
+                None => TsigAlgorithm::HmacSha256,
+                Some(a) if a == "hmac-sha256" => TsigAlgorithm::HmacSha256,
+                Some(a) if a == "hmac-sha384" => TsigAlgorithm::HmacSha384,
+                Some(a) if a == "hmac-sha512" => TsigAlgorithm::HmacSha512,
+                Some(a) => {
+                    let span = k.algorithm.as_ref().map(Spanned::span).unwrap_or(0..0);
+                    diags.push(Diagnostic::error(path, at(span), format!("tsig_key '{name}': algorithm '{a}' is not hmac-sha256, hmac-sha384 or hmac-sha512")));
+                    continue;
+                }
+            };
+            let (encoded, span) = match (&k.secret, &k.secret_file) {
+                (Some(s), None) => (s.get_ref().clone(), s.span()),
+                (None, Some(f)) => match fs::read_to_string(base.join(f.get_ref())) {
+                    Ok(t) => (t.trim().to_string(), f.span()),
+                    Err(e) => {
+                        diags.push(Diagnostic::error(
+                            path,
+                            at(f.span()),
+                            format!(
+                                "tsig_key '{name}': cannot read {}: {e}",
+                                base.join(f.get_ref()).display()
+                            ),
+                        ));
+                        continue;
+                    }
+                },
+                _ => {
+                    diags.push(Diagnostic::error(
+                        path,
+                        at(k.name.span()),
+                        format!("tsig_key '{name}': set exactly one of secret and secret_file"),
+                    ));
+                    continue;
+                }
+            };
+            match data_encoding::BASE64.decode(encoded.trim().as_bytes()) {
+                Ok(secret) if secret.len() >= 16 => keys.push(TsigKey {
+                    name,
+                    algorithm,
+                    secret,
+                }),
+                Ok(_) => diags.push(Diagnostic::error(
+                    path,
+                    at(span),
+                    format!("tsig_key '{name}': the secret is shorter than 16 bytes"),
+                )),
+                Err(e) => diags.push(Diagnostic::error(
+                    path,
+                    at(span),
+                    format!("tsig_key '{name}': the secret is not base64: {e}"),
+                )),
+            }
+        }
+        keys
     }
 
     /// Loads every zone the config names.

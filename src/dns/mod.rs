@@ -9,9 +9,11 @@
 
 pub mod fast;
 pub mod lookup;
+pub mod notify;
 pub mod tcp;
 pub mod udp;
 pub mod wire;
+pub mod xfr;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

@@ -16,6 +16,9 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use arc_swap::ArcSwap;
+
+use super::xfr::{self, TransferPolicy};
 use super::{handle, Counters, Stats, Transport};
 use crate::state::Store;
 
@@ -39,6 +42,7 @@ pub async fn serve(
     listener: TcpListener,
     store: Store,
     stats: Arc<Stats>,
+    transfers: Arc<ArcSwap<TransferPolicy>>,
     opts: TcpOptions,
     token: CancellationToken,
 ) {
@@ -63,16 +67,22 @@ pub async fn serve(
             debug!(%peer, "dns tcp connection limit reached; closing");
             continue;
         };
-        let (store, stats, token, idle, shard) = (
+        let (store, stats, token, idle, shard, transfers) = (
             store.clone(),
             stats.clone(),
             token.clone(),
             opts.idle_timeout,
             opts.shard,
+            transfers.clone(),
         );
         conns.spawn(async move {
             let counters = stats.shard(shard);
-            if let Err(error) = connection(stream, peer, &store, counters, idle, &token).await {
+            let ctx = Ctx {
+                store: &store,
+                stats: counters,
+                transfers: &transfers,
+            };
+            if let Err(error) = connection(stream, peer, ctx, idle, &token).await {
                 debug!(%peer, %error, "dns tcp connection ended");
             }
             drop(permit);
@@ -81,14 +91,26 @@ pub async fn serve(
     while conns.join_next().await.is_some() {}
 }
 
+/// What a connection reads.
+#[derive(Clone, Copy)]
+struct Ctx<'a> {
+    store: &'a Store,
+    stats: &'a Counters,
+    transfers: &'a ArcSwap<TransferPolicy>,
+}
+
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    store: &Store,
-    stats: &Counters,
+    ctx: Ctx<'_>,
     idle: Duration,
     token: &CancellationToken,
 ) -> io::Result<()> {
+    let Ctx {
+        store,
+        stats,
+        transfers,
+    } = ctx;
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
@@ -108,6 +130,27 @@ async fn connection(
             Ok(res) => res?,
             Err(_) => return Ok(()),
         };
+        if xfr::is_transfer(&msg[..len]) {
+            // Built off the async threads: a large zone takes milliseconds to encode.
+            let zones = store.load().static_zones.clone();
+            let policy = transfers.load_full();
+            let request = msg[..len].to_vec();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let messages = tokio::task::spawn_blocking(move || {
+                xfr::answer(&zones, &policy, &request, peer.ip(), now)
+            })
+            .await
+            .unwrap_or_default();
+            for m in messages {
+                let mut framed = Vec::with_capacity(m.len() + 2);
+                framed.extend_from_slice(&(m.len() as u16).to_be_bytes());
+                framed.extend_from_slice(&m);
+                w.write_all(&framed).await?;
+            }
+            continue;
+        }
         let answered = {
             let snap = store.load();
             let rotation = ROTATION.fetch_add(1, Ordering::Relaxed);

@@ -93,6 +93,54 @@ impl Zone {
     pub fn serial(&self) -> u32 {
         soa_of(&self.soa).map_or(0, |s| s.serial)
     }
+
+    /// Sets the SOA serial everywhere the SOA appears (`serial = "auto"`).
+    pub fn set_serial(&mut self, serial: u32) {
+        let with = |r: &mut Record| {
+            if let RData::SOA(soa) = &mut r.data {
+                soa.serial = serial;
+            }
+        };
+        with(&mut self.soa);
+        with(&mut self.negative_soa);
+        if let Some(apex) = self.nodes.get_mut(&self.origin_wire) {
+            for set in apex
+                .rrsets
+                .iter_mut()
+                .filter(|s| s.rtype == RecordType::SOA)
+            {
+                set.records.iter_mut().for_each(with);
+            }
+        }
+    }
+
+    /// A digest of the zone's content with the SOA serial left out: equal digests mean a
+    /// secondary holds the same data whatever the serials say.
+    pub fn content_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut lines: Vec<String> = self
+            .nodes
+            .values()
+            .flat_map(|n| n.rrsets.iter())
+            .flat_map(|set| set.records.iter())
+            .map(|r| {
+                let mut r = r.clone();
+                if let RData::SOA(soa) = &mut r.data {
+                    soa.serial = 0;
+                }
+                format!("{} {} {} {}", r.name, r.ttl, r.record_type(), r.data)
+            })
+            .collect();
+        lines.sort_unstable();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        lines.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// Serial arithmetic (RFC 1982): true when `a` is after `b`.
+pub fn serial_after(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000_0000
 }
 
 /// The SOA data of a record, if it is one.
