@@ -264,6 +264,10 @@ pub async fn run(
         token.clone(),
     ));
     tasks.spawn(reload_on_hangup(live.clone(), token.clone()));
+    if config.process.watch {
+        info!("watching the config, zone and certificate files for changes");
+        tasks.spawn(watch_files(live.clone(), token.clone()));
+    }
     if relays.iter().any(|r| r.front.is_some()) {
         tasks.spawn(crate::relay::server::watch_certificates(
             relays.clone(),
@@ -353,6 +357,72 @@ fn apply_overrides(config: &mut Config) -> Result<(), Diagnostic> {
         warn!(server = %name, file = %file.display(), "admin state file names a server the config does not have; ignored");
     }
     Ok(())
+}
+
+/// The files a config reads: itself, its zones, the admin token, certificates and CA files.
+fn watched_files(config: &Config) -> Vec<std::path::PathBuf> {
+    let mut files = vec![config.path.clone()];
+    files.extend(config.zones.iter().map(|z| z.file.clone()));
+    files.extend(config.admin.token_file.clone());
+    for r in &config.relays {
+        if let Some(t) = &r.tls {
+            for (cert, key) in &t.certificates {
+                files.extend([cert.clone(), key.clone()]);
+            }
+            files.extend(t.backend.ca_file.clone());
+        }
+    }
+    files
+}
+
+/// Modification time and size of each file (None for a missing one).
+fn stamps(files: &[std::path::PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+/// `[process] watch = true`: reloads when a file the config reads changes. Polled (every
+/// second): it works the same on every file system and through `git checkout`, which replaces
+/// files. A change is acted on once the files have stayed the same for half a second, so an
+/// editor's or git's several writes make one reload.
+async fn watch_files(live: Arc<Live>, token: CancellationToken) {
+    let poll = std::time::Duration::from_secs(1);
+    let settle = std::time::Duration::from_millis(500);
+    let mut files = watched_files(&live.loaded.load().config);
+    let mut seen = stamps(&files);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(poll) => {}
+            () = token.cancelled() => return,
+        }
+        let mut now = stamps(&files);
+        if now == seen {
+            continue;
+        }
+        // Debounce: wait until nothing changes for `settle`.
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(settle) => {}
+                () = token.cancelled() => return,
+            }
+            let later = stamps(&files);
+            if later == now {
+                break;
+            }
+            now = later;
+        }
+        info!("watched files changed: reloading");
+        let _ = reload(&live).await;
+        // The new config may read other files; a failed reload keeps watching the same ones.
+        files = watched_files(&live.loaded.load().config);
+        seen = stamps(&files);
+    }
 }
 
 /// Tells systemd (`Type=notify`) about readiness, reloads and stopping; a no-op elsewhere.

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, TcpStream};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,28 +64,6 @@ fn start(config_tail: &str) -> Mailns {
          [[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n\n{config_tail}"
     );
     Mailns::start_config(dir, &config)
-}
-
-/// Connects to `relay` from `from`, returns the backend's id line and the stream.
-fn hello(relay: SocketAddr, from: IpAddr) -> Option<(String, TcpStream)> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
-    sock.bind(&SocketAddr::new(from, 0).into()).ok()?;
-    sock.connect_timeout(&relay.into(), Duration::from_secs(2))
-        .ok()?;
-    let s: TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let mut line = String::new();
-    BufReader::new(s.try_clone().ok()?)
-        .read_line(&mut line)
-        .ok()?;
-    if line.is_empty() {
-        return None;
-    }
-    Some((line.trim().to_string(), s))
-}
-
-fn client(i: u32) -> IpAddr {
-    IpAddr::from([127, 50 + (i / 250) as u8, 1, (i % 250) as u8 + 1])
 }
 
 #[test]

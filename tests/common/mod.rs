@@ -3,7 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
@@ -418,4 +418,27 @@ pub fn status_json(s: &Mailns) -> serde_json::Value {
     let (code, body) = http_get(s.admin, "/api/v1/status");
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).expect("status is JSON")
+}
+
+/// Connects to `relay` from `from`, returns the backend's id line and the stream.
+pub fn hello(relay: SocketAddr, from: IpAddr) -> Option<(String, TcpStream)> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    sock.bind(&SocketAddr::new(from, 0).into()).ok()?;
+    sock.connect_timeout(&relay.into(), Duration::from_secs(2))
+        .ok()?;
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut line = String::new();
+    BufReader::new(s.try_clone().ok()?)
+        .read_line(&mut line)
+        .ok()?;
+    if line.is_empty() {
+        return None;
+    }
+    Some((line.trim().to_string(), s))
+}
+
+/// The `i`-th of many distinct client addresses (127.50.1.1 onwards).
+pub fn client(i: u32) -> IpAddr {
+    IpAddr::from([127, 50 + (i / 250) as u8, 1, (i % 250) as u8 + 1])
 }
