@@ -15,6 +15,7 @@ pub mod demo;
 pub mod diag;
 pub mod dns;
 pub mod health;
+pub mod listeners;
 pub mod redirect;
 pub mod relay;
 pub mod runtime;

@@ -107,7 +107,11 @@ pub fn decide(cfg: &RedirectConfig, method: &str, host: Option<&str>, target: &s
 }
 
 /// Serves `listener` until `token` is cancelled.
-pub async fn serve(listener: TcpListener, cfg: Arc<RedirectConfig>, token: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    cfg: Arc<arc_swap::ArcSwap<RedirectConfig>>,
+    token: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             a = listener.accept() => match a {
@@ -120,7 +124,8 @@ pub async fn serve(listener: TcpListener, cfg: Arc<RedirectConfig>, token: Cance
             },
             () = token.cancelled() => return,
         };
-        let cfg = cfg.clone();
+        // The settings in force at accept time (a reload swaps them).
+        let cfg = cfg.load_full();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let cfg = cfg.clone();

@@ -3,20 +3,20 @@
 //! Loading and validation happen before any socket is bound, so a broken config fails fast with
 //! its diagnostics and nothing half-started.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::admin::{Live, Loaded};
 use crate::config::Config;
 use crate::diag::Diagnostic;
-use crate::dns::{self, tcp::TcpOptions, xfr::TransferPolicy, Stats};
+use crate::dns::{self, xfr::TransferPolicy, Stats};
+use crate::listeners::Listeners;
 use crate::health::engine::Outputs;
 use crate::state::{Snapshot, Store};
 use crate::zone::{serial_after, Zone};
@@ -31,17 +31,9 @@ pub enum RunError {
     /// The health engine could not start (an https check's CA file, say).
     #[error("{0}")]
     Health(String),
-    /// A relay's TLS certificates or CA file could not be loaded.
+    /// A listener could not be bound, or a relay's certificates could not be loaded.
     #[error("{0}")]
-    Tls(String),
-    /// A listener could not be bound.
-    #[error("cannot bind {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
-    },
+    Listen(String),
 }
 
 /// Loads the config's zones into a snapshot, logging warnings. `previous` are the zones served
@@ -125,126 +117,48 @@ pub async fn run(
     let mut serving = config.clone();
     apply_overrides(&mut serving).map_err(|e| RunError::Invalid(vec![e]))?;
     let tls = crate::health::engine::tls_configs(&serving.health).map_err(RunError::Health)?;
-    let udp_sockets = config.dns.listen.len() * config.dns.udp_workers;
     // One counter shard per UDP worker, one for DNS over TCP.
-    let stats = Arc::new(Stats::new(udp_sockets + 1));
+    let stats = Arc::new(Stats::new(
+        config.dns.listen.len() * config.dns.udp_workers + 1,
+    ));
     let transfers = Arc::new(ArcSwap::from_pointee(TransferPolicy::new(&config.zones)));
-
-    let mut threads = Vec::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut shard = 0;
-    for &addr in &config.dns.listen {
-        let (socks, listener) = bind_dns(addr, config.dns.udp_workers)?;
-        let tcp_addr = listener.local_addr().unwrap_or(addr);
-        info!(local_addr = %tcp_addr, "listening for DNS/TCP");
-        info!(local_addr = %tcp_addr, workers = socks.len(), "listening for DNS/UDP");
-        let n = socks.len();
-        threads.extend(dns::udp::serve(
-            socks,
-            store.clone(),
-            stats.clone(),
-            shard,
-            token.clone(),
-        ));
-        shard += n;
-        let opts = TcpOptions {
-            idle_timeout: config.dns.tcp_idle_timeout,
-            max_connections: config.dns.tcp_max_connections,
-            shard: udp_sockets,
-        };
-        tasks.spawn(dns::tcp::serve(
-            listener,
-            store.clone(),
-            stats.clone(),
-            transfers.clone(),
-            opts,
-            token.clone(),
-        ));
-    }
-    // Port 80: http to https, and Outlook's autodiscover redirect.
-    let redirect = Arc::new(config.redirect.clone());
-    for &addr in &config.redirect.listen {
-        let listener = reuseport_listener(addr)
-            .and_then(TcpListener::from_std)
-            .map_err(|source| RunError::Bind { addr, source })?;
-        info!(local_addr = %listener.local_addr().unwrap_or(addr), "listening for redirect");
-        tasks.spawn(crate::redirect::serve(
-            listener,
-            redirect.clone(),
-            token.clone(),
-        ));
-    }
-    // Health: probes start now; service names are answered from the zone's full set until each
-    // member has a result. Ready is logged once the first round is in (or its bound passed).
-    // Relays: one current-thread runtime per core, each with its own SO_REUSEPORT listener per
-    // relay address. A connection never leaves the thread that accepted it: no work stealing and
-    // no cross-thread wake-ups, which dominated the cost per connection on a shared runtime.
-    // Bound now, so a bad address fails start-up like any other listener.
-    let default_name = config
-        .zones
-        .first()
-        .map_or_else(String::new, |z| z.origin.to_string());
-    let relays: Vec<_> = config
-        .relays
-        .iter()
-        .enumerate()
-        .map(|(index, def)| crate::relay::server::Relay::new(def.clone(), index, &default_name))
-        .collect::<Result<_, _>>()
-        .map_err(RunError::Tls)?;
-    let mut per_thread: Vec<Vec<(std::net::TcpListener, usize, usize)>> = Vec::new();
-    if !relays.is_empty() {
-        let workers = std::thread::available_parallelism().map_or(1, usize::from);
-        per_thread = (0..workers).map(|_| Vec::new()).collect();
-        for (ri, relay) in relays.iter().enumerate() {
-            for (slot, &addr) in relay.def.listen.iter().enumerate() {
-                let mut bound = addr;
-                for (w, list) in per_thread.iter_mut().enumerate() {
-                    let l = reuseport_listener(bound)
-                        .map_err(|source| RunError::Bind { addr, source })?;
-                    bound = l.local_addr().unwrap_or(bound);
-                    if w == 0 {
-                        info!(relay = %relay.def.name, local_addr = %bound, "listening for relay");
-                    }
-                    list.push((l, ri, slot));
-                }
-            }
-        }
-    }
-    // The admin listener: bound with the others, serving /livez at once.
-    // No SO_REUSEPORT here: a second instance on the same port must fail, not share it.
-    let admin_listener = TcpListener::bind(config.admin.listen)
-        .await
-        .map_err(|source| RunError::Bind {
-            addr: config.admin.listen,
-            source,
-        })?;
-    info!(local_addr = %admin_listener.local_addr().unwrap_or(config.admin.listen), "listening for admin");
+    let shared = crate::listeners::Shared {
+        store: store.clone(),
+        stats: stats.clone(),
+        transfers: transfers.clone(),
+        token: token.clone(),
+    };
+    // Every listener is bound before anything serves, so a bad address fails start-up with
+    // nothing half-started. Relays: one current-thread runtime per core, each with its own
+    // SO_REUSEPORT listener per relay address; a connection never leaves the thread that
+    // accepted it (no work stealing, no cross-thread wake-ups).
+    let mut listeners = Listeners::new(shared, &config);
+    let pending = listeners
+        .prepare(&config, true)
+        .map_err(RunError::Listen)?;
     if config.admin.token.is_none() {
-        info!(
-            "admin: no token_file configured; admin actions are disabled, read-only endpoints work"
-        );
+        info!("admin: no token_file configured; admin actions are disabled, read-only endpoints work");
     }
     // The engine publishes every snapshot from now on (health, and relay backends' admin state,
     // drain or maint, checks or not). Its first snapshot is in place before `start` returns, so
-    // relays start accepting only after that.
+    // relays start accepting only after that. Service names are answered from the zone's full
+    // set until each member has a result.
     let out = Outputs::new(store.clone(), stats.clone(), serving.health.clone());
-    let handle =
-        crate::health::engine::start(&serving, statics, &out, &[], tls, token.child_token());
+    let handle = crate::health::engine::start(
+        &serving,
+        statics,
+        &out,
+        &[],
+        tls,
+        token.child_token(),
+    );
     let mut first_round = out.first_round.subscribe();
-    if !relays.is_empty() {
-        tokio::spawn(crate::relay::server::watch_closes(
-            relays.clone(),
-            store.clone(),
-            out.published.subscribe(),
-            token.clone(),
-        ));
-    }
     let live = Arc::new(Live {
         started,
         store: store.clone(),
         dns: stats.clone(),
         out,
-        relays: relays.clone(),
+        relays: listeners.current.clone(),
         engine: tokio::sync::Mutex::new(Some(handle)),
         ready: AtomicBool::new(false),
         loaded: ArcSwap::from_pointee(Loaded {
@@ -257,53 +171,26 @@ pub async fn run(
         token: token.clone(),
         demo,
         transfers,
+        listeners: tokio::sync::Mutex::new(None),
     });
-    tasks.spawn(crate::admin::serve(
-        admin_listener,
-        live.clone(),
+    listeners.apply(&config, pending, admin_starter(&live));
+    tokio::spawn(crate::relay::server::watch_closes(
+        listeners.current.clone(),
+        store.clone(),
+        live.out.published.subscribe(),
         token.clone(),
     ));
+    tokio::spawn(crate::relay::server::watch_certificates(
+        listeners.current.clone(),
+        std::time::Duration::from_secs(2),
+        token.clone(),
+    ));
+    *live.listeners.lock().await = Some(listeners);
+    let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(reload_on_hangup(live.clone(), token.clone()));
     if config.process.watch {
         info!("watching the config, zone and certificate files for changes");
         tasks.spawn(watch_files(live.clone(), token.clone()));
-    }
-    if relays.iter().any(|r| r.front.is_some()) {
-        tasks.spawn(crate::relay::server::watch_certificates(
-            relays.clone(),
-            std::time::Duration::from_secs(2),
-            token.clone(),
-        ));
-    }
-    let grace = config.process.shutdown_grace;
-    for (w, list) in per_thread.into_iter().enumerate() {
-        let (relays, store, token) = (relays.clone(), store.clone(), token.clone());
-        let t = std::thread::Builder::new()
-            .name(format!("relay-{w}"))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a current-thread runtime builds");
-                rt.block_on(async move {
-                    let mut set = tokio::task::JoinSet::new();
-                    for (l, ri, slot) in list {
-                        let listener = TcpListener::from_std(l)
-                            .expect("a bound non-blocking listener converts");
-                        set.spawn(crate::relay::server::serve(
-                            listener,
-                            slot,
-                            relays[ri].clone(),
-                            store.clone(),
-                            token.clone(),
-                        ));
-                    }
-                    while set.join_next().await.is_some() {}
-                    crate::relay::server::drain(&relays, grace, w == 0).await;
-                });
-            })
-            .expect("spawning a thread must not fail at start-up");
-        threads.push(t);
     }
     let bound = config.health.startup_timeout;
     if tokio::time::timeout(bound, first_round.wait_for(|done| *done))
@@ -335,6 +222,11 @@ pub async fn run(
         h.stop().await;
     }
     while tasks.join_next().await.is_some() {}
+    let Some(mut listeners) = live.listeners.lock().await.take() else {
+        return Ok(());
+    };
+    while listeners.tasks.join_next().await.is_some() {}
+    let threads = std::mem::take(&mut listeners.threads_handles);
     tokio::task::spawn_blocking(move || {
         for t in threads {
             let _ = t.join();
@@ -343,6 +235,14 @@ pub async fn run(
     .await
     .ok();
     Ok(())
+}
+
+/// Starts the admin listener's server on a listener the [`Listeners`] bound.
+fn admin_starter(live: &Arc<Live>) -> impl FnOnce(TcpListener, CancellationToken) {
+    let live = live.clone();
+    move |listener, token| {
+        tokio::spawn(crate::admin::serve(listener, live, token));
+    }
 }
 
 /// Applies the admin state file to `config`'s servers.
@@ -458,12 +358,13 @@ async fn reload_on_hangup(live: Arc<Live>, token: CancellationToken) {
 /// error is kept for the dashboard until a reload succeeds. Health state carries over for probes
 /// the change did not touch.
 ///
-/// Changes to listeners (`[dns]`, `[[relay]]`, `[redirect]`, `admin.listen`) need a restart for
-/// now and fail the reload, naming the section.
+/// Listeners follow the config (see [`crate::listeners`]): unchanged ones keep their sockets,
+/// new ones are bound first, removed ones close. Changes to the DNS worker settings still need a
+/// restart and fail the reload.
 ///
 /// # Errors
 /// The `path:line: message` lines of what is wrong.
-pub async fn reload(live: &Live) -> Result<(), String> {
+pub async fn reload(live: &Arc<Live>) -> Result<(), String> {
     let _guard = live.admin_lock.lock().await;
     // systemd 253+ wants the monotonic time with RELOADING=1.
     match sd_notify::NotifyState::monotonic_usec_now() {
@@ -476,7 +377,7 @@ pub async fn reload(live: &Live) -> Result<(), String> {
     let old = live.loaded.load_full();
     match result {
         Ok(config) => {
-            for r in &live.relays {
+            for r in live.relays.load().iter() {
                 if let Some(front) = &r.front {
                     match front.reload(true) {
                         Some(Err(error)) => {
@@ -514,7 +415,7 @@ pub async fn reload(live: &Live) -> Result<(), String> {
 }
 
 /// Loads and validates the new config and zones, then replaces the engine.
-async fn prepare_reload(live: &Live) -> Result<Config, String> {
+async fn prepare_reload(live: &Arc<Live>) -> Result<Config, String> {
     let join = |d: Vec<Diagnostic>| {
         d.iter()
             .filter(|d| d.is_error())
@@ -524,45 +425,17 @@ async fn prepare_reload(live: &Live) -> Result<Config, String> {
     };
     let old = live.loaded.load_full();
     let new = Config::load(&old.config.path).map_err(join)?;
-    let fixed = [
-        (
-            "[dns]",
-            format!("{:?}", old.config.dns),
-            format!("{:?}", new.dns),
-        ),
-        (
-            "[[relay]]",
-            format!("{:?}", old.config.relays),
-            format!("{:?}", new.relays),
-        ),
-        (
-            "[redirect]",
-            format!("{:?}", old.config.redirect),
-            format!("{:?}", new.redirect),
-        ),
-        (
-            "admin.listen",
-            old.config.admin.listen.to_string(),
-            new.admin.listen.to_string(),
-        ),
-    ];
-    let changed: Vec<&str> = fixed
-        .iter()
-        .filter(|(_, a, b)| a != b)
-        .map(|(k, _, _)| *k)
-        .collect();
-    if !changed.is_empty() {
-        return Err(format!(
-            "{}: changes to {} need a restart; the running config is unchanged",
-            new.path.display(),
-            changed.join(", ")
-        ));
-    }
     let previous = live.store.load().static_zones.clone();
     let snap = load_snapshot(&new, &previous).map_err(join)?;
     let mut serving = new.clone();
     apply_overrides(&mut serving).map_err(|d| d.to_string())?;
     let tls = crate::health::engine::tls_configs(&serving.health)?;
+    // Bind what is new before anything changes: a bind error leaves everything as it was.
+    let mut listeners = live.listeners.lock().await;
+    let Some(ls) = listeners.as_mut() else {
+        return Err("shutting down".into());
+    };
+    let pending = ls.prepare(&new, false)?;
     let carry = live.out.reports.borrow().clone();
     let mut engine = live.engine.lock().await;
     if let Some(h) = engine.take() {
@@ -577,68 +450,13 @@ async fn prepare_reload(live: &Live) -> Result<Config, String> {
         live.token.child_token(),
     ));
     drop(engine);
+    // The new engine's snapshot orders relay views as the new config does: reindex now.
+    ls.apply(&new, pending, admin_starter(live));
+    drop(listeners);
     let policy = TransferPolicy::new(&new.zones);
     notify_changed(&new, &snap.static_zones, &previous, &policy, &live.token);
     live.transfers.store(Arc::new(policy));
     Ok(new)
-}
-
-/// A non-blocking TCP listener with SO_REUSEPORT (and SO_REUSEADDR), ready for tokio.
-///
-/// TCP_NODELAY and SO_KEEPALIVE are set here because Linux copies them to every accepted socket:
-/// two system calls saved per relayed connection.
-fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    s.set_nodelay(true)?;
-    s.set_keepalive(true)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.bind(&addr.into())?;
-    s.listen(4096)?;
-    s.set_nonblocking(true)?;
-    Ok(s.into())
-}
-
-/// Binds the UDP sockets and the TCP listener of one DNS address on the same port. With port 0,
-/// UDP picks the port and TCP may find it taken (by any TCP socket on that address, an outgoing
-/// connection included): then both are dropped and another port is tried.
-fn bind_dns(
-    addr: SocketAddr,
-    workers: usize,
-) -> Result<(Vec<std::net::UdpSocket>, TcpListener), RunError> {
-    let attempts = if addr.port() == 0 { 20 } else { 1 };
-    let mut last = None;
-    for _ in 0..attempts {
-        let socks =
-            dns::udp::bind(addr, workers).map_err(|source| RunError::Bind { addr, source })?;
-        let port = socks[0].local_addr().map_or(addr.port(), |a| a.port());
-        let tcp_addr = SocketAddr::new(addr.ip(), port);
-        let bound = if tcp_addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .and_then(|s| {
-            // SO_REUSEADDR: a restart binds again despite connections in TIME_WAIT.
-            s.set_reuseaddr(true)?;
-            s.bind(tcp_addr)?;
-            s.listen(1024)
-        });
-        match bound {
-            Ok(listener) => return Ok((socks, listener)),
-            Err(source) => {
-                last = Some(RunError::Bind {
-                    addr: tcp_addr,
-                    source,
-                })
-            }
-        }
-    }
-    Err(last.expect("at least one attempt"))
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

@@ -266,8 +266,9 @@ fn collect(live: &Live) -> Vec<MetricFamily> {
         );
 
         // Relays.
+        let relays = live.relays.load_full();
         let backend_rows = || {
-            live.relays.iter().flat_map(|r| {
+            relays.iter().flat_map(|r| {
                 r.def
                     .servers
                     .iter()
@@ -319,7 +320,7 @@ fn collect(live: &Live) -> Vec<MetricFamily> {
             &mut enc,
             "mailns_relay_refused_total",
             "Clients refused per relay (allow-list, limits, no usable backend).",
-            live.relays.iter().map(|r| {
+            relays.iter().map(|r| {
                 (
                     vec![("relay", r.def.name.clone())],
                     r.stats.refused.load(Ordering::Relaxed),
@@ -329,7 +330,7 @@ fn collect(live: &Live) -> Vec<MetricFamily> {
 
         // Certificates: the relays' own and those backends presented to https checks.
         let mut certs: Vec<(Labels, f64)> = Vec::new();
-        for r in &live.relays {
+        for r in relays.iter() {
             if let Some(front) = &r.front {
                 for c in &front.resolver.0.load().certs {
                     certs.push((

@@ -61,8 +61,8 @@ pub struct Live {
     pub dns: Arc<Stats>,
     /// The health engine's outputs.
     pub out: Outputs,
-    /// The relays.
-    pub relays: Vec<Arc<Relay>>,
+    /// The relays in config order (a reload replaces the list).
+    pub relays: Arc<ArcSwap<Vec<Arc<Relay>>>>,
     /// The engine in force (replaced by reloads).
     pub engine: tokio::sync::Mutex<Option<Handle>>,
     /// First probe round done and listeners bound.
@@ -77,6 +77,8 @@ pub struct Live {
     pub demo: Option<Arc<crate::demo::Farm>>,
     /// Who may transfer which zone (swapped on reload).
     pub transfers: Arc<ArcSwap<crate::dns::xfr::TransferPolicy>>,
+    /// Every listener (None once shutting down).
+    pub listeners: tokio::sync::Mutex<Option<crate::listeners::Listeners>>,
 }
 
 type Reply = Response<Full<Bytes>>;

@@ -357,9 +357,10 @@ pub fn build(live: &Live) -> StatusDoc {
     let mut certificates = Vec::new();
     let relays = live
         .relays
+        .load()
         .iter()
         .map(|r| {
-            let views = snap.relays.get(r.index);
+            let views = snap.relays.get(r.index());
             if let Some(front) = &r.front {
                 for c in &front.resolver.0.load().certs {
                     certificates.push(CertDoc {

@@ -96,9 +96,17 @@ impl Stats {
         }
     }
 
-    /// The counters of worker `i`.
+    /// The counters of UDP worker `i`, or of DNS over TCP for `usize::MAX` (the last shard).
+    /// Workers added by a reload share shards round the ring.
     pub fn shard(&self, i: usize) -> &Counters {
-        &self.shards[i % self.shards.len()]
+        let n = self.shards.len();
+        if n == 1 {
+            &self.shards[0]
+        } else if i == usize::MAX {
+            &self.shards[n - 1]
+        } else {
+            &self.shards[i % (n - 1)]
+        }
     }
 
     /// The slot of service `name`, registering it; None once every slot is taken.

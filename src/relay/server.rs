@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -52,8 +52,9 @@ pub struct RelayStats {
 pub struct Relay {
     /// Its config.
     pub def: RelayDef,
-    /// Its position among the configured relays (index into the snapshot's relay views).
-    pub index: usize,
+    /// Its position among the configured relays (index into the snapshot's relay views); a
+    /// reload that removes an earlier relay moves it.
+    index: AtomicUsize,
     /// Counters.
     pub stats: RelayStats,
     turn: AtomicU64,
@@ -90,7 +91,7 @@ impl Relay {
                 .map(|_| ArcSwap::from_pointee(CancellationToken::new()))
                 .collect(),
             def,
-            index,
+            index: AtomicUsize::new(index),
             stats,
             turn: AtomicU64::new(0),
             per_client: Mutex::new(HashMap::new()),
@@ -116,33 +117,34 @@ impl Relay {
         }
     }
 
+    /// Its position among the configured relays.
+    pub fn index(&self) -> usize {
+        self.index.load(Ordering::Relaxed)
+    }
+
+    /// Moves it to position `index` (a reload reordered the relays).
+    pub fn set_index(&self, index: usize) {
+        self.index.store(index, Ordering::Relaxed);
+    }
+
     fn allowed(&self, ip: IpAddr) -> bool {
         self.def.allow.is_empty() || self.def.allow.iter().any(|n| n.contains(&ip))
     }
 }
 
-/// Accepts on `listener` (the relay's `slot`-th listen address) until `token` is cancelled;
-/// open connections finish on their own.
+/// Accepts on `listener` (the `slot`-th listen address of the relay in `relay`, which a reload
+/// may replace) until `token` is cancelled; open connections finish on their own.
 pub async fn serve(
     listener: TcpListener,
     slot: usize,
-    relay: Arc<Relay>,
+    relay: Arc<ArcSwap<Relay>>,
     store: Store,
     token: CancellationToken,
 ) {
-    // The port backends are reached on when the relay keeps the client's port (no
-    // `backend_port`): the listener's, known once instead of a getsockname per connection.
     let Ok(bound) = listener.local_addr() else {
-        warn!(relay = %relay.def.name, "relay listener has no local address");
+        warn!(relay = %relay.load().def.name, "relay listener has no local address");
         return;
     };
-    let port = relay
-        .def
-        .backend_ports
-        .get(slot)
-        .copied()
-        .flatten()
-        .unwrap_or(bound.port());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -151,12 +153,23 @@ pub async fn serve(
         let (client, peer) = match accepted {
             Ok(x) => x,
             Err(error) => {
-                warn!(relay = %relay.def.name, %error, "relay accept failed");
+                warn!(relay = %relay.load().def.name, %error, "relay accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 continue;
             }
         };
-        let (relay, store) = (relay.clone(), store.clone());
+        // The relay in force now: a reload that changes it keeps this listener.
+        let relay = relay.load_full();
+        let store = store.clone();
+        // The port backends are reached on when the relay keeps the client's port (no
+        // `backend_port`): the listener's.
+        let port = relay
+            .def
+            .backend_ports
+            .get(slot)
+            .copied()
+            .flatten()
+            .unwrap_or(bound.port());
         // Detached: on shutdown, accepting stops and open connections get the grace period
         // (`drain`) on this thread's runtime.
         tokio::spawn(async move {
@@ -267,7 +280,7 @@ async fn connection(
     if store
         .load()
         .relays
-        .get(relay.index)
+        .get(relay.index())
         .and_then(|v| v.get(i))
         .is_some_and(|v| v.close)
     {
@@ -319,7 +332,7 @@ async fn connection(
 
 /// Applies every published snapshot's close flags to `relays` until `token` is cancelled.
 pub async fn watch_closes(
-    relays: Vec<Arc<Relay>>,
+    relays: Arc<ArcSwap<Vec<Arc<Relay>>>>,
     store: Store,
     mut published: tokio::sync::watch::Receiver<u64>,
     token: CancellationToken,
@@ -330,8 +343,8 @@ pub async fn watch_closes(
             () = token.cancelled() => return,
         }
         let snap = store.load();
-        for r in &relays {
-            if let Some(views) = snap.relays.get(r.index) {
+        for r in relays.load().iter() {
+            if let Some(views) = snap.relays.get(r.index()) {
                 r.apply(views);
             }
         }
@@ -402,7 +415,7 @@ async fn connect_first(
     // Candidates from the current snapshot (no view yet: all usable).
     let candidates: Vec<Candidate> = {
         let snap = store.load();
-        let views = snap.relays.get(relay.index);
+        let views = snap.relays.get(relay.index());
         pool.iter()
             .map(|&i| Candidate {
                 weight: def.servers[i].2,
@@ -565,7 +578,7 @@ impl Front {
 /// Reloads the relays' certificates when their files change (checked every `every`), until
 /// `token` is cancelled. SIGHUP reloads them with everything else (`runtime::reload`).
 pub async fn watch_certificates(
-    relays: Vec<Arc<Relay>>,
+    relays: Arc<ArcSwap<Vec<Arc<Relay>>>>,
     every: std::time::Duration,
     token: CancellationToken,
 ) {
@@ -574,7 +587,7 @@ pub async fn watch_certificates(
             () = tokio::time::sleep(every) => {}
             () = token.cancelled() => return,
         };
-        for r in &relays {
+        for r in relays.load().iter() {
             let Some(front) = &r.front else { continue };
             match front.reload(false) {
                 None => {}

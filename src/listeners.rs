@@ -1,0 +1,476 @@
+//! Every listening socket (DNS, relays, port 80, admin) and how a reload changes them.
+//!
+//! Listeners are keyed by their configured address. A reload keeps the socket of every address
+//! the new config still names (no rebind, no refused connection, no lost query), binds the new
+//! ones before anything changes (a bind error fails the reload with nothing changed), and closes
+//! the ones no longer named. A relay whose settings changed keeps its sockets: its accept loops
+//! read the relay from a swappable slot, so new connections follow the new settings while open
+//! ones finish under the old.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::relay::RelayDef;
+use crate::config::Config;
+use crate::dns::{self, tcp::TcpOptions, xfr::TransferPolicy, Stats};
+use crate::redirect::RedirectConfig;
+use crate::relay::server::Relay;
+use crate::state::Store;
+
+/// What listeners serve from.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The serving snapshot.
+    pub store: Store,
+    /// DNS counters.
+    pub stats: Arc<Stats>,
+    /// Transfer permissions.
+    pub transfers: Arc<ArcSwap<TransferPolicy>>,
+    /// The process's shutdown token; every listener runs on a child of it.
+    pub token: CancellationToken,
+}
+
+/// A relay listener handed to a relay thread.
+#[derive(Debug)]
+struct Spawn {
+    listener: std::net::TcpListener,
+    slot: usize,
+    relay: Arc<ArcSwap<Relay>>,
+    token: CancellationToken,
+}
+
+/// One relay's listeners: (configured address, bound address, token) per listen address.
+#[derive(Debug)]
+struct RelayEntry {
+    slot: Arc<ArcSwap<Relay>>,
+    listeners: Vec<(SocketAddr, SocketAddr, CancellationToken)>,
+}
+
+/// Every listener in force.
+#[derive(Debug)]
+pub struct Listeners {
+    shared: Shared,
+    dns_settings: String,
+    dns: Vec<(SocketAddr, CancellationToken)>,
+    next_shard: usize,
+    redirect: Vec<(SocketAddr, CancellationToken)>,
+    /// The port 80 settings (swapped on reload).
+    pub redirect_config: Arc<ArcSwap<RedirectConfig>>,
+    admin: Option<(SocketAddr, CancellationToken)>,
+    relays: Vec<(String, RelayEntry)>,
+    threads: Vec<mpsc::UnboundedSender<Spawn>>,
+    /// The relays in config order (views, dashboard, certificate reloads).
+    pub current: Arc<ArcSwap<Vec<Arc<Relay>>>>,
+    /// Every relay that may still hold connections (drained at shutdown).
+    pub all: Arc<Mutex<Vec<Arc<Relay>>>>,
+    /// DNS worker and relay threads, joined at shutdown.
+    pub threads_handles: Vec<std::thread::JoinHandle<()>>,
+    /// Tasks (DNS over TCP, redirect) that end with the process token.
+    pub tasks: tokio::task::JoinSet<()>,
+    grace: std::time::Duration,
+}
+
+/// Sockets bound for a reload, not yet serving.
+#[derive(Debug, Default)]
+pub struct Pending {
+    dns: Vec<(SocketAddr, Vec<std::net::UdpSocket>, TcpListener)>,
+    redirect: Vec<(SocketAddr, TcpListener)>,
+    admin: Option<(SocketAddr, TcpListener)>,
+    /// Per relay of the new config, in order: the relay to serve (new or kept), and its new
+    /// listeners (configured address, bound address, one socket per relay thread).
+    relays: Vec<(Arc<Relay>, RelayListeners)>,
+}
+
+/// New relay listeners: (configured address, bound address, one socket per relay thread).
+type RelayListeners = Vec<(SocketAddr, SocketAddr, Vec<std::net::TcpListener>)>;
+
+/// The bind failure of a listener.
+#[derive(Debug)]
+pub struct BindError {
+    /// The address.
+    pub addr: SocketAddr,
+    /// The error.
+    pub source: std::io::Error,
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot bind {}: {}", self.addr, self.source)
+    }
+}
+
+fn dns_settings(config: &Config) -> String {
+    let d = &config.dns;
+    format!(
+        "udp_workers {} tcp_idle_timeout {:?} tcp_max_connections {}",
+        d.udp_workers, d.tcp_idle_timeout, d.tcp_max_connections
+    )
+}
+
+impl Listeners {
+    /// Starts the relay threads (one current-thread runtime per core; a connection never
+    /// leaves the thread that accepted it) with no listener yet.
+    pub fn new(shared: Shared, config: &Config) -> Self {
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let all: Arc<Mutex<Vec<Arc<Relay>>>> = Arc::default();
+        let mut threads = Vec::new();
+        let mut handles = Vec::new();
+        let grace = config.process.shutdown_grace;
+        for w in 0..workers {
+            let (tx, rx) = mpsc::unbounded_channel();
+            threads.push(tx);
+            let (store, token, all) = (shared.store.clone(), shared.token.clone(), all.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("relay-{w}"))
+                .spawn(move || relay_thread(rx, store, token, all, grace, w == 0))
+                .expect("spawning a thread must not fail at start-up");
+            handles.push(t);
+        }
+        Self {
+            shared,
+            dns_settings: dns_settings(config),
+            dns: Vec::new(),
+            next_shard: 0,
+            redirect: Vec::new(),
+            redirect_config: Arc::new(ArcSwap::from_pointee(config.redirect.clone())),
+            admin: None,
+            relays: Vec::new(),
+            threads,
+            current: Arc::new(ArcSwap::from_pointee(Vec::new())),
+            all,
+            threads_handles: handles,
+            tasks: tokio::task::JoinSet::new(),
+            grace,
+        }
+    }
+
+    /// Binds what `config` names and is not bound yet; builds the relays that are new or
+    /// changed. Nothing changes until [`Listeners::apply`].
+    ///
+    /// # Errors
+    /// A listener that cannot be bound, relay certificates that cannot be loaded, or a change to
+    /// the DNS settings that only a restart applies.
+    pub fn prepare(&self, config: &Config, first: bool) -> Result<Pending, String> {
+        if !first && dns_settings(config) != self.dns_settings {
+            return Err(format!(
+                "{}: changes to dns.udp_workers, dns.tcp_idle_timeout or dns.tcp_max_connections need a restart; the running config is unchanged",
+                config.path.display()
+            ));
+        }
+        let mut p = Pending::default();
+        for &addr in &config.dns.listen {
+            if !self.dns.iter().any(|(a, _)| *a == addr) {
+                let (socks, tcp) = bind_dns(addr, config.dns.udp_workers)
+                    .map_err(|e| e.to_string())?;
+                p.dns.push((addr, socks, tcp));
+            }
+        }
+        for &addr in &config.redirect.listen {
+            if !self.redirect.iter().any(|(a, _)| *a == addr) {
+                let l = reuseport_listener(addr)
+                    .and_then(TcpListener::from_std)
+                    .map_err(|source| BindError { addr, source }.to_string())?;
+                p.redirect.push((addr, l));
+            }
+        }
+        if self.admin.as_ref().map(|(a, _)| *a) != Some(config.admin.listen) {
+            let addr = config.admin.listen;
+            // No SO_REUSEPORT: a second instance on the same port must fail, not share it.
+            let std = std::net::TcpListener::bind(addr)
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|source| BindError { addr, source }.to_string())?;
+            let l = TcpListener::from_std(std).map_err(|e| e.to_string())?;
+            p.admin = Some((addr, l));
+        }
+        let default_name = config
+            .zones
+            .first()
+            .map_or_else(String::new, |z| z.origin.to_string());
+        for (index, def) in config.relays.iter().enumerate() {
+            let old = self.relays.iter().find(|(n, _)| *n == def.name);
+            let relay = match old {
+                Some((_, e)) if same_relay(&e.slot.load().def, def) => e.slot.load_full(),
+                _ => Relay::new(def.clone(), index, &default_name)?,
+            };
+            let mut fresh = Vec::new();
+            for &addr in &def.listen {
+                let kept = old.is_some_and(|(_, e)| e.listeners.iter().any(|(a, _, _)| *a == addr));
+                if !kept {
+                    let (bound, socks) = bind_relay(addr, self.threads.len())
+                        .map_err(|e| e.to_string())?;
+                    fresh.push((addr, bound, socks));
+                }
+            }
+            p.relays.push((relay, fresh));
+        }
+        Ok(p)
+    }
+
+    /// Puts `pending` in force: serves the new sockets, swaps changed relays into their slots,
+    /// and closes what the config no longer names. `admin` starts an admin listener.
+    pub fn apply(
+        &mut self,
+        config: &Config,
+        pending: Pending,
+        admin: impl FnOnce(TcpListener, CancellationToken),
+    ) {
+        let root = self.shared.token.clone();
+        // DNS.
+        let keep: Vec<SocketAddr> = config.dns.listen.clone();
+        self.dns.retain(|(a, t)| {
+            let k = keep.contains(a);
+            if !k {
+                info!(addr = %a, "closing DNS listener");
+                t.cancel();
+            }
+            k
+        });
+        for (addr, socks, listener) in pending.dns {
+            let tcp_addr = listener.local_addr().unwrap_or(addr);
+            info!(local_addr = %tcp_addr, "listening for DNS/TCP");
+            info!(local_addr = %tcp_addr, workers = socks.len(), "listening for DNS/UDP");
+            let token = root.child_token();
+            let n = socks.len();
+            self.threads_handles.extend(dns::udp::serve(
+                socks,
+                self.shared.store.clone(),
+                self.shared.stats.clone(),
+                self.next_shard,
+                token.clone(),
+            ));
+            self.next_shard += n;
+            let opts = TcpOptions {
+                idle_timeout: config.dns.tcp_idle_timeout,
+                max_connections: config.dns.tcp_max_connections,
+                // The last shard is DNS over TCP's.
+                shard: usize::MAX,
+            };
+            self.tasks.spawn(dns::tcp::serve(
+                listener,
+                self.shared.store.clone(),
+                self.shared.stats.clone(),
+                self.shared.transfers.clone(),
+                opts,
+                token.clone(),
+            ));
+            self.dns.push((addr, token));
+        }
+        // Port 80.
+        self.redirect_config.store(Arc::new(config.redirect.clone()));
+        let keep = config.redirect.listen.clone();
+        self.redirect.retain(|(a, t)| {
+            let k = keep.contains(a);
+            if !k {
+                t.cancel();
+            }
+            k
+        });
+        for (addr, listener) in pending.redirect {
+            info!(local_addr = %listener.local_addr().unwrap_or(addr), "listening for redirect");
+            let token = root.child_token();
+            self.tasks.spawn(crate::redirect::serve(
+                listener,
+                self.redirect_config.clone(),
+                token.clone(),
+            ));
+            self.redirect.push((addr, token));
+        }
+        // Admin.
+        if let Some((addr, listener)) = pending.admin {
+            info!(local_addr = %listener.local_addr().unwrap_or(addr), "listening for admin");
+            if let Some((_, old)) = self.admin.take() {
+                old.cancel();
+            }
+            let token = root.child_token();
+            admin(listener, token.clone());
+            self.admin = Some((addr, token));
+        }
+        // Relays: new order, kept or swapped relays, new listeners; then close the rest.
+        let mut entries: Vec<(String, RelayEntry)> = Vec::new();
+        let mut current = Vec::new();
+        for (index, ((relay, fresh), def)) in pending.relays.into_iter().zip(&config.relays).enumerate() {
+            relay.set_index(index);
+            current.push(relay.clone());
+            let old = self
+                .relays
+                .iter()
+                .position(|(n, _)| *n == def.name)
+                .map(|i| self.relays.remove(i).1);
+            let mut entry = match old {
+                Some(e) => {
+                    if !Arc::ptr_eq(&e.slot.load_full(), &relay) {
+                        info!(relay = %def.name, "relay settings changed; new connections use them");
+                        self.all.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(relay.clone());
+                        e.slot.store(relay.clone());
+                    }
+                    e
+                }
+                None => {
+                    self.all.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(relay.clone());
+                    RelayEntry {
+                        slot: Arc::new(ArcSwap::new(relay.clone())),
+                        listeners: Vec::new(),
+                    }
+                }
+            };
+            // Listeners the relay no longer names.
+            entry.listeners.retain(|(a, bound, t)| {
+                let k = def.listen.contains(a);
+                if !k {
+                    info!(relay = %def.name, local_addr = %bound, "closing relay listener");
+                    t.cancel();
+                }
+                k
+            });
+            for (addr, bound, socks) in fresh {
+                info!(relay = %def.name, local_addr = %bound, "listening for relay");
+                let token = root.child_token();
+                let slot_index = def.listen.iter().position(|a| *a == addr).unwrap_or(0);
+                for (tx, listener) in self.threads.iter().zip(socks) {
+                    let _ = tx.send(Spawn {
+                        listener,
+                        slot: slot_index,
+                        relay: entry.slot.clone(),
+                        token: token.clone(),
+                    });
+                }
+                entry.listeners.push((addr, bound, token));
+            }
+            entries.push((def.name.clone(), entry));
+        }
+        // Relays the config no longer has: stop accepting; open connections finish.
+        for (name, e) in self.relays.drain(..) {
+            info!(relay = %name, "relay removed; its open connections finish");
+            for (_, _, t) in e.listeners {
+                t.cancel();
+            }
+        }
+        self.relays = entries;
+        self.current.store(Arc::new(current));
+    }
+
+    /// The shutdown grace period.
+    pub fn grace(&self) -> std::time::Duration {
+        self.grace
+    }
+}
+
+/// Two relay definitions serve alike (compared through their Debug form, which covers every
+/// setting; certificate files are reloaded separately).
+fn same_relay(a: &RelayDef, b: &RelayDef) -> bool {
+    format!("{a:?}") == format!("{b:?}")
+}
+
+/// One relay thread: serves the listeners it is sent until the process token is cancelled,
+/// then lets open connections finish for the grace period.
+fn relay_thread(
+    mut rx: mpsc::UnboundedReceiver<Spawn>,
+    store: Store,
+    token: CancellationToken,
+    all: Arc<Mutex<Vec<Arc<Relay>>>>,
+    grace: std::time::Duration,
+    log: bool,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds");
+    rt.block_on(async move {
+        let mut set = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                s = rx.recv() => {
+                    let Some(s) = s else { break };
+                    let Ok(listener) = TcpListener::from_std(s.listener) else { continue };
+                    set.spawn(crate::relay::server::serve(listener, s.slot, s.relay, store.clone(), s.token));
+                }
+                () = token.cancelled() => break,
+            }
+        }
+        while set.join_next().await.is_some() {}
+        let relays = all
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        crate::relay::server::drain(&relays, grace, log).await;
+    });
+}
+
+/// Binds one relay address once per relay thread (SO_REUSEPORT); port 0 is resolved by the
+/// first bind. Returns the bound address and the sockets.
+fn bind_relay(
+    addr: SocketAddr,
+    threads: usize,
+) -> Result<(SocketAddr, Vec<std::net::TcpListener>), BindError> {
+    let mut bound = addr;
+    let mut socks = Vec::new();
+    for _ in 0..threads.max(1) {
+        let l = reuseport_listener(bound).map_err(|source| BindError { addr, source })?;
+        bound = l.local_addr().unwrap_or(bound);
+        socks.push(l);
+    }
+    Ok((bound, socks))
+}
+
+/// A non-blocking TCP listener with SO_REUSEPORT (and SO_REUSEADDR), ready for tokio.
+///
+/// TCP_NODELAY and SO_KEEPALIVE are set here because Linux copies them to every accepted socket:
+/// two system calls saved per relayed connection.
+pub fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.set_nodelay(true)?;
+    s.set_keepalive(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+/// Binds the UDP sockets and the TCP listener of one DNS address on the same port. With port 0,
+/// UDP picks the port and TCP may find it taken (by any TCP socket on that address, an outgoing
+/// connection included): then both are dropped and another port is tried.
+pub fn bind_dns(
+    addr: SocketAddr,
+    workers: usize,
+) -> Result<(Vec<std::net::UdpSocket>, TcpListener), BindError> {
+    let attempts = if addr.port() == 0 { 20 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let socks = dns::udp::bind(addr, workers).map_err(|source| BindError { addr, source })?;
+        let port = socks[0].local_addr().map_or(addr.port(), |a| a.port());
+        let tcp_addr = SocketAddr::new(addr.ip(), port);
+        let bound = if tcp_addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .and_then(|s| {
+            // SO_REUSEADDR: a restart binds again despite connections in TIME_WAIT.
+            s.set_reuseaddr(true)?;
+            s.bind(tcp_addr)?;
+            s.listen(1024)
+        });
+        match bound {
+            Ok(listener) => return Ok((socks, listener)),
+            Err(source) => {
+                last = Some(BindError {
+                    addr: tcp_addr,
+                    source,
+                })
+            }
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
