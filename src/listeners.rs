@@ -166,8 +166,8 @@ impl Listeners {
         let mut p = Pending::default();
         for &addr in &config.dns.listen {
             if !self.dns.iter().any(|(a, _)| *a == addr) {
-                let (socks, tcp) = bind_dns(addr, config.dns.udp_workers)
-                    .map_err(|e| e.to_string())?;
+                let (socks, tcp) =
+                    bind_dns(addr, config.dns.udp_workers).map_err(|e| e.to_string())?;
                 p.dns.push((addr, socks, tcp));
             }
         }
@@ -202,8 +202,8 @@ impl Listeners {
             for &addr in &def.listen {
                 let kept = old.is_some_and(|(_, e)| e.listeners.iter().any(|(a, _, _)| *a == addr));
                 if !kept {
-                    let (bound, socks) = bind_relay(addr, self.threads.len())
-                        .map_err(|e| e.to_string())?;
+                    let (bound, socks) =
+                        bind_relay(addr, self.threads.len()).map_err(|e| e.to_string())?;
                     fresh.push((addr, bound, socks));
                 }
             }
@@ -262,7 +262,8 @@ impl Listeners {
             self.dns.push((addr, token));
         }
         // Port 80.
-        self.redirect_config.store(Arc::new(config.redirect.clone()));
+        self.redirect_config
+            .store(Arc::new(config.redirect.clone()));
         let keep = config.redirect.listen.clone();
         self.redirect.retain(|(a, t)| {
             let k = keep.contains(a);
@@ -294,7 +295,9 @@ impl Listeners {
         // Relays: new order, kept or swapped relays, new listeners; then close the rest.
         let mut entries: Vec<(String, RelayEntry)> = Vec::new();
         let mut current = Vec::new();
-        for (index, ((relay, fresh), def)) in pending.relays.into_iter().zip(&config.relays).enumerate() {
+        for (index, ((relay, fresh), def)) in
+            pending.relays.into_iter().zip(&config.relays).enumerate()
+        {
             relay.set_index(index);
             current.push(relay.clone());
             let old = self
@@ -306,13 +309,19 @@ impl Listeners {
                 Some(e) => {
                     if !Arc::ptr_eq(&e.slot.load_full(), &relay) {
                         info!(relay = %def.name, "relay settings changed; new connections use them");
-                        self.all.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(relay.clone());
+                        self.all
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(relay.clone());
                         e.slot.store(relay.clone());
                     }
                     e
                 }
                 None => {
-                    self.all.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(relay.clone());
+                    self.all
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(relay.clone());
                     RelayEntry {
                         slot: Arc::new(ArcSwap::new(relay.clone())),
                         listeners: Vec::new(),

@@ -16,8 +16,8 @@ use crate::admin::{Live, Loaded};
 use crate::config::Config;
 use crate::diag::Diagnostic;
 use crate::dns::{self, xfr::TransferPolicy, Stats};
-use crate::listeners::Listeners;
 use crate::health::engine::Outputs;
+use crate::listeners::Listeners;
 use crate::state::{Snapshot, Store};
 use crate::zone::{serial_after, Zone};
 
@@ -133,25 +133,19 @@ pub async fn run(
     // SO_REUSEPORT listener per relay address; a connection never leaves the thread that
     // accepted it (no work stealing, no cross-thread wake-ups).
     let mut listeners = Listeners::new(shared, &config);
-    let pending = listeners
-        .prepare(&config, true)
-        .map_err(RunError::Listen)?;
+    let pending = listeners.prepare(&config, true).map_err(RunError::Listen)?;
     if config.admin.token.is_none() {
-        info!("admin: no token_file configured; admin actions are disabled, read-only endpoints work");
+        info!(
+            "admin: no token_file configured; admin actions are disabled, read-only endpoints work"
+        );
     }
     // The engine publishes every snapshot from now on (health, and relay backends' admin state,
     // drain or maint, checks or not). Its first snapshot is in place before `start` returns, so
     // relays start accepting only after that. Service names are answered from the zone's full
     // set until each member has a result.
     let out = Outputs::new(store.clone(), stats.clone(), serving.health.clone());
-    let handle = crate::health::engine::start(
-        &serving,
-        statics,
-        &out,
-        &[],
-        tls,
-        token.child_token(),
-    );
+    let handle =
+        crate::health::engine::start(&serving, statics, &out, &[], tls, token.child_token());
     let mut first_round = out.first_round.subscribe();
     let live = Arc::new(Live {
         started,

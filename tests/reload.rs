@@ -160,9 +160,16 @@ fn watch_reloads_when_a_zone_file_changes() {
     let v = |s: &Mailns| v_of(&udp_raw(s.addr, &query("v.z.test.", RecordType::A, None)).unwrap());
     assert_eq!(v(&s).as_deref(), Some("127.0.0.1"));
     std::fs::write(&zone_file, zone(3, "127.0.0.3")).unwrap();
-    let t = wait_for(Duration::from_secs(5), "the change is served", || {
-        v(&s).as_deref() == Some("127.0.0.3")
-    });
+    let start = std::time::Instant::now();
+    while v(&s).as_deref() != Some("127.0.0.3") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the change was not served; status: {:#}",
+            status_json(&s)["config"]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = start.elapsed();
     eprintln!("served {t:?} after the write");
     // A broken write keeps the old data and shows the error; fixing it clears the error.
     std::fs::write(&zone_file, "$TTL 60\n@ SOA ns1\n").unwrap();
@@ -175,4 +182,173 @@ fn watch_reloads_when_a_zone_file_changes() {
         v(&s).as_deref() == Some("127.0.0.4")
             && status_json(&s)["config"]["last_reload_error"].is_null()
     });
+}
+
+/// Waits until, for each pattern (all of its parts in one log line), a line was logged; returns
+/// each line's `local_addr=` value, in pattern order.
+fn logged_addrs(s: &Mailns, patterns: &[&[&str]]) -> Vec<SocketAddr> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut found: Vec<Option<SocketAddr>> = vec![None; patterns.len()];
+    while found.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = s
+            .log
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no log lines for {patterns:?}: found {found:?}"));
+        for (i, p) in patterns.iter().enumerate() {
+            if found[i].is_none() && p.iter().all(|n| line.contains(n)) {
+                found[i] = line
+                    .split("local_addr=")
+                    .nth(1)
+                    .and_then(|x| x.split_whitespace().next())
+                    .and_then(|x| x.parse().ok());
+            }
+        }
+    }
+    found.into_iter().flatten().collect()
+}
+
+fn echo_once(
+    c: &mut std::net::TcpStream,
+    r: &mut std::io::BufReader<std::net::TcpStream>,
+) -> String {
+    use std::io::{BufRead, Write};
+    c.write_all(b"ping\n").unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn listeners_follow_the_config_on_reload() {
+    use mailns::sim::{self, Proto, Sim};
+    let rt = sim::runtime();
+    let net = 176u8;
+    let ex1 = Sim::start(&rt, [127, net, 0, 1].into(), 0, Proto::Echo("ex01".into()));
+    let ex2 = Sim::start(
+        &rt,
+        [127, net, 0, 2].into(),
+        ex1.addr.port(),
+        Proto::Echo("ex02".into()),
+    );
+    let servers = format!(
+        "[[server]]\nname = \"ex01\"\naddresses = [\"127.{net}.0.1\"]\n[[server]]\nname = \"ex02\"\naddresses = [\"127.{net}.0.2\"]\n"
+    );
+    let relay = |name: &str, server: &str| {
+        format!(
+            "[[relay]]\nname = \"{name}\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"{server}\"]\nbackend_port = {}\n",
+            ex1.addr.port()
+        )
+    };
+    let cfg = |dns: &str, extra: &str| {
+        format!(
+            "[dns]\nlisten = [{dns}]\nudp_workers = 2\n\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"token\"\n\n\
+             [[zone]]\nname = \"z.test\"\nfile = \"a.zone\"\n\n{servers}\n{extra}"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.zone"), zone(1, "127.0.0.1")).unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("token"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let s = Mailns::start_config(dir, &cfg("\"127.0.0.1:0\"", &relay("a", "ex01")));
+    let path = s.dir.path().join("mailns.toml");
+    let a = s.relay("a")[0];
+    let (mut c1, mut r1) = {
+        let (id, c) = hello(a, "127.0.0.1".parse().unwrap()).expect("relayed");
+        assert_eq!(id, "ex01");
+        let r = std::io::BufReader::new(c.try_clone().unwrap());
+        (c, r)
+    };
+
+    // Add a DNS listener, a relay and the port-80 listener; point relay a at ex02.
+    std::fs::write(
+        &path,
+        cfg(
+            "\"127.0.0.1:0\", \"127.0.0.2:0\"",
+            &format!(
+                "{}{}[redirect]\nlisten = [\"127.0.0.1:0\"]\n",
+                relay("a", "ex02"),
+                relay("b", "ex01")
+            ),
+        ),
+    )
+    .unwrap();
+    assert_eq!(reload(s.admin), 200);
+    let found = logged_addrs(
+        &s,
+        &[
+            &["listening for DNS/TCP", "127.0.0.2:"],
+            &["listening for relay", "relay=b"],
+            &["listening for redirect"],
+        ],
+    );
+    let (dns2, b, redirect) = (found[0], found[1], found[2]);
+    let v = |addr| v_of(&udp_raw(addr, &query("v.z.test.", RecordType::A, None)).unwrap());
+    assert_eq!(
+        v(s.addr).as_deref(),
+        Some("127.0.0.1"),
+        "the first socket kept"
+    );
+    assert_eq!(
+        v(dns2).as_deref(),
+        Some("127.0.0.1"),
+        "the new listener answers"
+    );
+    assert_eq!(
+        hello(a, "127.0.0.1".parse().unwrap()).unwrap().0,
+        "ex02",
+        "same socket, new settings"
+    );
+    assert_eq!(hello(b, "127.0.0.1".parse().unwrap()).unwrap().0, "ex01");
+    assert_eq!(
+        http_get(redirect, "/").0,
+        301,
+        "the redirect listener answers"
+    );
+    assert_eq!(
+        echo_once(&mut c1, &mut r1),
+        "ping\n",
+        "the open connection is untouched"
+    );
+
+    // A listener that cannot be bound fails the reload and changes nothing.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let before = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        before.replace(
+            "[redirect]\nlisten = [\"127.0.0.1:0\"]",
+            &format!(
+                "[redirect]\nlisten = [\"127.0.0.1:0\", \"{}\"]",
+                taken.local_addr().unwrap()
+            ),
+        ),
+    )
+    .unwrap();
+    assert_eq!(reload(s.admin), 422);
+    let err = status_json(&s)["config"]["last_reload_error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("cannot bind"), "{err}");
+    assert_eq!(hello(b, "127.0.0.1".parse().unwrap()).unwrap().0, "ex01");
+
+    // Remove the second DNS listener, relay b and port 80: they close; the rest stays.
+    std::fs::write(&path, cfg("\"127.0.0.1:0\"", &relay("a", "ex02"))).unwrap();
+    assert_eq!(reload(s.admin), 200);
+    wait_for(Duration::from_secs(3), "removed listeners close", || {
+        std::net::TcpStream::connect_timeout(&b, Duration::from_millis(200)).is_err()
+            && std::net::TcpStream::connect_timeout(&redirect, Duration::from_millis(200)).is_err()
+            && std::net::TcpStream::connect_timeout(&dns2, Duration::from_millis(200)).is_err()
+    });
+    assert_eq!(v(s.addr).as_deref(), Some("127.0.0.1"));
+    assert_eq!(hello(a, "127.0.0.1".parse().unwrap()).unwrap().0, "ex02");
+    assert_eq!(echo_once(&mut c1, &mut r1), "ping\n", "still untouched");
+    let relays = status_json(&s)["relays"].as_array().unwrap().len();
+    assert_eq!(relays, 1);
+    drop(ex2);
 }
