@@ -147,3 +147,46 @@ fn json_logs_are_one_object_per_line() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("z.zone"), ZONE).unwrap();
+    let cfg = dir.path().join("mailns.toml");
+    std::fs::write(
+        &cfg,
+        "[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_mailns"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut next = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    assert_eq!(next(), "READY=1\n");
+    let pid = child.0.id().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let reloading = next();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert_eq!(next(), "READY=1\n");
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert_eq!(next(), "STOPPING=1\n");
+    assert!(child.0.wait().unwrap().success());
+}
