@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use mailns::sim;
 use serde_json::Value;
 use sim::{Proto, Sim};
@@ -155,20 +155,6 @@ fn server<'a>(doc: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("server {name} in {doc:#}"))
 }
 
-fn owa(addr: SocketAddr) -> Vec<String> {
-    let m = udp(addr, "owa.mail.test.", RecordType::A, Some(1232));
-    let mut v: Vec<String> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// The id line of the server a new relay connection reaches.
 fn relayed_to(relay: SocketAddr) -> String {
     let s = TcpStream::connect_timeout(&relay, Duration::from_secs(2)).expect("relay accepts");
@@ -205,7 +191,7 @@ fn read_only_endpoints_and_promtool() {
     );
 
     // Some traffic to count.
-    assert_eq!(owa(s.addr), [p.ip(1), p.ip(2)]);
+    assert_eq!(a_set(s.addr, "owa.mail.test."), [p.ip(1), p.ip(2)]);
     let _ = udp(s.addr, "nx.mail.test.", RecordType::A, None);
     let mut seen: Vec<String> = (0..4).map(|_| relayed_to(s.relay("rpc")[0])).collect();
     seen.sort();
@@ -302,7 +288,7 @@ fn drain_needs_the_token_acts_within_a_second_and_survives_restart() {
     }
     assert_eq!(server(&status_json(&s), "ex01")["admin"], "ready");
     assert!(!state_file.exists(), "nothing written without the token");
-    assert_eq!(owa(s.addr), [p.ip(1), p.ip(2)]);
+    assert_eq!(a_set(s.addr, "owa.mail.test."), [p.ip(1), p.ip(2)]);
     // Bad requests.
     assert_eq!(
         curl(
@@ -341,7 +327,10 @@ fn drain_needs_the_token_acts_within_a_second_and_survives_restart() {
     let t = wait_for(
         Duration::from_secs(1),
         "ex01 out of DNS and the relay",
-        || owa(s.addr) == [p.ip(2)] && (0..4).all(|_| relayed_to(s.relay("rpc")[0]) == "ex02"),
+        || {
+            a_set(s.addr, "owa.mail.test.") == [p.ip(2)]
+                && (0..4).all(|_| relayed_to(s.relay("rpc")[0]) == "ex02")
+        },
     );
     eprintln!("drain in force {t:?} after the API answered");
     let doc = status_json(&s);
@@ -388,7 +377,7 @@ fn drain_needs_the_token_acts_within_a_second_and_survives_restart() {
         );
         assert_eq!(code, 200, "{body}");
     }
-    assert_eq!(owa(s.addr), [p.ip(1), p.ip(2)]);
+    assert_eq!(a_set(s.addr, "owa.mail.test."), [p.ip(1), p.ip(2)]);
 }
 
 #[test]
@@ -411,7 +400,7 @@ fn reload_keeps_serving_through_a_broken_zone_and_shows_the_error() {
         "up",
         "carried over"
     );
-    assert_eq!(owa(s.addr), [p.ip(1), p.ip(2)]);
+    assert_eq!(a_set(s.addr, "owa.mail.test."), [p.ip(1), p.ip(2)]);
 
     // A broken zone: 422 with path:line, the old data keeps serving, the dashboard shows it.
     std::fs::write(
@@ -428,7 +417,7 @@ fn reload_keeps_serving_through_a_broken_zone_and_shows_the_error() {
         .as_str()
         .unwrap();
     assert!(err.contains(&want), "{err}");
-    assert_eq!(owa(s.addr), [p.ip(1), p.ip(2)]);
+    assert_eq!(a_set(s.addr, "owa.mail.test."), [p.ip(1), p.ip(2)]);
     assert_eq!(
         udp(s.addr, "extra.mail.test.", RecordType::A, None)
             .answers

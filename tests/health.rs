@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use mailns::sim;
 use sim::{Proto, Sim};
 
@@ -173,21 +173,6 @@ checks = ["smtp"]
 name = "mx2.mail.test"
 checks = ["smtp"]
 "#;
-
-/// The A addresses answered for `name`, sorted.
-fn a_set(addr: SocketAddr, name: &str) -> Vec<String> {
-    let m = udp(addr, name, RecordType::A, Some(1232));
-    let mut v: Vec<String> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
 
 #[test]
 fn killed_server_leaves_every_name_and_returns_after_rise() {

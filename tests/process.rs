@@ -105,9 +105,8 @@ fn the_grace_period_ends_with_held_connections_closed() {
     assert!(status.success(), "{status}");
 }
 
-#[test]
-fn json_logs_are_one_object_per_line() {
-    let dir = tempfile::tempdir().unwrap();
+/// A config serving one zone on ephemeral ports, written into `dir`; its path.
+fn minimal_config(dir: &tempfile::TempDir) -> std::path::PathBuf {
     std::fs::write(dir.path().join("z.zone"), ZONE).unwrap();
     let cfg = dir.path().join("mailns.toml");
     std::fs::write(
@@ -115,6 +114,13 @@ fn json_logs_are_one_object_per_line() {
         "[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
     )
     .unwrap();
+    cfg
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = minimal_config(&dir);
     let mut child = ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_mailns"))
             .args(["--log-format", "json", "run", "--config"])
@@ -152,13 +158,7 @@ fn json_logs_are_one_object_per_line() {
 fn systemd_hears_ready_reloading_and_stopping() {
     use std::os::unix::net::UnixDatagram;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("z.zone"), ZONE).unwrap();
-    let cfg = dir.path().join("mailns.toml");
-    std::fs::write(
-        &cfg,
-        "[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-    )
-    .unwrap();
+    let cfg = minimal_config(&dir);
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))

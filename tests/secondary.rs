@@ -112,20 +112,6 @@ fn kdig_axfr(server: SocketAddr, zone: &str, extra: &[&str]) -> (bool, Vec<Strin
     (ok, records, format!("{text}{err}"))
 }
 
-fn a_set(addr: SocketAddr, name: &str) -> Vec<String> {
-    let m = udp(addr, name, RecordType::A, Some(1232));
-    let mut v: Vec<String> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            hickory_proto::rr::RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn knot_transfers_the_static_truth_and_follows_notify() {
     let rt = sim::runtime();

@@ -10,22 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use hickory_proto::rr::{RData, RecordType};
 use mailns::sim::{self, Proto, Sim};
-
-fn a_set(addr: SocketAddr, name: &str) -> Vec<String> {
-    let m = udp(addr, name, RecordType::A, Some(1232));
-    let mut v: Vec<String> = m
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
-        .collect();
-    v.sort();
-    v
-}
 
 /// Which server each of `n` clients reaches through `relay`.
 fn picks(relay: SocketAddr, n: u32) -> BTreeMap<IpAddr, String> {

@@ -576,11 +576,8 @@ pub(super) fn validate(
     let mut out_services: Vec<ServiceDef> = Vec::new();
     for s in services {
         let span = Some(s.name.span());
-        let name = match Name::from_ascii(s.name.get_ref()) {
-            Ok(mut n) => {
-                n.set_fqdn(true);
-                n.to_lowercase()
-            }
+        let name = match super::fqdn_lower(s.name.get_ref()) {
+            Ok(n) => n,
             Err(e) => {
                 cx.err(
                     span.clone(),

@@ -177,6 +177,13 @@ struct RawZone {
     serial: Option<Spanned<String>>,
 }
 
+/// A configured domain name: fully qualified, lowercase (how every table compares names).
+pub(crate) fn fqdn_lower(s: &str) -> Result<Name, hickory_proto::ProtoError> {
+    let mut n = Name::from_ascii(s)?;
+    n.set_fqdn(true);
+    Ok(n.to_lowercase())
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -319,11 +326,8 @@ impl Config {
         let mut seen = HashSet::new();
         for z in raw.zones {
             let line = line_of(text, z.file.span().start);
-            let origin = match Name::from_ascii(z.name.get_ref()) {
-                Ok(mut n) => {
-                    n.set_fqdn(true);
-                    n.to_lowercase()
-                }
+            let origin = match fqdn_lower(z.name.get_ref()) {
+                Ok(n) => n,
                 Err(e) => {
                     diags.push(Diagnostic::error(
                         path,
@@ -357,10 +361,8 @@ impl Config {
                 }
             }
             let transfer_key = z.transfer_key.as_ref().and_then(|k| {
-                let want = k.get_ref().trim_end_matches('.').to_ascii_lowercase();
-                let found = keys
-                    .iter()
-                    .find(|x| x.name.to_string().trim_end_matches('.') == want);
+                let want = fqdn_lower(k.get_ref()).ok();
+                let found = keys.iter().find(|x| Some(&x.name) == want.as_ref());
                 if found.is_none() {
                     diags.push(Diagnostic::error(
                         path,
@@ -488,11 +490,8 @@ impl Config {
         let at = |span: Range<usize>| Some(line_of(text, span.start));
         let mut keys: Vec<TsigKey> = Vec::new();
         for k in raw {
-            let name = match Name::from_ascii(k.name.get_ref()) {
-                Ok(mut n) => {
-                    n.set_fqdn(true);
-                    n.to_lowercase()
-                }
+            let name = match fqdn_lower(k.name.get_ref()) {
+                Ok(n) => n,
                 Err(e) => {
                     diags.push(Diagnostic::error(
                         path,

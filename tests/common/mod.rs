@@ -442,3 +442,18 @@ pub fn hello(relay: SocketAddr, from: IpAddr) -> Option<(String, TcpStream)> {
 pub fn client(i: u32) -> IpAddr {
     IpAddr::from([127, 50 + (i / 250) as u8, 1, (i % 250) as u8 + 1])
 }
+
+/// The A addresses answered for `name` over UDP, sorted.
+pub fn a_set(addr: SocketAddr, name: &str) -> Vec<String> {
+    let m = udp(addr, name, RecordType::A, Some(1232));
+    let mut v: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
