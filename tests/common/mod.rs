@@ -457,3 +457,22 @@ pub fn a_set(addr: SocketAddr, name: &str) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Runs `f` on a thread of its own in a fresh network namespace with its loopback up, so a
+/// test can use the standard ports (25, 80, 443, 135) without colliding with anything. Threads
+/// and processes it starts (simulated servers' runtimes, mailns, dig) inherit the namespace.
+pub fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .expect("unshare(CLONE_NEWNET) needs root (the README's test command runs as root)");
+        let ok = Command::new(require_tool("ip"))
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("ip")
+            .success();
+        assert!(ok, "ip link set lo up");
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}

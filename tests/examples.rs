@@ -1,0 +1,189 @@
+//! The reference deployments under `config/examples/`, each started as shipped (standard ports,
+//! in a private network namespace) against simulated Exchange servers, with one server failure.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use mailns::sim::{self, Proto, Sim};
+
+fn example_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config/examples")
+        .join(name)
+}
+
+/// Copies an example (and its subfolders) into a fresh folder, so state files land there.
+fn copy_example(name: &str) -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let target = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), target).unwrap();
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    copy(&example_dir(name), dir.path());
+    dir
+}
+
+/// Starts mailns on an example, as shipped.
+fn start_example(name: &str) -> Mailns {
+    let dir = copy_example(name);
+    let path = dir.path().join("mailns.toml");
+    Mailns::start_path(dir, &path)
+}
+
+/// The first line a server behind `addr` says.
+fn banner(addr: SocketAddr) -> Option<String> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    Some(line.trim_end().to_string())
+}
+
+/// Simulated servers for one host: (port, protocol) each.
+fn host(rt: &Arc<tokio::runtime::Runtime>, ip: IpAddr, ports: &[(u16, Proto)]) -> Vec<Arc<Sim>> {
+    ports
+        .iter()
+        .map(|(port, proto)| Sim::start(rt, ip, *port, proto.clone()))
+        .collect()
+}
+
+/// The state the dashboard gives server `name`.
+fn server_state(s: &Mailns, name: &str) -> String {
+    status_json(s)["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == name)
+        .map(|x| x["state"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
+
+/// An HTTPS GET through a relay, verified against `ca`, with `name` resolving to `ip`.
+fn https_get(name: &str, ip: &str, path: &str, ca: &Path) -> String {
+    let out = Command::new(require_tool("curl"))
+        .args([
+            "-sS",
+            "-m",
+            "5",
+            "--cacert",
+            &ca.display().to_string(),
+            "--resolve",
+            &format!("{name}:443:{ip}"),
+            &format!("https://{name}{path}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn every_example_passes_mailns_check() {
+    for e in
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples")).unwrap()
+    {
+        let config = e.unwrap().path().join("mailns.toml");
+        let out = Command::new(env!("CARGO_BIN_EXE_mailns"))
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            config.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn exchange2016_farms() {
+    in_netns(|| {
+        let rt = sim::runtime();
+        let ports = |h: u8| {
+            vec![
+                (25, Proto::Smtp),
+                (143, Proto::Imap),
+                (993, Proto::Imap),
+                (110, Proto::Pop3),
+                (995, Proto::Pop3),
+                (135, Proto::Echo(format!("cas0{h}"))),
+                (60000, Proto::Echo(format!("cas0{h}"))),
+                (60001, Proto::Echo(format!("cas0{h}"))),
+                (80, Proto::Http),
+            ]
+        };
+        let cas01 = host(&rt, [127, 0, 1, 1].into(), &ports(1));
+        let _cas02 = host(&rt, [127, 0, 1, 2].into(), &ports(2));
+        let s = start_example("exchange2016-farms");
+        let ca = s.dir.path().join("certs/mail.example.test.pem");
+        let vip = |port: u16| SocketAddr::from(([127, 0, 0, 10], port));
+        let check_every_port = |want_rpc: Option<&str>| {
+            for (port, greeting) in [
+                (25, "220 "),
+                (143, "* OK"),
+                (993, "* OK"),
+                (110, "+OK"),
+                (995, "+OK"),
+            ] {
+                let b = banner(vip(port)).unwrap_or_default();
+                assert!(b.starts_with(greeting), "port {port}: {b:?}");
+            }
+            // One client reaches one CAS on 135, 60000 and 60001.
+            for i in 0..20 {
+                let ids: Vec<String> = [135, 60000, 60001]
+                    .iter()
+                    .map(|p| hello(vip(*p), client(i)).expect("rpc relayed").0)
+                    .collect();
+                assert!(ids.iter().all(|x| *x == ids[0]), "client {i}: {ids:?}");
+                if let Some(w) = want_rpc {
+                    assert_eq!(ids[0], w, "client {i}");
+                }
+            }
+            let body = https_get(
+                "owa.mail.example.test",
+                "127.0.0.10",
+                "/owa/healthcheck.htm",
+                &ca,
+            );
+            assert!(body.starts_with("200 OK"), "{body}");
+            let (code, _) = http_get(vip(80), "/");
+            assert_eq!(code, 301);
+        };
+        check_every_port(None);
+        // The DNS names point at the virtual address.
+        assert_eq!(
+            a_set(
+                SocketAddr::from(([127, 0, 0, 1], 53)),
+                "owa.mail.example.test."
+            ),
+            ["127.0.0.10"]
+        );
+
+        // cas01 dies: every farm moves new connections to cas02.
+        for sim in &cas01 {
+            sim.kill();
+        }
+        wait_for(
+            Duration::from_secs(8),
+            "cas01 down on the dashboard",
+            || server_state(&s, "cas01") == "down",
+        );
+        check_every_port(Some("cas02"));
+    });
+}
