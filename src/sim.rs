@@ -186,12 +186,16 @@ async fn serve(s: TcpStream, proto: Proto, b: Arc<Behaviour>) {
         std::future::pending::<()>().await;
         return;
     }
+    // HTTP answers name the server in `X-Served-By`, so clients can tell which one they reached.
+    let me = s
+        .local_addr()
+        .map_or_else(|_| String::new(), |a| a.ip().to_string());
     match proto {
-        Proto::Http => http(s, b).await,
+        Proto::Http => http(s, b, me).await,
         Proto::Https(cfg) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
             if let Ok(tls) = acceptor.accept(s).await {
-                http(tls, b).await;
+                http(tls, b, me).await;
             }
         }
         Proto::Smtp => smtp(s, b).await,
@@ -222,9 +226,10 @@ async fn serve(s: TcpStream, proto: Proto, b: Arc<Behaviour>) {
 async fn http<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
     s: S,
     b: Arc<Behaviour>,
+    me: String,
 ) {
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let b = b.clone();
+        let (b, me) = (b.clone(), me.clone());
         async move {
             b.hits.fetch_add(1, Ordering::Relaxed);
             let path = req.uri().path().to_ascii_lowercase();
@@ -247,6 +252,7 @@ async fn http<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + '
             Ok::<_, std::convert::Infallible>(
                 hyper::Response::builder()
                     .status(status)
+                    .header("x-served-by", me)
                     .body(Full::new(Bytes::from(body)))
                     .unwrap(),
             )

@@ -187,3 +187,102 @@ fn exchange2016_farms() {
         check_every_port(Some("cas02"));
     });
 }
+
+/// Which server (its address, from `X-Served-By`) answers `path` through the relay at
+/// `vip:443` for a client bound to `from`.
+fn served_by(name: &str, vip: &str, path: &str, from: IpAddr) -> String {
+    let out = Command::new(require_tool("curl"))
+        .args([
+            "-sk",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+            "--interface",
+            &from.to_string(),
+            "-w",
+            "%{http_code} %header{x-served-by}",
+            "--resolve",
+            &format!("{name}:443:{vip}"),
+            &format!("https://{name}{path}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn unified_namespace() {
+    in_netns(|| {
+        let rt = sim::runtime();
+        let tls = sim::tls_server(&["outlook.mail.example.test"]);
+        let cas: Vec<Arc<Sim>> = (1..=3u8)
+            .map(|h| Sim::start(&rt, [127, 0, 2, h].into(), 443, Proto::Https(tls.clone())))
+            .collect();
+        let s = start_example("unified-namespace");
+        let dns = SocketAddr::from(([127, 0, 0, 1], 53));
+        let name = "outlook.mail.example.test";
+        let all = ["127.0.2.1", "127.0.2.2", "127.0.2.3"];
+        assert_eq!(a_set(dns, "outlook.mail.example.test."), all);
+        assert_eq!(
+            a_set(dns, "autodiscover.mail.example.test."),
+            all,
+            "CNAME to outlook"
+        );
+        // Every virtual directory through the one address.
+        let me: IpAddr = "127.0.0.1".parse().unwrap();
+        for vdir in [
+            "owa",
+            "ews",
+            "mapi",
+            "Microsoft-Server-ActiveSync",
+            "oab",
+            "ecp",
+        ] {
+            let r = served_by(name, "127.0.0.20", &format!("/{vdir}/healthcheck.htm"), me);
+            assert!(r.starts_with("200 127.0.2."), "{vdir}: {r}");
+        }
+        // Persistence: each client keeps its server across requests and virtual directories.
+        let pick = |i: u32| {
+            let got: Vec<String> = [
+                "/owa/healthcheck.htm",
+                "/mapi/healthcheck.htm",
+                "/ews/healthcheck.htm",
+            ]
+            .iter()
+            .map(|p| served_by(name, "127.0.0.20", p, client(i)))
+            .collect();
+            assert!(got.iter().all(|g| *g == got[0]), "client {i}: {got:?}");
+            got[0].trim_start_matches("200 ").to_string()
+        };
+        let before: Vec<String> = (0..12).map(pick).collect();
+        assert!(
+            before
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                >= 2,
+            "{before:?}"
+        );
+
+        // cas02's MAPI fails: the name leaves cas02 in DNS, and only its relay clients move.
+        cas[1].fail_path("/mapi/healthcheck.htm", true);
+        wait_for(Duration::from_secs(8), "cas02 out of DNS", || {
+            a_set(dns, "outlook.mail.example.test.") == ["127.0.2.1", "127.0.2.3"]
+        });
+        wait_for(Duration::from_secs(5), "cas02 out of the relay", || {
+            (0..12).all(|i| pick(i) != "127.0.2.2")
+        });
+        for (i, b) in before.iter().enumerate() {
+            if b != "127.0.2.2" {
+                assert_eq!(&pick(i as u32), b, "client {i} keeps its server");
+            }
+        }
+        // cas01 dies too: everything goes to cas03.
+        cas[0].kill();
+        wait_for(Duration::from_secs(8), "only cas03 left", || {
+            a_set(dns, "outlook.mail.example.test.") == ["127.0.2.3"]
+                && (0..12).all(|i| pick(i) == "127.0.2.3")
+        });
+    });
+}
