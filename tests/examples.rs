@@ -219,7 +219,7 @@ fn unified_namespace() {
         let cas: Vec<Arc<Sim>> = (1..=3u8)
             .map(|h| Sim::start(&rt, [127, 0, 2, h].into(), 443, Proto::Https(tls.clone())))
             .collect();
-        let s = start_example("unified-namespace");
+        let _mailns = start_example("unified-namespace");
         let dns = SocketAddr::from(([127, 0, 0, 1], 53));
         let name = "outlook.mail.example.test";
         let all = ["127.0.2.1", "127.0.2.2", "127.0.2.3"];
