@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -475,42 +475,11 @@ fn preferred_site_and_delayed_failover_to_the_standby() {
 /// and honours the short TTL.
 #[test]
 fn unbound_in_front_sees_the_live_set_and_the_short_ttl() {
-    let unbound = require_tool("unbound");
     let farm = Farm::start(123);
     let services = "[[service]]\nname = \"owa.mail.test\"\nchecks = [\"owa\"]\nttl = 2\n";
     let s = farm.start_mailns("", services);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let d = dir.path().display();
-    // The root is stubbed to a dead loopback port too: nothing can ever leave the machine.
-    let conf = format!(
-        "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n\
-         directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  use-syslog: no\n  logfile: \"\"\n  do-ip6: no\n\
-         access-control: 127.0.0.0/8 allow\n  module-config: \"iterator\"\n  do-not-query-localhost: no\n\
-         qname-minimisation: no\n  prefetch: no\n  num-threads: 1\n\
-         local-zone: \"test.\" nodefault\n\
-         stub-zone:\n  name: \"mail.test\"\n  stub-addr: 127.0.0.1@{}\n\
-         stub-zone:\n  name: \".\"\n  stub-addr: 127.0.0.1@9\n",
-        s.addr.port()
-    );
-    let conf_path = dir.path().join("unbound.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let _unbound = ChildGuard(
-        std::process::Command::new(unbound)
-            .args(["-d", "-c"])
-            .arg(&conf_path)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start unbound"),
-    );
-    let resolver: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let via = |name: &str| {
-        let mut q =
-            hickory_proto::op::Message::from_vec(&query(name, RecordType::A, None)).unwrap();
-        q.metadata.recursion_desired = true;
-        udp_raw(resolver, &q.to_vec().unwrap())
-            .and_then(|r| hickory_proto::op::Message::from_vec(&r).ok())
-    };
+    let resolver = Unbound::start("127.0.0.1", "mail.test", s.addr, None);
+    let via = |name: &str| resolver.ask(name);
     wait_for(Duration::from_secs(10), "unbound answers", || {
         via("owa.mail.test.").is_some_and(|m| m.answers.len() == 3)
     });

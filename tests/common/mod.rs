@@ -476,3 +476,56 @@ pub fn in_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T 
     .join()
     .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
+
+/// A real resolver: unbound on `ip` (a free port, or 53 with `port`), with a stub zone for
+/// `zone` pointing at mailns's `primary`. The root is stubbed to a dead loopback port, so nothing
+/// ever leaves the machine.
+pub struct Unbound {
+    _child: ChildGuard,
+    /// Where it answers.
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Unbound {
+    /// Starts it; `port` None takes a free one.
+    pub fn start(ip: &str, zone: &str, primary: SocketAddr, port: Option<u16>) -> Self {
+        let unbound = require_tool("unbound");
+        let dir = tempfile::tempdir().unwrap();
+        let port = port.unwrap_or_else(free_port);
+        let d = dir.path().display();
+        let conf = format!(
+            "server:\n  interface: {ip}\n  port: {port}\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n\
+             directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  use-syslog: no\n  logfile: \"\"\n  do-ip6: no\n\
+             access-control: 127.0.0.0/8 allow\n  module-config: \"iterator\"\n  do-not-query-localhost: no\n\
+             qname-minimisation: no\n  prefetch: no\n  num-threads: 1\n\
+             local-zone: \"test.\" nodefault\n\
+             stub-zone:\n  name: \"{zone}\"\n  stub-addr: {}@{}\n\
+             stub-zone:\n  name: \".\"\n  stub-addr: 127.0.0.1@9\n",
+            primary.ip(),
+            primary.port()
+        );
+        let conf_path = dir.path().join("unbound.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = ChildGuard(
+            Command::new(unbound)
+                .args(["-d", "-c"])
+                .arg(&conf_path)
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start unbound"),
+        );
+        Self {
+            _child: child,
+            addr: SocketAddr::new(ip.parse().expect("ip"), port),
+            _dir: dir,
+        }
+    }
+
+    /// Asks it for `name`'s A records, recursion desired.
+    pub fn ask(&self, name: &str) -> Option<Message> {
+        let mut q = Message::from_vec(&query(name, RecordType::A, None)).unwrap();
+        q.metadata.recursion_desired = true;
+        udp_raw(self.addr, &q.to_vec().unwrap()).and_then(|r| Message::from_vec(&r).ok())
+    }
+}
