@@ -286,3 +286,66 @@ fn unified_namespace() {
         });
     });
 }
+
+#[test]
+fn dns_round_robin() {
+    in_netns(|| {
+        let rt = sim::runtime();
+        let tls = sim::tls_server(&["owa.mail.example.test", "autodiscover.mail.example.test"]);
+        let cas: Vec<Arc<Sim>> = (1..=3u8)
+            .map(|h| Sim::start(&rt, [127, 0, 3, h].into(), 443, Proto::Https(tls.clone())))
+            .collect();
+        let _mailns = start_example("dns-round-robin");
+        let dns = SocketAddr::from(([127, 0, 0, 1], 53));
+        // A resolver in front, as clients see mailns.
+        let resolver = Unbound::start("127.0.0.2", "mail.example.test", dns, Some(53));
+        let all = ["127.0.3.1", "127.0.3.2", "127.0.3.3"];
+        for name in ["owa.mail.example.test.", "autodiscover.mail.example.test."] {
+            assert_eq!(a_set(dns, name), all);
+            let m = udp(dns, name, hickory_proto::rr::RecordType::A, None);
+            assert!(
+                m.answers.iter().all(|r| r.ttl == 30),
+                "policy TTL: {:?}",
+                m.answers
+            );
+        }
+        wait_for(Duration::from_secs(10), "unbound answers", || {
+            resolver
+                .ask("owa.mail.example.test.")
+                .is_some_and(|m| m.answers.len() == 3)
+        });
+        // Static names keep the zone's TTL.
+        let m = udp(
+            dns,
+            "mail.mail.example.test.",
+            hickory_proto::rr::RecordType::A,
+            None,
+        );
+        assert_eq!(m.answers[0].ttl, 300);
+
+        // cas02 dies. Detection window: a probe interval (2 s) plus fall × timeout; the sentinel
+        // usually sees the close at once.
+        cas[1].kill();
+        let t = wait_for(Duration::from_secs(5), "no answer has cas02", || {
+            (0..10).all(|_| {
+                a_set(dns, "owa.mail.example.test.") == ["127.0.3.1", "127.0.3.3"]
+                    && a_set(dns, "autodiscover.mail.example.test.") == ["127.0.3.1", "127.0.3.3"]
+            })
+        });
+        eprintln!("cas02 out of every answer {t:?} after the kill");
+        // The resolver sees the same: a name it has not cached since the failure comes back with
+        // the live set at once (a cached one follows within the 30 s policy TTL, not the zone's
+        // 5 minutes).
+        let m = resolver.ask("autodiscover.mail.example.test.").unwrap();
+        let got: std::collections::BTreeSet<String> =
+            m.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(
+            got,
+            ["127.0.3.1", "127.0.3.3"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            "the resolver sees the same"
+        );
+    });
+}
