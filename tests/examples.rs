@@ -349,3 +349,101 @@ fn dns_round_robin() {
         );
     });
 }
+
+/// The MX hosts answered for `zone`, sorted.
+fn mx_hosts(dns: SocketAddr, zone: &str) -> Vec<String> {
+    let m = udp(dns, zone, hickory_proto::rr::RecordType::MX, None);
+    let mut v: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::MX(mx) => Some(mx.exchange.to_string()),
+            _ => None,
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn relayd_source_hash() {
+    in_netns(|| {
+        const PORTS: [u16; 8] = [443, 110, 995, 143, 993, 135, 59532, 59533];
+        let rt = sim::runtime();
+        let cas: Vec<Vec<Arc<Sim>>> = (1..=3u8)
+            .map(|h| {
+                let ports: Vec<(u16, Proto)> = PORTS
+                    .iter()
+                    .map(|p| (*p, Proto::Echo(format!("cas0{h}"))))
+                    .collect();
+                host(&rt, [127, 0, 4, h].into(), &ports)
+            })
+            .collect();
+        let mx: Vec<Arc<Sim>> = [11u8, 12]
+            .iter()
+            .map(|h| Sim::start(&rt, [127, 0, 4, *h].into(), 25, Proto::Smtp))
+            .collect();
+        let s = start_example("relayd-source-hash");
+        let dns = SocketAddr::from(([127, 0, 0, 1], 53));
+        let vip = |port: u16| SocketAddr::from(([127, 0, 0, 30], port));
+        // Each client's server, the same on all eight ports.
+        let picks = || -> Vec<String> {
+            (0..60)
+                .map(|i| {
+                    let ids: Vec<String> = PORTS
+                        .iter()
+                        .map(|p| hello(vip(*p), client(i)).expect("relayed").0)
+                        .collect();
+                    assert!(ids.iter().all(|x| *x == ids[0]), "client {i}: {ids:?}");
+                    ids[0].clone()
+                })
+                .collect()
+        };
+        let before = picks();
+        for h in 1..=3 {
+            assert!(before.contains(&format!("cas0{h}")), "{before:?}");
+        }
+        assert_eq!(
+            mx_hosts(dns, "mail.example.test."),
+            ["mx1.mail.example.test.", "mx2.mail.example.test."]
+        );
+        assert!(banner(vip(25)).unwrap_or_default().starts_with("220 "));
+
+        // cas02 dies on every port: only its clients move, and still consistently.
+        for sim in &cas[1] {
+            sim.kill();
+        }
+        wait_for(
+            Duration::from_secs(8),
+            "cas02 unusable in every relay",
+            || {
+                let doc = status_json(&s);
+                doc["relays"].as_array().unwrap().iter().take(8).all(|r| {
+                    r["servers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|b| b["name"] == "cas02" && b["usable"] == false)
+                })
+            },
+        );
+        let after = picks();
+        for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+            if b == "cas02" {
+                assert_ne!(a, "cas02", "client {i} moved");
+            } else {
+                assert_eq!(a, b, "client {i} kept its server");
+            }
+        }
+
+        // A transport host fails its SMTP check: the MX answer leaves it out.
+        mx[1].kill();
+        wait_for(Duration::from_secs(8), "mx2 out of the MX answer", || {
+            mx_hosts(dns, "mail.example.test.") == ["mx1.mail.example.test."]
+        });
+        assert!(
+            banner(vip(25)).unwrap_or_default().starts_with("220 "),
+            "25 relays to mx1"
+        );
+    });
+}
