@@ -40,8 +40,15 @@ fn copy_example(name: &str) -> tempfile::TempDir {
 
 /// Starts mailns on an example, as shipped.
 fn start_example(name: &str) -> Mailns {
+    start_example_with(name, |c| c)
+}
+
+/// Starts mailns on an example whose config `edit` changed (a delay in seconds, say).
+fn start_example_with(name: &str, edit: impl Fn(String) -> String) -> Mailns {
     let dir = copy_example(name);
     let path = dir.path().join("mailns.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(config)).unwrap();
     Mailns::start_path(dir, &path)
 }
 
@@ -445,5 +452,101 @@ fn relayd_source_hash() {
             banner(vip(25)).unwrap_or_default().starts_with("220 "),
             "25 relays to mx1"
         );
+    });
+}
+
+/// swaks through `server` from `from`: its output.
+fn swaks(server: SocketAddr, from: &str) -> String {
+    let out = Command::new(require_tool("swaks"))
+        .args([
+            "--server",
+            &server.ip().to_string(),
+            "--port",
+            &server.port().to_string(),
+            "--local-interface",
+            from,
+            "--to",
+            "user@example.test",
+            "--from",
+            "app@example.test",
+            "--timeout",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn exchange2007_sites() {
+    in_netns(|| {
+        let rt = sim::runtime();
+        let tls = sim::tls_server(&["owa.mail.example.test"]);
+        let smtp = |ip: [u8; 4]| Sim::start(&rt, ip.into(), 25, Proto::Smtp);
+        let edges = [
+            smtp([127, 0, 5, 1]),
+            smtp([127, 0, 5, 2]),
+            smtp([127, 0, 6, 1]),
+        ];
+        let _hubs = [smtp([127, 0, 5, 11]), smtp([127, 0, 5, 12])];
+        let cas: Vec<Arc<Sim>> = [[127, 0, 5, 21], [127, 0, 5, 22], [127, 0, 6, 21]]
+            .iter()
+            .map(|ip| Sim::start(&rt, (*ip).into(), 443, Proto::Https(tls.clone())))
+            .collect();
+        // 20 minutes in the example; 3 seconds here.
+        let delay = Duration::from_secs(3);
+        let _mailns = start_example_with("exchange2007-sites", |c| {
+            c.replace("failover_delay = \"20m\"", "failover_delay = \"3s\"")
+        });
+        let dns = SocketAddr::from(([127, 0, 0, 1], 53));
+        let zone = "mail.example.test.";
+
+        // MX: every Edge while healthy; a failing one leaves the answer.
+        assert_eq!(
+            mx_hosts(dns, zone),
+            [
+                "edge01.mail.example.test.",
+                "edge02.mail.example.test.",
+                "edge03.mail.example.test."
+            ]
+        );
+        edges[1].kill();
+        wait_for(Duration::from_secs(8), "edge02 out of MX", || {
+            mx_hosts(dns, zone) == ["edge01.mail.example.test.", "edge03.mail.example.test."]
+        });
+
+        // The application relay: an application server relays, anyone else is refused.
+        let vip = SocketAddr::from(([127, 0, 0, 40], 25));
+        let ok = swaks(vip, "127.0.7.5");
+        assert!(ok.contains("250 2.6.0 Queued"), "{ok}");
+        let denied = swaks(vip, "127.0.8.5");
+        assert!(
+            denied.contains("554 5.7.1 <127.0.8.5> is not allowed to relay through this address"),
+            "{denied}"
+        );
+        assert_eq!(a_set(dns, "relay.mail.example.test."), ["127.0.0.40"]);
+
+        // owa: dc1 only while any of its CAS is up.
+        let dc1 = ["127.0.5.21", "127.0.5.22"];
+        assert_eq!(a_set(dns, "owa.mail.example.test."), dc1);
+        cas[0].kill();
+        wait_for(Duration::from_secs(8), "cas01 out", || {
+            a_set(dns, "owa.mail.example.test.") == ["127.0.5.22"]
+        });
+        // dc1 entirely down: dc2 is answered only once the delay has passed.
+        cas[1].kill();
+        let down = std::time::Instant::now();
+        let t = wait_for(
+            Duration::from_secs(15),
+            "dc2 answered after the delay",
+            || a_set(dns, "owa.mail.example.test.") == ["127.0.6.21"],
+        );
+        assert!(t >= delay, "dc2 only after the failover delay: {t:?}");
+        eprintln!("dc2 answered {:?} after dc1 went down", down.elapsed());
+        // dc1 back: it takes over again.
+        cas[0].revive();
+        wait_for(Duration::from_secs(10), "dc1 back", || {
+            a_set(dns, "owa.mail.example.test.") == ["127.0.5.21"]
+        });
     });
 }
