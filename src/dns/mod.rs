@@ -172,7 +172,25 @@ pub fn handle(
     out: &mut Vec<u8>,
     stats: &Counters,
 ) -> bool {
-    let q = match wire::parse(packet) {
+    handle_parsed(snap, wire::parse(packet), transport, rotation, out, stats)
+}
+
+/// True for a zone transfer request (AXFR or IXFR), which DNS over TCP answers with
+/// [`xfr::answer`] instead.
+pub fn is_transfer(parsed: &Parsed<'_>) -> bool {
+    matches!(parsed, Parsed::Query(q) if q.opcode() == 0 && matches!(q.qtype, RecordType::AXFR | RecordType::IXFR))
+}
+
+/// [`handle`] for a message already parsed (DNS over TCP parses once to spot transfers).
+pub fn handle_parsed(
+    snap: &Snapshot,
+    parsed: Parsed<'_>,
+    transport: Transport,
+    rotation: usize,
+    out: &mut Vec<u8>,
+    stats: &Counters,
+) -> bool {
+    let q = match parsed {
         Parsed::Query(q) => q,
         Parsed::Error {
             id,

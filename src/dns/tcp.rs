@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 use arc_swap::ArcSwap;
 
 use super::xfr::{self, TransferPolicy};
-use super::{handle, Counters, Stats, Transport};
+use super::{handle_parsed, is_transfer, wire, Counters, Stats, Transport};
 use crate::state::Store;
 
 /// Rotation counter shared by TCP connections (UDP workers keep their own).
@@ -130,7 +130,8 @@ async fn connection(
             Ok(res) => res?,
             Err(_) => return Ok(()),
         };
-        if xfr::is_transfer(&msg[..len]) {
+        let parsed = wire::parse(&msg[..len]);
+        if is_transfer(&parsed) {
             // Built off the async threads: a large zone takes milliseconds to encode.
             let zones = store.load().static_zones.clone();
             let policy = transfers.load_full();
@@ -154,14 +155,7 @@ async fn connection(
         let answered = {
             let snap = store.load();
             let rotation = ROTATION.fetch_add(1, Ordering::Relaxed);
-            handle(
-                &snap,
-                &msg[..len],
-                Transport::Tcp,
-                rotation,
-                &mut out,
-                stats,
-            )
+            handle_parsed(&snap, parsed, Transport::Tcp, rotation, &mut out, stats)
         };
         if !answered {
             debug!(%peer, "dns tcp message dropped; closing");

@@ -72,14 +72,6 @@ impl TransferPolicy {
     }
 }
 
-/// True when `packet` asks for a transfer (AXFR or IXFR), which only TCP answers in full.
-pub fn is_transfer(packet: &[u8]) -> bool {
-    matches!(
-        super::wire::parse(packet),
-        super::wire::Parsed::Query(q) if q.opcode() == 0 && matches!(q.qtype, RecordType::AXFR | RecordType::IXFR)
-    )
-}
-
 /// Answers a transfer request from `peer` at Unix time `now`: the messages to send, in order.
 pub fn answer(
     zones: &[Zone],
