@@ -31,25 +31,52 @@ impl Browser {
     fn start() -> Self {
         let driver_bin = require_tool("chromedriver");
         let chromium = require_tool("chromium");
-        // chromedriver needs a port number: take a free one from the kernel.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let driver = ChildGuard(
-            Command::new(driver_bin)
-                .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start chromedriver"),
-        );
-        let base = format!("http://127.0.0.1:{port}");
-        wait_for(Duration::from_secs(20), "chromedriver ready", || {
-            call("GET", &format!("{base}/status"), None)
-                .is_some_and(|v| v["value"]["ready"] == true)
-        });
+        // chromedriver needs a port number: take a free one from the kernel. Another process
+        // can take it in between, so a driver that does not come up is retried on a new port.
+        let mut attempt = 0;
+        let (driver, base, port) = loop {
+            attempt += 1;
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let log = std::env::temp_dir().join(format!("mailns-chromedriver-{port}.log"));
+            let driver = ChildGuard(
+                Command::new(&driver_bin)
+                    .args([
+                        format!("--port={port}"),
+                        "--allowed-ips=127.0.0.1".into(),
+                        format!("--log-path={}", log.display()),
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start chromedriver"),
+            );
+            let base = format!("http://127.0.0.1:{port}");
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            let ready = loop {
+                if call("GET", &format!("{base}/status"), None)
+                    .is_some_and(|v| v["value"]["ready"] == true)
+                {
+                    break true;
+                }
+                if std::time::Instant::now() > deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            if ready {
+                break (driver, base, port);
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(
+                attempt < 3,
+                "chromedriver did not come up; its log:\n{text}"
+            );
+            eprintln!("chromedriver on port {port} did not come up; retrying. Its log:\n{text}");
+        };
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
