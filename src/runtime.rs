@@ -184,7 +184,9 @@ pub async fn run(
     tasks.spawn(reload_on_hangup(live.clone(), token.clone()));
     if config.process.watch {
         info!("watching the config, zone and certificate files for changes");
-        tasks.spawn(watch_files(live.clone(), token.clone()));
+        let files = watched_files(&config);
+        let seen = stamps(&files);
+        tasks.spawn(watch_files(live.clone(), token.clone(), files, seen));
     }
     let bound = config.health.startup_timeout;
     if tokio::time::timeout(bound, first_round.wait_for(|done| *done))
@@ -269,27 +271,39 @@ fn watched_files(config: &Config) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// Modification time and size of each file (None for a missing one).
-fn stamps(files: &[std::path::PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+/// A fingerprint of each file (None for a missing one): modification time, size and a hash of
+/// the content. The content is what decides: an edit that keeps the size can land within one
+/// tick of a coarse file-system clock and leave the modification time as it was.
+fn stamps(files: &[std::path::PathBuf]) -> Vec<Option<(SystemTime, u64, u64)>> {
+    use std::hash::{Hash, Hasher};
     files
         .iter()
         .map(|f| {
-            std::fs::metadata(f)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
+            let meta = std::fs::metadata(f).ok()?;
+            let body = std::fs::read(f).ok()?;
+            let mut h = rustc_hash::FxHasher::default();
+            body.hash(&mut h);
+            Some((meta.modified().ok()?, meta.len(), h.finish()))
         })
         .collect()
 }
 
 /// `[process] watch = true`: reloads when a file the config reads changes. Polled (every
-/// second): it works the same on every file system and through `git checkout`, which replaces
-/// files. A change is acted on once the files have stayed the same for half a second, so an
-/// editor's or git's several writes make one reload.
-async fn watch_files(live: Arc<Live>, token: CancellationToken) {
+/// second, reading the files: a mail namespace's zones are small): it works the same on every
+/// file system and through `git checkout`, which replaces files. A change is acted on once the
+/// files have stayed the same for half a second, so an editor's or git's several writes make
+/// one reload.
+///
+/// `seen` are the files' stamps when the config was loaded, taken before this task is spawned:
+/// a task first polled after an early edit must not take the edited files as the baseline.
+async fn watch_files(
+    live: Arc<Live>,
+    token: CancellationToken,
+    mut files: Vec<std::path::PathBuf>,
+    mut seen: Vec<Option<(SystemTime, u64, u64)>>,
+) {
     let poll = std::time::Duration::from_secs(1);
     let settle = std::time::Duration::from_millis(500);
-    let mut files = watched_files(&live.loaded.load().config);
-    let mut seen = stamps(&files);
     loop {
         tokio::select! {
             () = tokio::time::sleep(poll) => {}
