@@ -149,8 +149,9 @@ fn run(path: &std::path::Path, demo: bool) -> ExitCode {
     rt.block_on(async {
         let token = CancellationToken::new();
         let signal_token = token.clone();
+        let signalled = runtime::shutdown_signal();
         tokio::spawn(async move {
-            runtime::shutdown_signal().await;
+            signalled.await;
             signal_token.cancel();
         });
         let farm = if demo {

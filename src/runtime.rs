@@ -181,7 +181,12 @@ pub async fn run(
     ));
     *live.listeners.lock().await = Some(listeners);
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(reload_on_hangup(live.clone(), token.clone()));
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => {
+            tasks.spawn(reload_on_hangup(live.clone(), token.clone(), hup));
+        }
+        Err(error) => warn!(%error, "no SIGHUP handler; reload through the admin API only"),
+    }
     if config.process.watch {
         info!("watching the config, zone and certificate files for changes");
         let files = watched_files(&config);
@@ -341,15 +346,14 @@ fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
 }
 
 /// Reloads on SIGHUP.
-async fn reload_on_hangup(live: Arc<Live>, token: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(error) => {
-            warn!(%error, "no SIGHUP handler; reload through the admin API only");
-            return;
-        }
-    };
+///
+/// `hup` is installed before "ready" is announced: SIGHUP's default action ends the process, so a
+/// `systemctl reload` right after start must already find the handler.
+async fn reload_on_hangup(
+    live: Arc<Live>,
+    token: CancellationToken,
+    mut hup: tokio::signal::unix::Signal,
+) {
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -468,13 +472,20 @@ async fn prepare_reload(live: &Arc<Live>) -> Result<Config, String> {
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
-pub async fn shutdown_signal() {
+///
+/// The handlers are installed when this is called (inside the runtime), not when the future is
+/// first polled: a SIGTERM right after start must stop mailns cleanly, not by the default action.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term =
         signal(SignalKind::terminate()).expect("installing a SIGTERM handler must not fail");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut int =
+        signal(SignalKind::interrupt()).expect("installing a SIGINT handler must not fail");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
 
