@@ -31,8 +31,8 @@ impl Browser {
     fn start() -> Self {
         let driver_bin = require_tool("chromedriver");
         let chromium = require_tool("chromium");
-        // chromedriver needs a port number: take a free one from the kernel. Another process
-        // can take it in between, so a driver that does not come up is retried on a new port.
+        // chromedriver needs a port number: take a free one from the kernel. A driver that does
+        // not come up is retried on a new port.
         let mut attempt = 0;
         let (driver, base, port) = loop {
             attempt += 1;
@@ -182,6 +182,12 @@ fn call(method: &str, url: &str, body: Option<&Value>) -> Option<Value> {
 
 #[test]
 fn dashboard_shows_servers_and_turns_a_killed_one_down_live() {
+    // In a network namespace of its own: chromedriver listens on a port number it is given, and
+    // on a shared machine another test can take that number on some other loopback address.
+    in_netns(dashboard_test);
+}
+
+fn dashboard_test() {
     let rt = sim::runtime();
     let net = 169u8;
     let ip = |h: u8| IpAddr::from([127, net, 0, h]);
