@@ -73,7 +73,6 @@ pub struct Listeners {
     pub threads_handles: Vec<std::thread::JoinHandle<()>>,
     /// Tasks (DNS over TCP, redirect) that end with the process token.
     pub tasks: tokio::task::JoinSet<()>,
-    grace: std::time::Duration,
 }
 
 /// Sockets bound for a reload, not yet serving.
@@ -146,7 +145,6 @@ impl Listeners {
             all,
             threads_handles: handles,
             tasks: tokio::task::JoinSet::new(),
-            grace,
         }
     }
 
@@ -364,10 +362,6 @@ impl Listeners {
         self.current.store(Arc::new(current));
     }
 
-    /// The shutdown grace period.
-    pub fn grace(&self) -> std::time::Duration {
-        self.grace
-    }
 }
 
 /// Two relay definitions serve alike (compared through their Debug form, which covers every
