@@ -361,7 +361,6 @@ impl Listeners {
         self.relays = entries;
         self.current.store(Arc::new(current));
     }
-
 }
 
 /// Two relay definitions serve alike (compared through their Debug form, which covers every
