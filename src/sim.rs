@@ -341,23 +341,37 @@ async fn read_message<R: tokio::io::AsyncRead + Unpin>(
     }
 }
 
+/// Sends the greeting; false if the client went away.
+async fn greet<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    r: &mut BufReader<S>,
+    banner: &[u8],
+) -> bool {
+    r.get_mut().write_all(banner).await.is_ok()
+}
+
+/// The next command line, uppercased; None when the client closed.
+async fn next_command<S: tokio::io::AsyncRead + Unpin>(
+    r: &mut BufReader<S>,
+    line: &mut String,
+) -> Option<String> {
+    line.clear();
+    if r.read_line(line).await.unwrap_or(0) == 0 {
+        return None;
+    }
+    Some(line.trim_end().to_ascii_uppercase())
+}
+
 /// An SMTP session that upgrades with STARTTLS and accepts AUTH after it.
 async fn smtp_tls(s: TcpStream, cfg: Arc<rustls::ServerConfig>) {
     let mut r = BufReader::new(s);
-    if r.get_mut()
-        .write_all(b"220 hub.mail.example.test ESMTP ready\r\n")
-        .await
-        .is_err()
-    {
+    if !greet(&mut r, b"220 hub.mail.example.test ESMTP ready\r\n").await {
         return;
     }
     let mut line = String::new();
     loop {
-        line.clear();
-        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+        let Some(cmd) = next_command(&mut r, &mut line).await else {
             return;
-        }
-        let cmd = line.trim_end().to_ascii_uppercase();
+        };
         let reply: &[u8] = if cmd.starts_with("EHLO") {
             b"250-hub.mail.example.test\r\n250-STARTTLS\r\n250 8BITMIME\r\n"
         } else if cmd == "STARTTLS" {
@@ -392,11 +406,9 @@ async fn smtp_after_tls<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>
     let mut line = String::new();
     let mut login_step = 0;
     loop {
-        line.clear();
-        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+        let Some(cmd) = next_command(&mut r, &mut line).await else {
             return;
-        }
-        let cmd = line.trim_end().to_ascii_uppercase();
+        };
         let reply: Vec<u8> = if login_step == 1 {
             login_step = 2;
             b"334 UGFzc3dvcmQ6\r\n".to_vec()
@@ -438,20 +450,19 @@ async fn smtp_after_tls<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>
 
 async fn smtp(s: TcpStream, b: Arc<Behaviour>) {
     let mut r = BufReader::new(s);
-    if r.get_mut()
-        .write_all(b"220 cas.mail.example.test Microsoft ESMTP MAIL Service ready\r\n")
-        .await
-        .is_err()
+    if !greet(
+        &mut r,
+        b"220 cas.mail.example.test Microsoft ESMTP MAIL Service ready\r\n",
+    )
+    .await
     {
         return;
     }
     let mut line = String::new();
     loop {
-        line.clear();
-        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+        let Some(cmd) = next_command(&mut r, &mut line).await else {
             return;
-        }
-        let cmd = line.trim_end().to_ascii_uppercase();
+        };
         let draining = !b.failing.lock().unwrap().is_empty();
         let reply: &[u8] = if cmd.starts_with("EHLO") {
             b"250-cas.mail.example.test Hello\r\n250-SIZE 37748736\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n"

@@ -60,23 +60,35 @@ fn family(name: &str, help: &str, ty: MetricType, metrics: Vec<Metric>) -> Metri
     f
 }
 
+/// Pushes a family of one sample per row; `set` stores a row's value in its metric.
+fn push_family<V>(
+    out: &mut Vec<MetricFamily>,
+    (name, help, ty): (&str, &str, MetricType),
+    rows: impl IntoIterator<Item = (Labels, V)>,
+    set: impl Fn(&mut Metric, V),
+) {
+    let metrics = rows
+        .into_iter()
+        .map(|(labels, v)| {
+            let mut m = metric(labels);
+            set(&mut m, v);
+            m
+        })
+        .collect();
+    out.push(family(name, help, ty, metrics));
+}
+
 fn gauges(
     out: &mut Vec<MetricFamily>,
     name: &str,
     help: &str,
     rows: impl IntoIterator<Item = (Labels, f64)>,
 ) {
-    let metrics = rows
-        .into_iter()
-        .map(|(labels, v)| {
-            let mut m = metric(labels);
-            let mut g = Gauge::default();
-            g.set_value(v);
-            m.set_gauge(g);
-            m
-        })
-        .collect();
-    out.push(family(name, help, MetricType::GAUGE, metrics));
+    push_family(out, (name, help, MetricType::GAUGE), rows, |m, v| {
+        let mut g = Gauge::default();
+        g.set_value(v);
+        m.set_gauge(g);
+    });
 }
 
 fn counters(
@@ -85,17 +97,11 @@ fn counters(
     help: &str,
     rows: impl IntoIterator<Item = (Labels, u64)>,
 ) {
-    let metrics = rows
-        .into_iter()
-        .map(|(labels, v)| {
-            let mut m = metric(labels);
-            let mut c = Counter::default();
-            c.set_value(v as f64);
-            m.set_counter(c);
-            m
-        })
-        .collect();
-    out.push(family(name, help, MetricType::COUNTER, metrics));
+    push_family(out, (name, help, MetricType::COUNTER), rows, |m, v| {
+        let mut c = Counter::default();
+        c.set_value(v as f64);
+        m.set_counter(c);
+    });
 }
 
 /// Every family, read from the live sources.
@@ -163,8 +169,15 @@ fn collect(live: &Live) -> Vec<MetricFamily> {
             "Status changes of the pair (its first result included).",
             pair_rows().map(|(l, r)| (l, r.changes)),
         );
-        let histograms = pair_rows()
-            .map(|(labels, r)| {
+        push_family(
+            &mut enc,
+            (
+                "mailns_check_duration_seconds",
+                "Probe durations of the pair.",
+                MetricType::HISTOGRAM,
+            ),
+            pair_rows(),
+            |m, r| {
                 let mut cumulative = 0;
                 let buckets = LATENCY_BOUNDS
                     .iter()
@@ -181,17 +194,9 @@ fn collect(live: &Live) -> Vec<MetricFamily> {
                 h.set_sample_count(r.latency.count());
                 h.set_sample_sum(r.latency.sum);
                 h.set_bucket(buckets);
-                let mut m = metric(labels);
                 m.set_histogram(h);
-                m
-            })
-            .collect();
-        enc.push(family(
-            "mailns_check_duration_seconds",
-            "Probe durations of the pair.",
-            MetricType::HISTOGRAM,
-            histograms,
-        ));
+            },
+        );
         gauges(
             &mut enc,
             "mailns_server_admin_state",
