@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use std::os::fd::{AsFd, OwnedFd};
 
-use nix::fcntl::{splice, OFlag, SpliceFFlags};
+use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use nix::unistd::pipe2;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -285,17 +285,29 @@ async fn one_way(
     }
 }
 
+/// The pipe size asked for: Linux's default `fs.pipe-max-size`, so no privilege is needed.
+/// A pipe holds page references, not copies, so its size is not memory held: what it sets is how
+/// many bytes one splice(2) call moves. Measured here on one iperf3 stream, against the default
+/// 64 KiB pipe: 1.4x the throughput and half the relay CPU per byte (`bench/relay.py`).
+const PIPE: usize = 1 << 20;
+
 /// A non-blocking pipe for splice(2): taken by a direction once it carries bulk data.
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// What one splice may move: [`PIPE`], or the default size when the kernel refused it (a
+    /// lower `fs.pipe-max-size`, or the user's pipe quota spent).
+    size: usize,
 }
 
 impl Pipe {
     /// None when no pipe can be had (descriptor limit): the copy loop carries on instead.
     fn new() -> Option<Self> {
         let (read, write) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ok()?;
-        Some(Self { read, write })
+        let size = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE as i32))
+            .or_else(|_| fcntl(&write, FcntlArg::F_GETPIPE_SZ))
+            .map_or(BUF, |n| n as usize);
+        Some(Self { read, write, size })
     }
 }
 
@@ -318,7 +330,8 @@ async fn splice_rest(
         tokio::task::consume_budget().await;
         r.readable().await?;
         let n = match r.try_io(Interest::READABLE, || {
-            splice(r.as_fd(), None, pipe.write.as_fd(), None, BUF, flags).map_err(io::Error::from)
+            splice(r.as_fd(), None, pipe.write.as_fd(), None, pipe.size, flags)
+                .map_err(io::Error::from)
         }) {
             Ok(0) => {
                 if closed.fetch_add(1, Ordering::Relaxed) == 0 {
