@@ -6,10 +6,15 @@ Per round:
   2. new connections per second: wrk -t1 -c50 --latency -H 'Connection: close' (one request per
      connection) to nginx on 127.0.1.1-2:8080: direct, HAProxy (7444), mailns (7454), with the
      relay's CPU;
-  3. memory per idle relayed connection: N idle connections through each relay to nginx; the
+  3. added latency at a fixed rate: examples/connlat.rs opens --rate new connections per second,
+     open loop (each starts when due, whatever the others are doing), one request each, timed
+     from when it was due to the server's close; a relay's added p50/p99 is its figure minus the
+     direct one of the same round. (wrk's own latency figures are those of a saturated closed
+     loop, so they are not used for this.)
+  4. memory per idle relayed connection: N idle connections through each relay to nginx; the
      relay's RSS growth divided by N (HAProxy's maxconn is 5000, so N defaults to 4500).
 Backends and HAProxy come from ../shared/peers/servers (iperf3.sh, nginx.sh, haproxy.sh copy).
-Usage: bench/relay.py [--rounds 2] [--len 10] [--idle 4500] [--parts stream,conn,idle]
+Usage: bench/relay.py [--rounds 2] [--len 10] [--idle 4500] [--rate 2000] [--parts stream,conn,lat,idle]
 Debian packages: haproxy iperf3 wrk nginx-light.
 """
 import argparse, json, os, re, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
@@ -39,6 +44,13 @@ def wrk(url, secs, pid=None):
             "errors": errors.group(0) if errors else ""}
 
 
+def connlat(host, port, rate, secs):
+    out = subprocess.run([os.path.join(ROOT, "target/release/examples/connlat"), f"{host}:{port}", "--rate", str(rate),
+                          "--secs", str(secs)], capture_output=True, text=True, check=True).stdout
+    j = json.loads(out)
+    return {"lat50": j["p50_us"] / 1000, "lat99": j["p99_us"] / 1000, "lat_failed": j["failed"]}
+
+
 def idle_memory(port, pid, n):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -61,13 +73,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--len", type=int, default=10)
     ap.add_argument("--idle", type=int, default=4500)
-    ap.add_argument("--parts", default="stream,conn,idle", help="which measurements: stream,conn,idle")
+    ap.add_argument("--rate", type=int, default=2000, help="new connections per second for the latency part")
+    ap.add_argument("--parts", default="stream,conn,lat,idle", help="which measurements: stream,conn,lat,idle")
     ap.add_argument("--peers", default=os.path.join(os.path.dirname(ROOT), "shared", "peers"))
     a = ap.parse_args()
     for t in ["haproxy", "iperf3", "wrk", "nginx"]:
         if not shutil.which(t) and not os.path.exists(f"/usr/sbin/{t}"):
             sys.exit(f"{t} missing: apt-get install haproxy iperf3 wrk nginx-light")
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "mailns", "--example", "connlat"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="mailns-relay-bench-")
     env = dict(os.environ, PEERS_RUN=work)
     peer = lambda *args: subprocess.run(["bash", os.path.join(a.peers, "servers", args[0])] + list(args[1:]),
@@ -103,11 +116,14 @@ max_per_client = 20000
 
     def measure(stream, http, pid):
         """The selected measurements through one path; `pid` is the relay's (None: direct)."""
-        r = {"iperf": None, "rps": None, "p50": None, "p99": None, "cpu": None, "idle_bytes": None}
+        r = {"iperf": None, "rps": None, "p50": None, "p99": None, "cpu": None, "idle_bytes": None,
+             "lat50": None, "lat99": None, "lat_failed": None}
         if "stream" in parts:
             r["iperf"] = iperf(*stream, a.len)
         if "conn" in parts:
             r.update(wrk(f"http://{http[0]}:{http[1]}/", a.len, pid))
+        if "lat" in parts:
+            r.update(connlat(*http, a.rate, a.len))
         if "idle" in parts and pid:
             r["idle_bytes"] = idle_memory(http[1], pid, a.idle)
         return r
@@ -140,16 +156,28 @@ max_per_client = 20000
     med = lambda n, k: statistics.median(x[k] for x in res[n]) if res[n][0].get(k) is not None else None
     f = lambda v, fmt: "-" if v is None else format(v, fmt)
     ratio = lambda k: f(med("mailns", k) / med("haproxy", k), ".2f") if med("haproxy", k) else "-"
-    print("\n| path | one iperf3 stream Gbit/s | new conn/s (wrk, 1 req/conn) | p50 / p99 ms | relay CPU | own memory per idle connection |")
-    print("|---|---|---|---|---|---|")
+    def added(n, k):
+        """Median over rounds of (relay - direct) for latency percentile k, same round."""
+        if res[n][0].get(k) is None:
+            return None
+        return statistics.median(x[k] - d[k] for x, d in zip(res[n], res["direct"]))
+    print(f"\n| path | one iperf3 stream Gbit/s | new conn/s (wrk, 1 req/conn) | wrk p50 / p99 ms (saturated) "
+          f"| p50 / p99 ms at {a.rate}/s (added) | relay CPU | own memory per idle connection |")
+    print("|---|---|---|---|---|---|---|")
     for n in ["direct", "haproxy", "mailns"]:
         c = med(n, "cpu")
+        fixed = f"{f(med(n, 'lat50'), '.3f')} / {f(med(n, 'lat99'), '.3f')}"
+        if n != "direct" and added(n, "lat50") is not None:
+            fixed += f" (+{added(n, 'lat50'):.3f} / +{added(n, 'lat99'):.3f})"
         print(f"| {n} | {f(med(n, 'iperf'), '.1f')} | {f(med(n, 'rps'), '.0f')} | {f(med(n, 'p50'), '.2f')} / {f(med(n, 'p99'), '.2f')} | "
-              f"{'-' if c is None else f'{c*100:.0f} %'} | {f(med(n, 'idle_bytes'), '.0f')} B |")
+              f"{fixed} | {'-' if c is None else f'{c*100:.0f} %'} | {f(med(n, 'idle_bytes'), '.0f')} B |")
     cpu_per = lambda n: med(n, "cpu") / med(n, "rps") * 1e6 if med(n, "cpu") else None
     print(f"\nmailns / HAProxy: stream {ratio('iperf')}x, conn/s {ratio('rps')}x, "
           f"CPU per connection {f(cpu_per('mailns'), '.0f')} vs {f(cpu_per('haproxy'), '.0f')} us")
-
+    if "lat" in parts:
+        print(f"added latency at {a.rate}/s, mailns / HAProxy: p50 {added('mailns', 'lat50') / added('haproxy', 'lat50'):.2f}x, "
+              f"p99 {added('mailns', 'lat99') / added('haproxy', 'lat99'):.2f}x; failed connections: "
+              + ", ".join(f"{n} {sum(x['lat_failed'] for x in res[n])}" for n in res))
 
 if __name__ == "__main__":
     main()
