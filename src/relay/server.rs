@@ -180,14 +180,49 @@ pub async fn serve(
     }
 }
 
+/// One relayed connection: set up (admission, SNI or TLS, backend connect), then pump.
+///
+/// The set-up runs boxed: its state (TLS handshake, connect attempts, their timers) is freed
+/// once the backend answers, so the task of a connection that then idles for an hour holds only
+/// what the pump needs (measured: 3.2 kB of mailns's own memory per idle connection, where
+/// one inline future held 5.5 kB).
 async fn connection(
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     bound: SocketAddr,
     port: u16,
     relay: &Relay,
     store: &Store,
 ) -> io::Result<()> {
+    let Some(est) = Box::pin(establish(client, peer, bound, port, relay, store)).await? else {
+        return Ok(());
+    };
+    relay_bytes(est, relay, peer).await
+}
+
+/// A relayed connection whose backend is connected: what the pump phase keeps.
+struct Established<'r> {
+    client: Client,
+    upstream: TcpStream,
+    /// The backend, as an index into the relay's servers.
+    server: usize,
+    /// The name the client asked for (TLS), for re-encryption.
+    sni: Option<String>,
+    /// Cancelled to close the connection (maintenance, or a server down with
+    /// `on_server_down = "close"`).
+    stop: Arc<CancellationToken>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _client_slot: ClientSlot<'r>,
+}
+
+async fn establish<'r>(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    bound: SocketAddr,
+    port: u16,
+    relay: &'r Relay,
+    store: &Store,
+) -> io::Result<Option<Established<'r>>> {
     let def = &relay.def;
     if !relay.allowed(peer.ip()) {
         relay.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -200,17 +235,17 @@ async fn connection(
             let _ = client.shutdown().await;
         }
         debug!(relay = %def.name, %peer, "client not in the allow-list");
-        return Ok(());
+        return Ok(None);
     }
-    let Ok(_permit) = relay.permits.clone().try_acquire_owned() else {
+    let Ok(permit) = relay.permits.clone().try_acquire_owned() else {
         relay.stats.refused.fetch_add(1, Ordering::Relaxed);
-        return Ok(());
+        return Ok(None);
     };
-    let _client_slot = match ClientSlot::take(relay, peer.ip()) {
+    let client_slot = match ClientSlot::take(relay, peer.ip()) {
         Some(s) => s,
         None => {
             relay.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(None);
         }
     };
 
@@ -231,11 +266,11 @@ async fn connection(
                 }
                 Ok(Err(error)) => {
                     debug!(relay = %def.name, %peer, %error, "TLS handshake failed");
-                    return Ok(());
+                    return Ok(None);
                 }
                 Err(_) => {
                     debug!(relay = %def.name, %peer, ?limit, "TLS handshake timed out");
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
@@ -250,7 +285,7 @@ async fn connection(
         // Refuse at once: the client tries its next address.
         relay.stats.refused.fetch_add(1, Ordering::Relaxed);
         debug!(relay = %def.name, %peer, "no usable backend; closing");
-        return Ok(());
+        return Ok(None);
     };
     if def.proxy_protocol {
         // The address the client connected to: the listener's, unless it is a wildcard.
@@ -284,8 +319,30 @@ async fn connection(
         .and_then(|v| v.get(i))
         .is_some_and(|v| v.close)
     {
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(Established {
+        client,
+        upstream,
+        server: i,
+        sni,
+        stop,
+        _permit: permit,
+        _client_slot: client_slot,
+    }))
+}
+
+/// The pump phase: bytes both ways until the connection ends, counted against its server.
+async fn relay_bytes(est: Established<'_>, relay: &Relay, peer: SocketAddr) -> io::Result<()> {
+    let def = &relay.def;
+    let Established {
+        client,
+        upstream,
+        server: i,
+        sni,
+        stop,
+        .. // the permit and the client slot stay in `est`, held until this function returns
+    } = est;
     let stats = &relay.stats.servers[i];
     stats.active.fetch_add(1, Ordering::Relaxed);
     stats.total.fetch_add(1, Ordering::Relaxed);
@@ -294,33 +351,52 @@ async fn connection(
             copy::pump(client, upstream, def.timeouts, &stats.bytes, &stop).await
         }
         (Client::Tls(tls), Some(front)) => match &front.connector {
-            None => copy::pump_io(tls, upstream, def.timeouts, &stats.bytes, &stop).await,
-            Some(connector) => {
-                // Re-encrypt: the configured name, else the one the client asked for.
-                let name = front
-                    .backend_sni
-                    .clone()
-                    .or(sni)
-                    .unwrap_or_else(|| front.default_name.clone());
-                let server_name = ServerName::try_from(name).map_err(io::Error::other)?;
-                match timeout(
-                    def.connect_timeout,
-                    connector.connect(server_name, upstream),
-                )
+            // Offload. Boxed too: inline, a larger TLS pump would size every connection's task.
+            None => {
+                Box::pin(copy::pump_io(
+                    tls,
+                    upstream,
+                    def.timeouts,
+                    &stats.bytes,
+                    &stop,
+                ))
                 .await
-                {
-                    Ok(Ok(up)) => copy::pump_io(tls, up, def.timeouts, &stats.bytes, &stop).await,
-                    Ok(Err(error)) => {
-                        warn!(relay = %def.name, server = %def.servers[i].0, %error, "TLS to the backend failed");
-                        stats.failed_connects.fetch_add(1, Ordering::Relaxed);
-                        copy::End::Error
+            }
+            // Re-encrypt, boxed: the backend's TLS state is large (1.1 kB for the handshake's
+            // result alone), and inline it would sit in every relayed connection's task.
+            Some(connector) => {
+                Box::pin(async {
+                    // The configured name, else the one the client asked for.
+                    let name = front
+                        .backend_sni
+                        .clone()
+                        .or(sni)
+                        .unwrap_or_else(|| front.default_name.clone());
+                    let server_name = match ServerName::try_from(name) {
+                        Ok(n) => n,
+                        Err(error) => {
+                            warn!(relay = %def.name, %error, "no usable TLS server name for the backend");
+                            return copy::End::Error;
+                        }
+                    };
+                    let connect = connector.connect(server_name, upstream);
+                    match timeout(def.connect_timeout, connect).await {
+                        Ok(Ok(up)) => {
+                            copy::pump_io(tls, up, def.timeouts, &stats.bytes, &stop).await
+                        }
+                        Ok(Err(error)) => {
+                            warn!(relay = %def.name, server = %def.servers[i].0, %error, "TLS to the backend failed");
+                            stats.failed_connects.fetch_add(1, Ordering::Relaxed);
+                            copy::End::Error
+                        }
+                        Err(_) => {
+                            warn!(relay = %def.name, server = %def.servers[i].0, "TLS to the backend timed out");
+                            stats.failed_connects.fetch_add(1, Ordering::Relaxed);
+                            copy::End::Error
+                        }
                     }
-                    Err(_) => {
-                        warn!(relay = %def.name, server = %def.servers[i].0, "TLS to the backend timed out");
-                        stats.failed_connects.fetch_add(1, Ordering::Relaxed);
-                        copy::End::Error
-                    }
-                }
+                })
+                .await
             }
         },
         (Client::Tls(_), None) => unreachable!("a TLS client needs the relay's front"),
