@@ -129,9 +129,9 @@ pub async fn run(
         token: token.clone(),
     };
     // Every listener is bound before anything serves, so a bad address fails start-up with
-    // nothing half-started. Relays: one current-thread runtime per core, each with its own
-    // SO_REUSEPORT listener per relay address; a connection never leaves the thread that
-    // accepted it (no work stealing, no cross-thread wake-ups).
+    // nothing half-started. Relays: one current-thread runtime per core, all accepting from one
+    // listening socket per relay address; a connection never leaves the thread that accepted it
+    // (no work stealing, no cross-thread wake-ups).
     let mut listeners = Listeners::new(shared, &config);
     let pending = listeners.prepare(&config, true).map_err(RunError::Listen)?;
     if config.admin.token.is_none() {
