@@ -184,8 +184,8 @@ pub async fn serve(
 /// - this and [`relay_bytes`] are plain fns returning async blocks: an async fn keeps its
 ///   arguments twice (as passed, and moved into locals), as would a spawned block calling it.
 ///
-/// Measured with `bench/relay.py`: 3.2 kB of mailns's own memory per idle relayed connection,
-/// where one inline async fn held 5.6 kB.
+/// Measured with `bench/relay.py --parts idle`: 3.0 kB of mailns's own memory per idle relayed
+/// connection, where one inline async fn held 5.6 kB (`BENCHMARKS.md`).
 #[allow(
     clippy::manual_async_fn,
     reason = "an async fn would hold its arguments twice"
@@ -225,6 +225,8 @@ struct Established<'r> {
     _client_slot: ClientSlot<'r>,
 }
 
+/// Admits the client (allow-list, limits), reads the SNI or completes the TLS handshake, and
+/// connects to a backend. None: the connection was refused or dropped, and has been dealt with.
 async fn establish<'r>(
     mut client: TcpStream,
     peer: SocketAddr,
