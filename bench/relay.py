@@ -5,7 +5,8 @@ Per round:
   1. one iperf3 stream (10 s): direct to 127.0.1.1:5201, through HAProxy (7443), through mailns (7453);
   2. new connections per second: wrk -t1 -c50 --latency -H 'Connection: close' (one request per
      connection) to nginx on 127.0.1.1-2:8080: direct, HAProxy (7444), mailns (7454), with the
-     relay's CPU;
+     relay's CPU, its user and system time per connection, and nginx's and wrk's CPU per
+     connection (all three share the 2 cores);
   3. added latency at a fixed rate: examples/connlat.rs opens --rate new connections per second,
      open loop (each starts when due, whatever the others are doing), one request each, timed
      from when it was due to the server's close; a relay's added p50/p99 is its figure minus the
@@ -19,7 +20,7 @@ Debian packages: haproxy iperf3 wrk nginx-light.
 """
 import argparse, json, os, re, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
-from benchlib import accepts, cpu_seconds as cpu, rss_kb, wait_until
+from benchlib import HZ, accepts, cpu_seconds as cpu, process_tree, rss_kb, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,18 +30,45 @@ def iperf(host, port, secs):
     return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
-def wrk(url, secs, pid=None):
+def user_sys(root):
+    """(utime, stime) in seconds of root's process tree, all threads."""
+    u = st = 0
+    for p in process_tree(root):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        u, st = u + int(fields[11]), st + int(fields[12])
+    return u / HZ, st / HZ
+
+
+def wrk(url, secs, pid=None, backend=None):
+    """Connection rate; with `pid` (the relay), its CPU share and its user and system time per
+    connection; with `backend` (nginx's pid), nginx's and wrk's CPU per connection too: the
+    three share the machine's 2 cores, so their sum bounds the rate."""
     c0, t0 = (cpu(pid), time.time()) if pid else (0, 0)
+    us0 = user_sys(pid) if pid else (0, 0)
+    b0 = sum(user_sys(backend)) if backend else 0
+    k0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(["wrk", "-t1", "-c50", f"-d{secs}s", "--latency", "-H", "Connection: close", url],
                          capture_output=True, text=True).stdout
+    k1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    b1 = sum(user_sys(backend)) if backend else 0
+    us1 = user_sys(pid) if pid else (0, 0)
     c1, t1 = (cpu(pid), time.time()) if pid else (0, 1)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    n = int(re.search(r"(\d+) requests in", out).group(1))
     def lat(p):
         m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
         v, u = float(m.group(1)), m.group(2)
         return v / 1000 if u == "us" else v * 1000 if u == "s" else v
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    per = lambda secs: secs / n * 1e6
     return {"rps": rps, "p50": lat(50), "p99": lat(99), "cpu": (c1 - c0) / (t1 - t0) if pid else None,
+            "user_us": per(us1[0] - us0[0]) if pid else None, "sys_us": per(us1[1] - us0[1]) if pid else None,
+            "nginx_us": per(b1 - b0) if backend else None,
+            "wrk_us": per(k1.ru_utime - k0.ru_utime + k1.ru_stime - k0.ru_stime),
             "errors": errors.group(0) if errors else ""}
 
 
@@ -121,7 +149,8 @@ max_per_client = 20000
         if "stream" in parts:
             r["iperf"] = iperf(*stream, a.len)
         if "conn" in parts:
-            r.update(wrk(f"http://{http[0]}:{http[1]}/", a.len, pid))
+            nginx = int(open(os.path.join(work, "nginx", "pid")).read())
+            r.update(wrk(f"http://{http[0]}:{http[1]}/", a.len, pid, nginx))
         if "lat" in parts:
             r.update(connlat(*http, a.rate, a.len))
         if "idle" in parts and pid:
@@ -174,6 +203,10 @@ max_per_client = 20000
     cpu_per = lambda n: med(n, "cpu") / med(n, "rps") * 1e6 if med(n, "cpu") else None
     print(f"\nmailns / HAProxy: stream {ratio('iperf')}x, conn/s {ratio('rps')}x, "
           f"CPU per connection {f(cpu_per('mailns'), '.0f')} vs {f(cpu_per('haproxy'), '.0f')} us")
+    if "conn" in parts:
+        print("CPU per connection under wrk, medians (relay user + system; nginx; wrk): "
+              + "; ".join(f"{n} {med(n, 'user_us'):.1f} + {med(n, 'sys_us'):.1f} us, nginx {med(n, 'nginx_us'):.1f} us, "
+                          f"wrk {med(n, 'wrk_us'):.1f} us" for n in ["haproxy", "mailns"]))
     if "lat" in parts:
         print(f"added latency at {a.rate}/s, mailns / HAProxy: p50 {added('mailns', 'lat50') / added('haproxy', 'lat50'):.2f}x, "
               f"p99 {added('mailns', 'lat99') / added('haproxy', 'lat99'):.2f}x; failed connections: "
