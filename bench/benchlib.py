@@ -21,17 +21,22 @@ def process_tree(root):
     return pids
 
 
-def cpu_seconds(root):
-    """utime + stime of root's whole process tree, all threads, in seconds."""
-    ticks = 0
+def user_sys(root):
+    """(utime, stime) of root's whole process tree, all threads, in seconds."""
+    user = system = 0
     for p in process_tree(root):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
+            user, system = user + int(fields[11]), system + int(fields[12])
         except OSError:
             pass
-    return ticks / HZ
+    return user / HZ, system / HZ
+
+
+def cpu_seconds(root):
+    """utime + stime of root's whole process tree, all threads, in seconds."""
+    return sum(user_sys(root))
 
 
 def rss_kb(root):

@@ -20,7 +20,7 @@ Debian packages: haproxy iperf3 wrk nginx-light.
 """
 import argparse, json, os, re, resource, shutil, signal, socket, statistics, subprocess, sys, tempfile, time
 
-from benchlib import HZ, accepts, cpu_seconds as cpu, process_tree, rss_kb, wait_until
+from benchlib import accepts, cpu_seconds as cpu, rss_kb, user_sys, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,19 +28,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def iperf(host, port, secs):
     out = subprocess.run(["iperf3", "-c", host, "-p", str(port), "-t", str(secs), "-J"], capture_output=True, text=True).stdout
     return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e9
-
-
-def user_sys(root):
-    """(utime, stime) in seconds of root's process tree, all threads."""
-    u = st = 0
-    for p in process_tree(root):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        u, st = u + int(fields[11]), st + int(fields[12])
-    return u / HZ, st / HZ
 
 
 def wrk(url, secs, pid=None, backend=None):

@@ -45,10 +45,15 @@ fn take_buf() -> Vec<u8> {
 }
 
 fn give_buf(b: Vec<u8>) {
-    BUFFERS.with(|p| {
+    give_back(&BUFFERS, b);
+}
+
+/// Returns `item` to a per-thread pool, or drops it when the pool already holds [`POOL`].
+fn give_back<T>(pool: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>, item: T) {
+    pool.with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < POOL {
-            p.push(b);
+            p.push(item);
         }
     });
 }
@@ -336,12 +341,7 @@ fn take_pipe() -> Option<Pipe> {
 
 /// Only an empty pipe may be given back.
 fn give_pipe(pipe: Pipe) {
-    PIPES.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < POOL {
-            p.push(pipe);
-        }
-    });
+    give_back(&PIPES, pipe);
 }
 
 /// The rest of a bulk direction, moved by splice(2) socket → pipe → socket: the bytes never
