@@ -8,6 +8,7 @@
 //! - [`runtime`]: start-up, signals, shutdown.
 //! - [`diag`]: diagnostics shared by config and zone loading.
 
+pub mod addr;
 pub mod admin;
 pub mod answer;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod demo;
 pub mod diag;
 pub mod dns;
 pub mod health;
+pub mod limits;
 pub mod listeners;
 pub mod redirect;
 pub mod relay;

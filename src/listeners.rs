@@ -19,6 +19,7 @@ use tracing::info;
 use crate::config::relay::RelayDef;
 use crate::config::Config;
 use crate::dns::{self, tcp::TcpOptions, xfr::TransferPolicy, Stats};
+use crate::limits::Caps;
 use crate::redirect::RedirectConfig;
 use crate::relay::server::Relay;
 use crate::state::Store;
@@ -32,6 +33,8 @@ pub struct Shared {
     pub stats: Arc<Stats>,
     /// Transfer permissions.
     pub transfers: Arc<ArcSwap<TransferPolicy>>,
+    /// Rate limiting and cookies.
+    pub edge: Arc<ArcSwap<dns::Edge>>,
     /// The process's shutdown token; every listener runs on a child of it.
     pub token: CancellationToken,
 }
@@ -107,8 +110,8 @@ impl std::fmt::Display for BindError {
 fn dns_settings(config: &Config) -> String {
     let d = &config.dns;
     format!(
-        "udp_workers {} tcp_idle_timeout {:?} tcp_max_connections {}",
-        d.udp_workers, d.tcp_idle_timeout, d.tcp_max_connections
+        "udp_workers {} tcp_idle_timeout {:?} tcp_io_timeout {:?} tcp_max_connections {} tcp_max_per_client {} client prefixes {:?}",
+        d.udp_workers, d.tcp_idle_timeout, d.tcp_io_timeout, d.tcp_max_connections, d.tcp_max_per_client, d.client_prefixes
     )
 }
 
@@ -157,7 +160,7 @@ impl Listeners {
     pub fn prepare(&self, config: &Config, first: bool) -> Result<Pending, String> {
         if !first && dns_settings(config) != self.dns_settings {
             return Err(format!(
-                "{}: changes to dns.udp_workers, dns.tcp_idle_timeout or dns.tcp_max_connections need a restart; the running config is unchanged",
+                "{}: changes to dns.udp_workers, the dns.tcp_* settings or the client prefixes need a restart; the running config is unchanged",
                 config.path.display()
             ));
         }
@@ -235,28 +238,37 @@ impl Listeners {
             info!(local_addr = %tcp_addr, workers = socks.len(), "listening for DNS/UDP");
             let token = root.child_token();
             let n = socks.len();
-            self.threads_handles.extend(dns::udp::serve(
-                socks,
-                self.shared.store.clone(),
-                self.shared.stats.clone(),
-                self.next_shard,
-                token.clone(),
-            ));
+            let udp = dns::udp::Sources {
+                store: self.shared.store.clone(),
+                edge: self.shared.edge.clone(),
+                stats: self.shared.stats.clone(),
+            };
+            match dns::udp::serve(socks, &udp, self.next_shard, token.clone()) {
+                Ok(threads) => self.threads_handles.extend(threads),
+                Err(error) => tracing::error!(%error, "cannot start DNS/UDP worker threads"),
+            }
             self.next_shard += n;
+            let d = &config.dns;
             let opts = TcpOptions {
-                idle_timeout: config.dns.tcp_idle_timeout,
-                max_connections: config.dns.tcp_max_connections,
+                idle_timeout: d.tcp_idle_timeout,
+                io_timeout: d.tcp_io_timeout,
+                caps: Caps {
+                    total: d.tcp_max_connections,
+                    per_client: d.tcp_max_per_client,
+                    ipv4_prefix: d.client_prefixes.0,
+                    ipv6_prefix: d.client_prefixes.1,
+                },
                 // The last shard is DNS over TCP's.
                 shard: usize::MAX,
             };
-            self.tasks.spawn(dns::tcp::serve(
-                listener,
-                self.shared.store.clone(),
-                self.shared.stats.clone(),
-                self.shared.transfers.clone(),
-                opts,
-                token.clone(),
-            ));
+            let tcp = dns::tcp::Sources {
+                store: self.shared.store.clone(),
+                stats: self.shared.stats.clone(),
+                transfers: self.shared.transfers.clone(),
+                edge: self.shared.edge.clone(),
+            };
+            self.tasks
+                .spawn(dns::tcp::serve(listener, tcp, opts, token.clone()));
             self.dns.push((addr, token));
         }
         // Port 80.

@@ -122,10 +122,20 @@ pub async fn run(
         config.dns.listen.len() * config.dns.udp_workers + 1,
     ));
     let transfers = Arc::new(ArcSwap::from_pointee(TransferPolicy::new(&config.zones)));
+    let cookie_fallback: dns::cookie::Secret = rand::random();
+    if config.dns.cookies.enabled && config.dns.cookies.secret.is_none() {
+        info!("dns.cookies: no secret_file; using a random secret (nodes of one namespace should share one)");
+    }
+    let edge = Arc::new(ArcSwap::from_pointee(dns::Edge::new(
+        &config.dns,
+        None,
+        cookie_fallback,
+    )));
     let shared = crate::listeners::Shared {
         store: store.clone(),
         stats: stats.clone(),
         transfers: transfers.clone(),
+        edge: edge.clone(),
         token: token.clone(),
     };
     // Every listener is bound before anything serves, so a bad address fails start-up with
@@ -165,6 +175,8 @@ pub async fn run(
         token: token.clone(),
         demo,
         transfers,
+        edge,
+        cookie_fallback,
         listeners: tokio::sync::Mutex::new(None),
     });
     listeners.apply(&config, pending, admin_starter(&live));
@@ -468,6 +480,8 @@ async fn prepare_reload(live: &Arc<Live>) -> Result<Config, String> {
     let policy = TransferPolicy::new(&new.zones);
     notify_changed(&new, &snap.static_zones, &previous, &policy, &live.token);
     live.transfers.store(Arc::new(policy));
+    let edge = dns::Edge::new(&new.dns, Some(&live.edge.load()), live.cookie_fallback);
+    live.edge.store(Arc::new(edge));
     Ok(new)
 }
 

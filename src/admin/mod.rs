@@ -77,6 +77,10 @@ pub struct Live {
     pub demo: Option<Arc<crate::demo::Farm>>,
     /// Who may transfer which zone (swapped on reload).
     pub transfers: Arc<ArcSwap<crate::dns::xfr::TransferPolicy>>,
+    /// DNS rate limiting and cookies (swapped on reload).
+    pub edge: Arc<ArcSwap<crate::dns::Edge>>,
+    /// The cookie secret used when the config names none (one per process).
+    pub cookie_fallback: crate::dns::cookie::Secret,
     /// Every listener (None once shutting down).
     pub listeners: tokio::sync::Mutex<Option<crate::listeners::Listeners>>,
 }

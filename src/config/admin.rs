@@ -99,30 +99,13 @@ pub(super) fn validate(
     let mut token = None;
     let token_file = raw.token_file.as_ref().map(|t| base.join(t.get_ref()));
     if let (Some(t), Some(file)) = (&raw.token_file, &token_file) {
-        match std::fs::read_to_string(file) {
-            Err(e) => cx.error(
-                Some(t.span()),
-                format!("admin.token_file: cannot read {}: {e}", file.display()),
-            ),
+        match super::edge::read_secret(file) {
+            Err(e) => cx.error(Some(t.span()), format!("admin.token_file: {e}")),
             Ok(text) if text.trim().is_empty() => cx.error(
                 Some(t.span()),
                 format!("admin.token_file: {} is empty", file.display()),
             ),
-            Ok(text) => {
-                use std::os::unix::fs::PermissionsExt;
-                let mode = std::fs::metadata(file).map_or(0, |m| m.permissions().mode());
-                if mode & 0o077 != 0 {
-                    cx.warn(
-                        Some(t.span()),
-                        format!(
-                            "admin.token_file: {} is readable by other users (mode {:o}); chmod 600 it",
-                            file.display(),
-                            mode & 0o777
-                        ),
-                    );
-                }
-                token = Some(text.trim().to_string());
-            }
+            Ok(text) => token = Some(text.trim().to_string()),
         }
     }
     if !listen.ip().is_loopback() && raw.token_file.is_none() {

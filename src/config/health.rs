@@ -323,6 +323,10 @@ impl HealthConfig {
 }
 
 /// Validation context: the file, its text and where problems go.
+/// The longest duration any key takes: every timer adds its duration to a clock, and a
+/// year is more than any timeout, interval or delay needs.
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 pub(super) struct Cx<'a> {
     pub(super) path: &'a Path,
     pub(super) text: &'a str,
@@ -355,12 +359,12 @@ impl Cx<'_> {
         match v {
             None => default,
             Some(s) => match humantime::parse_duration(s.get_ref()) {
-                Ok(d) if !d.is_zero() => d,
+                Ok(d) if !d.is_zero() && d <= MAX_DURATION => d,
                 _ => {
                     self.err(
                         Some(s.span()),
                         format!(
-                            "{key}: '{}' is not a positive duration (e.g. \"2s\", \"500ms\")",
+                            "{key}: '{}' is not a positive duration of at most a year (e.g. \"2s\", \"500ms\")",
                             s.get_ref()
                         ),
                     );
@@ -665,16 +669,19 @@ pub(super) fn validate(
         let max_answers = s.max_answers.unwrap_or(8).max(1);
         let failover_delay = match &s.failover_delay {
             None => Duration::ZERO,
-            Some(d) => humantime::parse_duration(d.get_ref()).unwrap_or_else(|_| {
-                cx.err(
-                    Some(d.span()),
-                    format!(
-                        "service {name}: failover_delay '{}' is not a duration",
+            Some(d) => match humantime::parse_duration(d.get_ref()) {
+                Ok(v) if v <= MAX_DURATION => v,
+                _ => {
+                    cx.err(
+                        Some(d.span()),
+                        format!(
+                        "service {name}: failover_delay '{}' is not a duration of at most a year",
                         d.get_ref()
                     ),
-                );
-                Duration::ZERO
-            }),
+                    );
+                    Duration::ZERO
+                }
+            },
         };
         out_services.push(ServiceDef {
             name,

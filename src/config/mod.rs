@@ -19,6 +19,7 @@ use crate::diag::{line_of, Diagnostic};
 use crate::zone::{load_zone, Zone};
 
 pub mod admin;
+pub mod edge;
 pub mod health;
 pub mod relay;
 
@@ -136,6 +137,20 @@ struct RawDns {
     /// Open TCP connections at most.
     #[serde(default = "default_tcp_max")]
     tcp_max_connections: usize,
+    /// Open TCP connections per client prefix at most.
+    tcp_max_per_client: Option<Spanned<usize>>,
+    /// Time a TCP client has for the rest of a message, and to take each answer.
+    tcp_io_timeout: Option<Spanned<String>>,
+    /// The prefix length that makes one IPv4 client (rate limits, connection caps).
+    client_ipv4_prefix: Option<Spanned<u8>>,
+    /// The prefix length that makes one IPv6 client.
+    client_ipv6_prefix: Option<Spanned<u8>>,
+    /// Response rate limiting.
+    #[serde(default)]
+    rrl: edge::RawRrl,
+    /// DNS cookies.
+    #[serde(default)]
+    cookies: edge::RawCookies,
 }
 
 impl Default for RawDns {
@@ -145,6 +160,12 @@ impl Default for RawDns {
             udp_workers: 0,
             tcp_idle_timeout: None,
             tcp_max_connections: default_tcp_max(),
+            tcp_max_per_client: None,
+            tcp_io_timeout: None,
+            client_ipv4_prefix: None,
+            client_ipv6_prefix: None,
+            rrl: edge::RawRrl::default(),
+            cookies: edge::RawCookies::default(),
         }
     }
 }
@@ -218,6 +239,16 @@ pub struct DnsConfig {
     pub tcp_idle_timeout: Duration,
     /// TCP connection cap.
     pub tcp_max_connections: usize,
+    /// TCP connection cap per client prefix.
+    pub tcp_max_per_client: usize,
+    /// TCP I/O timeout: the rest of a message, and each answer's write.
+    pub tcp_io_timeout: Duration,
+    /// Prefix lengths (IPv4, IPv6) that make one client.
+    pub client_prefixes: (u8, u8),
+    /// Response rate limiting; None: off.
+    pub rrl: Option<edge::RrlConfig>,
+    /// DNS cookies.
+    pub cookies: edge::CookieConfig,
 }
 
 /// One zone to serve.
@@ -295,19 +326,17 @@ impl Config {
         }
         let tcp_idle_timeout = match raw.dns.tcp_idle_timeout {
             None => Duration::from_secs(10),
-            Some(s) => {
-                match humantime::parse_duration(s.get_ref()) {
-                    Ok(d) if !d.is_zero() => d,
-                    _ => {
-                        diags.push(Diagnostic::error(
+            Some(s) => match humantime::parse_duration(s.get_ref()) {
+                Ok(d) if !d.is_zero() && d <= health::MAX_DURATION => d,
+                _ => {
+                    diags.push(Diagnostic::error(
                         path,
                         at(s.span()),
-                        format!("dns.tcp_idle_timeout: '{}' is not a positive duration (e.g. \"10s\")", s.get_ref()),
+                        format!("dns.tcp_idle_timeout: '{}' is not a positive duration of at most a year (e.g. \"10s\")", s.get_ref()),
                     ));
-                        Duration::from_secs(10)
-                    }
+                    Duration::from_secs(10)
                 }
-            }
+            },
         };
         if raw.dns.tcp_max_connections == 0 {
             diags.push(Diagnostic::error(
@@ -430,16 +459,29 @@ impl Config {
         let relays = relay::validate(&mut cx, raw.relays, &health, &listen);
         let redirect = relay::validate_redirect(&mut cx, raw.redirect, &relays, &listen);
         let admin = admin::validate(&mut cx, raw.admin, &relays, &listen, &redirect.listen);
+        let dns_edge = edge::dns_edge(
+            &mut cx,
+            edge::RawDnsEdge {
+                tcp_max_per_client: raw.dns.tcp_max_per_client,
+                tcp_io_timeout: raw.dns.tcp_io_timeout,
+                client_ipv4_prefix: raw.dns.client_ipv4_prefix,
+                client_ipv6_prefix: raw.dns.client_ipv6_prefix,
+                rrl: raw.dns.rrl,
+                cookies: raw.dns.cookies,
+            },
+            raw.dns.tcp_max_connections.max(1),
+            base,
+        );
         let process = ProcessConfig {
             shutdown_grace: match &raw.process.shutdown_grace {
                 None => Duration::from_secs(30),
                 Some(s) => match humantime::parse_duration(s.get_ref()) {
-                    Ok(d) => d,
-                    Err(_) => {
+                    Ok(d) if d <= health::MAX_DURATION => d,
+                    _ => {
                         cx.error(
                             Some(s.span()),
                             format!(
-                                "process.shutdown_grace: '{}' is not a duration (e.g. \"30s\", \"0s\")",
+                                "process.shutdown_grace: '{}' is not a duration of at most a year (e.g. \"30s\", \"0s\")",
                                 s.get_ref()
                             ),
                         );
@@ -464,6 +506,11 @@ impl Config {
                     udp_workers,
                     tcp_idle_timeout,
                     tcp_max_connections: raw.dns.tcp_max_connections,
+                    tcp_max_per_client: dns_edge.tcp_max_per_client,
+                    tcp_io_timeout: dns_edge.tcp_io_timeout,
+                    client_prefixes: dns_edge.client_prefixes,
+                    rrl: dns_edge.rrl,
+                    cookies: dns_edge.cookies,
                 },
                 zones,
                 health,
@@ -529,16 +576,13 @@ impl Config {
             };
             let (encoded, span) = match (&k.secret, &k.secret_file) {
                 (Some(s), None) => (s.get_ref().clone(), s.span()),
-                (None, Some(f)) => match fs::read_to_string(base.join(f.get_ref())) {
+                (None, Some(f)) => match edge::read_secret(&base.join(f.get_ref())) {
                     Ok(t) => (t.trim().to_string(), f.span()),
                     Err(e) => {
                         diags.push(Diagnostic::error(
                             path,
                             at(f.span()),
-                            format!(
-                                "tsig_key '{name}': cannot read {}: {e}",
-                                base.join(f.get_ref()).display()
-                            ),
+                            format!("tsig_key '{name}': secret_file: {e}"),
                         ));
                         continue;
                     }

@@ -174,6 +174,7 @@ fn prebuild(zones: &ZoneSet, wire: &[u8], qtype: RecordType, rotation: usize) ->
         qtype,
         qclass: 1,
         edns: None,
+        cookie: super::cookie::Received::Absent,
     };
     q.qname_lower[..wire.len()].copy_from_slice(wire);
     let ans = resolve(zones, wire, qtype, true, rotation);

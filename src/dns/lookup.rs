@@ -41,6 +41,22 @@ impl ZoneSet {
             .find_map(|&s| self.by_origin.get(&wire[s..]))
             .map(|&i| &self.zones[i])
     }
+
+    /// The origin (lowercase wire form) of the most specific zone containing `wire`, found
+    /// without allocating: rate limiting keys negative answers by it.
+    pub fn origin_of(&self, wire: &[u8]) -> Option<&[u8]> {
+        let mut rest = wire;
+        loop {
+            if let Some(&i) = self.by_origin.get(rest) {
+                return self.zones.get(i).map(|z| &*z.origin_wire);
+            }
+            let len = usize::from(*rest.first()?);
+            if len == 0 {
+                return None;
+            }
+            rest = rest.get(1 + len..)?;
+        }
+    }
 }
 
 /// What to answer: sections and flags, before encoding.

@@ -7,16 +7,19 @@
 //! negative lookups, the wrong negative-answer TTL, AA=1 referrals without glue, OPT dropped on
 //! truncation, an uncapped EDNS payload and no TCP connection limit.
 
+pub mod cookie;
 pub mod fast;
 pub mod lookup;
 pub mod notify;
+pub mod rrl;
 pub mod tcp;
 pub mod udp;
 pub mod wire;
 pub mod xfr;
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
@@ -34,8 +37,13 @@ pub enum Transport {
     Tcp,
 }
 
-/// Rcode slots counted: 0..=15 from the header, 16 for BADVERS (an extended rcode).
-pub const RCODES: usize = 17;
+/// Rcode slots counted: 0..=15 from the header, 16 for BADVERS and 17 for BADCOOKIE (extended
+/// rcodes).
+pub const RCODES: usize = 18;
+/// The counter slot of BADVERS.
+pub const SLOT_BADVERS: usize = 16;
+/// The counter slot of BADCOOKIE.
+pub const SLOT_BADCOOKIE: usize = 17;
 /// Service names whose answers are counted per fallback step (the first this many registered).
 pub const SERVICE_SLOTS: usize = 64;
 /// Tag of a prebuilt answer that is not a service name's A/AAAA.
@@ -53,8 +61,20 @@ pub struct Counters {
     pub fast: AtomicU64,
     /// Queries answered by the general path.
     pub slow: AtomicU64,
-    /// Packets dropped without an answer.
+    /// Packets dropped without an answer (malformed, or themselves responses).
     pub dropped: AtomicU64,
+    /// Responses rate limiting dropped.
+    pub rrl_dropped: AtomicU64,
+    /// Responses rate limiting sent truncated (or as BADCOOKIE) instead.
+    pub rrl_slipped: AtomicU64,
+    /// Queries with a valid server cookie (never rate limited).
+    pub cookies_valid: AtomicU64,
+    /// Queries with a client cookie only (or a server cookie that did not verify).
+    pub cookies_new: AtomicU64,
+    /// Times a worker panicked and was started again.
+    pub restarts: AtomicU64,
+    /// TCP connections closed at once: every slot taken by a busy connection.
+    pub tcp_refused: AtomicU64,
     /// Service-name A/AAAA answers by tag (slot, family, fallback step).
     pub tagged: Box<[AtomicU64]>,
 }
@@ -66,6 +86,12 @@ impl Default for Counters {
             fast: AtomicU64::new(0),
             slow: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            rrl_dropped: AtomicU64::new(0),
+            rrl_slipped: AtomicU64::new(0),
+            cookies_valid: AtomicU64::new(0),
+            cookies_new: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            tcp_refused: AtomicU64::new(0),
             tagged: (0..TAGS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -161,18 +187,86 @@ pub fn tag(slot: u16, v6: bool, step: Step) -> u16 {
     (slot * 2 + u16::from(v6)) * Step::ALL.len() as u16 + step.index() as u16
 }
 
+/// The edge policy in force: response rate limiting and DNS cookies (swapped on reload; the
+/// rate limiter's table is kept across reloads that leave its settings alone).
+#[derive(Debug, Default)]
+pub struct Edge {
+    /// Rate limiting of UDP responses; None: off.
+    pub rrl: Option<Arc<rrl::Limiter>>,
+    /// Cookie secrets; None: cookies off (COOKIE options are ignored, as before RFC 7873).
+    pub cookies: Option<cookie::Secrets>,
+}
+
+impl Edge {
+    /// The edge of `dns`. The rate limiter of `previous` is kept when its settings are
+    /// unchanged, so a reload does not hand every client a fresh burst; `fallback` is the cookie
+    /// secret when the config names none (made once per process, so reloads keep cookies valid).
+    pub fn new(
+        dns: &crate::config::DnsConfig,
+        previous: Option<&Edge>,
+        fallback: cookie::Secret,
+    ) -> Self {
+        let rrl = dns.rrl.as_ref().map(|settings| {
+            previous
+                .and_then(|p| p.rrl.as_ref())
+                .filter(|l| l.settings() == settings)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(rrl::Limiter::new(settings.clone())))
+        });
+        let cookies = dns.cookies.enabled.then(|| cookie::Secrets {
+            current: dns.cookies.secret.unwrap_or(fallback),
+            previous: dns.cookies.previous,
+        });
+        Self { rrl, cookies }
+    }
+}
+
+/// Where a query came from, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    /// The client's address, v4-mapped IPv6 addresses folded to IPv4.
+    pub ip: IpAddr,
+    /// The transport.
+    pub transport: Transport,
+    /// Unix time in seconds (cookie timestamps).
+    pub unix: u32,
+    /// Nanoseconds on a monotonic clock (rate limiting).
+    pub mono: u64,
+}
+
+/// What one worker (a UDP thread, or a TCP connection) carries from query to query.
+#[derive(Debug)]
+pub struct Worker<'a> {
+    /// Its counters.
+    pub stats: &'a Counters,
+    /// Picks the rotation of health-driven answers; advanced per query.
+    pub rotation: usize,
+    /// Rate-limited responses so far (every `slip`-th is slipped).
+    pub slips: u32,
+}
+
+impl<'a> Worker<'a> {
+    /// A worker counting into `stats`.
+    pub fn new(stats: &'a Counters) -> Self {
+        Self {
+            stats,
+            rotation: 0,
+            slips: 0,
+        }
+    }
+}
+
 /// Answers one DNS message. Writes the response into `out` and returns true, or returns false
-/// when the packet gets no answer at all. `rotation` (a per-worker counter) picks the rotation of
-/// health-driven answers.
+/// when the packet gets no answer at all (malformed beyond an answer, or rate limited).
 pub fn handle(
     snap: &Snapshot,
+    edge: &Edge,
+    origin: &Origin,
     packet: &[u8],
-    transport: Transport,
-    rotation: usize,
+    worker: &mut Worker<'_>,
     out: &mut Vec<u8>,
-    stats: &Counters,
 ) -> bool {
-    handle_parsed(snap, wire::parse(packet), transport, rotation, out, stats)
+    handle_parsed(snap, edge, origin, wire::parse(packet), worker, out)
 }
 
 /// True for a zone transfer request (AXFR or IXFR), which DNS over TCP answers with
@@ -182,14 +276,18 @@ pub fn is_transfer(parsed: &Parsed<'_>) -> bool {
 }
 
 /// [`handle`] for a message already parsed (DNS over TCP parses once to spot transfers).
+///
+/// The steps: judge the cookie; answer (from the prebuilt table where it can, leaving room for
+/// the cookie); let rate limiting send, slip or drop the response; add the cookie.
 pub fn handle_parsed(
     snap: &Snapshot,
+    edge: &Edge,
+    origin: &Origin,
     parsed: Parsed<'_>,
-    transport: Transport,
-    rotation: usize,
+    worker: &mut Worker<'_>,
     out: &mut Vec<u8>,
-    stats: &Counters,
 ) -> bool {
+    let stats = worker.stats;
     let q = match parsed {
         Parsed::Query(q) => q,
         Parsed::Error {
@@ -197,8 +295,11 @@ pub fn handle_parsed(
             flags_hi,
             rcode,
         } => {
-            wire::encode_error(out, id, flags_hi, rcode, None);
-            count_rcode(stats, out, false);
+            wire::encode_error(out, id, flags_hi, &[], rcode, None);
+            if rate_limit(snap, edge, origin, None, worker, out) == rrl::Decision::Drop {
+                return false;
+            }
+            count_rcode(stats, out, None);
             return true;
         }
         Parsed::Drop => {
@@ -206,37 +307,136 @@ pub fn handle_parsed(
             return false;
         }
     };
+    let (verdict, cookie) = match &edge.cookies {
+        Some(secrets) if q.edns.is_some() => {
+            cookie::judge(secrets, &q.cookie, origin.ip, origin.unix)
+        }
+        _ => (cookie::Verdict::None, None),
+    };
+    match verdict {
+        cookie::Verdict::Valid => stats.cookies_valid.fetch_add(1, Ordering::Relaxed),
+        cookie::Verdict::ClientOnly => stats.cookies_new.fetch_add(1, Ordering::Relaxed),
+        _ => 0,
+    };
+    let room = cookie.map_or(0, |c| c.option.len());
+    let extended = if verdict == cookie::Verdict::Malformed {
+        // RFC 7873 §5.2.2.
+        wire::encode_error(
+            out,
+            q.id,
+            q.flags_hi,
+            q.question,
+            ResponseCode::FormErr,
+            q.edns,
+        );
+        None
+    } else {
+        answer(snap, &q, origin.transport, room, worker, out)
+    };
+    if verdict != cookie::Verdict::Valid {
+        match rate_limit(snap, edge, origin, Some(&q), worker, out) {
+            rrl::Decision::Send => {}
+            rrl::Decision::Drop => return false,
+            rrl::Decision::Slip if verdict == cookie::Verdict::ClientOnly => {
+                // The client can prove its address: tell it so (RFC 7873 §5.2.3).
+                let badcookie = ResponseCode::BADCOOKIE;
+                wire::encode_error(out, q.id, q.flags_hi, q.question, badcookie, q.edns);
+                if let Some(c) = cookie {
+                    wire::append_option(out, &c.option);
+                }
+                count_rcode(stats, out, Some(SLOT_BADCOOKIE));
+                return true;
+            }
+            rrl::Decision::Slip => wire::truncate(out, q.question.len(), q.edns.is_some()),
+        }
+    }
+    if let Some(c) = cookie {
+        wire::append_option(out, &c.option);
+    }
+    count_rcode(stats, out, extended);
+    true
+}
+
+/// Answers `q` into `out`, `room` bytes under the transport's limit left for the cookie. The
+/// counter slot of an extended rcode, if the answer has one.
+fn answer(
+    snap: &Snapshot,
+    q: &Query<'_>,
+    transport: Transport,
+    room: usize,
+    worker: &mut Worker<'_>,
+    out: &mut Vec<u8>,
+) -> Option<usize> {
+    let stats = worker.stats;
+    worker.rotation = worker.rotation.wrapping_add(1);
+    let rotation = worker.rotation;
     let limit = match transport {
         Transport::Udp => q.udp_limit(),
         Transport::Tcp => usize::from(u16::MAX),
-    };
+    }
+    .saturating_sub(room);
     if q.opcode() == 0 && q.edns.is_none_or(|e| e.version == 0) {
-        if let Some(t) = snap.fast.answer(&q, limit, rotation, out) {
+        if let Some(t) = snap.fast.answer(q, limit, rotation, out) {
             stats.fast.fetch_add(1, Ordering::Relaxed);
             if t != UNTAGGED {
                 if let Some(c) = stats.tagged.get(usize::from(t)) {
                     c.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            count_rcode(stats, out, false);
-            return true;
+            return None;
         }
     }
     stats.slow.fetch_add(1, Ordering::Relaxed);
-    answer_slow(snap, &q, transport, limit, rotation, out);
-    count_rcode(stats, out, q.edns.is_some_and(|e| e.version != 0));
-    true
+    answer_slow(snap, q, transport, limit, rotation, out);
+    q.edns
+        .is_some_and(|e| e.version != 0)
+        .then_some(SLOT_BADVERS)
 }
 
-/// Counts the response in `out` by rcode (its header's four bits, or BADVERS).
-#[inline]
-fn count_rcode(stats: &Counters, out: &[u8], badvers: bool) {
-    let i = if badvers {
-        16
-    } else {
-        out.get(3).map_or(2, |b| usize::from(b & 0x0f))
+/// Rate limiting's decision on the response in `out` (answers over TCP, to exempt sources and
+/// with rate limiting off always go out). The response's class: the query name for answers
+/// and referrals, the zone for NXDOMAIN and NODATA, one class for every error.
+fn rate_limit(
+    snap: &Snapshot,
+    edge: &Edge,
+    origin: &Origin,
+    q: Option<&Query<'_>>,
+    worker: &mut Worker<'_>,
+    out: &[u8],
+) -> rrl::Decision {
+    let Some(limiter) = &edge.rrl else {
+        return rrl::Decision::Send;
     };
-    stats.rcodes[i].fetch_add(1, Ordering::Relaxed);
+    if origin.transport == Transport::Tcp || limiter.exempt(origin.ip) {
+        return rrl::Decision::Send;
+    }
+    let rcode = out.get(3).map_or(2, |b| b & 0x0f);
+    let answers = out
+        .get(6..8)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let authoritative = out.get(2).is_some_and(|b| b & 0x04 != 0);
+    let class = match (q, rcode) {
+        (Some(q), 0) if answers > 0 || !authoritative => rrl::Class::Answer(q.qname()),
+        (Some(q), 0 | 3) => rrl::Class::Negative(snap.zones.origin_of(q.qname()).unwrap_or(&[])),
+        _ => rrl::Class::Error,
+    };
+    let decision = limiter.decide(origin.ip, class, origin.mono, &mut worker.slips);
+    let counter = match decision {
+        rrl::Decision::Send => return decision,
+        rrl::Decision::Slip => &worker.stats.rrl_slipped,
+        rrl::Decision::Drop => &worker.stats.rrl_dropped,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    decision
+}
+
+/// Counts the response in `out` by rcode (its header's four bits, or an extended rcode's slot).
+#[inline]
+fn count_rcode(stats: &Counters, out: &[u8], extended: Option<usize>) {
+    let i = extended.unwrap_or_else(|| out.get(3).map_or(2, |b| usize::from(b & 0x0f)));
+    if let Some(c) = stats.rcodes.get(i) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 fn answer_slow(
@@ -247,8 +447,9 @@ fn answer_slow(
     rotation: usize,
     out: &mut Vec<u8>,
 ) {
-    let refuse =
-        |out: &mut Vec<u8>, rcode| wire::encode_error(out, q.id, q.flags_hi, rcode, q.edns);
+    let refuse = |out: &mut Vec<u8>, rcode| {
+        wire::encode_error(out, q.id, q.flags_hi, q.question, rcode, q.edns);
+    };
     if q.opcode() != 0 {
         return refuse(out, ResponseCode::NotImp);
     }
@@ -300,6 +501,30 @@ pub(crate) mod tests {
         Snapshot::new(vec![z])
     }
 
+    /// [`handle`] with no rate limiting or cookies, from 127.0.0.1 over `transport`.
+    pub(crate) fn plain(
+        snap: &Snapshot,
+        packet: &[u8],
+        transport: Transport,
+        out: &mut Vec<u8>,
+        stats: &Counters,
+    ) -> bool {
+        let origin = Origin {
+            ip: IpAddr::from([127, 0, 0, 1]),
+            transport,
+            unix: 0,
+            mono: 0,
+        };
+        handle(
+            snap,
+            &Edge::default(),
+            &origin,
+            packet,
+            &mut Worker::new(stats),
+            out,
+        )
+    }
+
     pub(crate) const ZONE: &str = "$ORIGIN z.test.\n$TTL 300\n@ SOA ns h 1 2 3 4 60\n@ NS ns\nns A 127.0.0.1\n\
         @ MX 10 mx\nmx A 127.0.0.2\nowa 30 A 127.0.1.1\nowa 30 A 127.0.1.2\na CNAME b\nb CNAME a\n*.w TXT \"w\"\n";
 
@@ -316,11 +541,10 @@ pub(crate) mod tests {
             m.edns = Some(Edns::new());
         }
         let mut out = Vec::new();
-        assert!(handle(
+        assert!(plain(
             snap,
             &m.to_vec().unwrap(),
             transport,
-            0,
             &mut out,
             Stats::default().shard(0)
         ));
@@ -387,11 +611,10 @@ pub(crate) mod tests {
                 Name::from_ascii(name).unwrap(),
                 RecordType::A,
             ));
-            handle(
+            plain(
                 &snap,
                 &m.to_vec().unwrap(),
                 Transport::Udp,
-                0,
                 &mut out,
                 &stats,
             );
@@ -406,6 +629,186 @@ pub(crate) mod tests {
         assert_eq!(stats.rcodes[3].load(Ordering::Relaxed), 1, "one NXDOMAIN");
     }
 
+    fn query_bytes(name: &str, cookie: Option<&[u8]>) -> Vec<u8> {
+        let mut m = Message::new(5, MessageType::Query, OpCode::Query);
+        m.add_query(HQuery::query(
+            Name::from_ascii(name).unwrap(),
+            RecordType::A,
+        ));
+        let mut e = Edns::new();
+        if let Some(c) = cookie {
+            e.options_mut()
+                .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
+                    10,
+                    c.to_vec(),
+                ));
+        }
+        m.edns = Some(e);
+        m.to_vec().unwrap()
+    }
+
+    fn edge(rate: u32, slip: u32) -> Edge {
+        let mut dns = crate::config::Config::parse(
+            std::path::Path::new("m.toml"),
+            "[[zone]]\nname = \"z.test\"\nfile = \"z\"\n",
+        )
+        .unwrap()
+        .dns;
+        let rrl = dns.rrl.as_mut().unwrap();
+        rrl.rate = rate;
+        rrl.slip = slip;
+        Edge::new(&dns, None, [9; 16])
+    }
+
+    fn from(ip: &str) -> Origin {
+        Origin {
+            ip: ip.parse().unwrap(),
+            transport: Transport::Udp,
+            unix: 1_800_000_000,
+            mono: 1_000_000_000,
+        }
+    }
+
+    /// The COOKIE option of a response: (client, server).
+    fn cookie_of(m: &Message) -> Option<Vec<u8>> {
+        m.edns
+            .as_ref()?
+            .options()
+            .as_ref()
+            .iter()
+            .find_map(|(c, o)| match o {
+                hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, d) => Some(d.clone()),
+                _ => {
+                    let _ = c;
+                    None
+                }
+            })
+    }
+
+    #[test]
+    fn refusals_echo_the_question() {
+        let snap = snapshot("z.test", ZONE);
+        let m = ask(
+            &snap,
+            "elsewhere.example.",
+            RecordType::A,
+            true,
+            Transport::Udp,
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+        assert_eq!(m.queries.len(), 1, "QUERY: 1");
+        assert_eq!(m.queries[0].name().to_ascii(), "elsewhere.example.");
+    }
+
+    #[test]
+    fn rate_limiting_slips_and_drops_but_spares_cookies_tcp_and_loopback() {
+        let snap = snapshot("z.test", ZONE);
+        let edge = edge(10, 2);
+        let stats = Counters::default();
+        let mut w = Worker::new(&stats);
+        let mut out = Vec::new();
+        let q = query_bytes("owa.z.test.", None);
+        let (mut full, mut tc, mut none) = (0, 0, 0);
+        for _ in 0..100 {
+            if !handle(&snap, &edge, &from("198.18.0.1"), &q, &mut w, &mut out) {
+                none += 1;
+                continue;
+            }
+            let m = Message::from_vec(&out).unwrap();
+            if m.metadata.truncation {
+                assert!(m.answers.is_empty() && m.edns.is_some());
+                tc += 1;
+            } else {
+                full += 1;
+            }
+        }
+        assert_eq!((full, tc, none), (10, 45, 45));
+        assert_eq!(stats.rrl_dropped.load(Ordering::Relaxed), 45);
+        assert_eq!(stats.rrl_slipped.load(Ordering::Relaxed), 45);
+        // Over TCP, or from loopback: answered in full.
+        let mut tcp = from("198.18.0.1");
+        tcp.transport = Transport::Tcp;
+        assert!(handle(&snap, &edge, &tcp, &q, &mut w, &mut out));
+        assert!(!Message::from_vec(&out).unwrap().metadata.truncation);
+        for _ in 0..50 {
+            assert!(handle(
+                &snap,
+                &edge,
+                &from("127.0.0.1"),
+                &q,
+                &mut w,
+                &mut out
+            ));
+        }
+        // A client cookie alone: limited, and the slipped replies are BADCOOKIE with a cookie.
+        let cq = query_bytes("owa.z.test.", Some(&[1, 2, 3, 4, 5, 6, 7, 8]));
+        let mut server = None;
+        let mut badcookie = 0;
+        for _ in 0..10 {
+            if handle(&snap, &edge, &from("198.18.0.1"), &cq, &mut w, &mut out) {
+                let m = Message::from_vec(&out).unwrap();
+                let c = cookie_of(&m).expect("a cookie in every reply");
+                assert_eq!(c.len(), 24);
+                assert_eq!(&c[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
+                if m.metadata.response_code == ResponseCode::BADCOOKIE {
+                    badcookie += 1;
+                }
+                server = Some(c);
+            }
+        }
+        assert!(badcookie > 0);
+        // With the server cookie back: never limited.
+        let vq = query_bytes("owa.z.test.", server.as_deref());
+        for _ in 0..100 {
+            assert!(handle(
+                &snap,
+                &edge,
+                &from("198.18.0.1"),
+                &vq,
+                &mut w,
+                &mut out
+            ));
+            let m = Message::from_vec(&out).unwrap();
+            assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+            assert_eq!(m.answers.len(), 2);
+        }
+        assert_eq!(stats.cookies_valid.load(Ordering::Relaxed), 100);
+    }
+
+    #[test]
+    fn cookies_on_the_fast_and_general_paths_and_malformed_ones() {
+        let snap = snapshot("z.test", ZONE);
+        let edge = edge(1000, 2);
+        let stats = Counters::default();
+        let mut w = Worker::new(&stats);
+        let mut out = Vec::new();
+        for name in ["owa.z.test.", "nope.z.test.", "z.test."] {
+            let q = query_bytes(name, Some(&[7; 8]));
+            assert!(handle(
+                &snap,
+                &edge,
+                &from("198.18.0.2"),
+                &q,
+                &mut w,
+                &mut out
+            ));
+            let m = Message::from_vec(&out).unwrap();
+            assert_eq!(cookie_of(&m).unwrap().len(), 24, "{name}");
+        }
+        let bad = query_bytes("owa.z.test.", Some(&[7; 5]));
+        assert!(handle(
+            &snap,
+            &edge,
+            &from("198.18.0.2"),
+            &bad,
+            &mut w,
+            &mut out
+        ));
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+        assert_eq!(m.queries.len(), 1);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(3000))]
 
@@ -415,7 +818,7 @@ pub(crate) mod tests {
             let snap = snapshot("z.test", ZONE);
             let mut out = Vec::new();
             for transport in [Transport::Udp, Transport::Tcp] {
-                if handle(&snap, &packet, transport, 0, &mut out, Stats::default().shard(0)) {
+                if plain(&snap, &packet, transport, &mut out, Stats::default().shard(0)) {
                     prop_assert_eq!(&out[..2], &packet[..2]);
                     prop_assert!(out.len() >= 12);
                     if transport == Transport::Udp {
@@ -436,7 +839,7 @@ pub(crate) mod tests {
             let at = at % p.len();
             p[at] = byte;
             let mut out = Vec::new();
-            if handle(&snap, &p, Transport::Udp, 0, &mut out, Stats::default().shard(0)) {
+            if plain(&snap, &p, Transport::Udp, &mut out, Stats::default().shard(0)) {
                 prop_assert!(Message::from_vec(&out).is_ok(), "undecodable answer to {:?}", p);
             }
         }

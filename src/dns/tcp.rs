@@ -1,6 +1,11 @@
-//! DNS over TCP (RFC 7766): length-prefixed messages, pipelined queries answered in order, an idle
-//! timeout between messages, and a cap on open connections (a new connection over the cap is
-//! closed at once rather than left waiting).
+//! DNS over TCP (RFC 7766), held as Knot DNS and NSD hold it against hostile clients.
+//!
+//! Length-prefixed messages, pipelined queries answered in order. Every read and write has a
+//! bound: the idle timeout between messages, and the I/O timeout (Knot's `tcp-io-timeout`) for
+//! the rest of a message once its length has arrived and for each answer's write, so a client
+//! that sends queries and never reads loses its connection instead of holding it. Slots are
+//! capped per client prefix and in total; when a cap is reached the connection idle the longest
+//! is closed for the newcomer. Shutdown closes every connection at once, stalled or not.
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,18 +13,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use arc_swap::ArcSwap;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use arc_swap::ArcSwap;
-
 use super::xfr::{self, TransferPolicy};
-use super::{handle_parsed, is_transfer, wire, Counters, Stats, Transport};
+use super::{handle_parsed, is_transfer, wire, Edge, Origin, Stats, Transport, Worker};
+use crate::limits::{Caps, Slot, Slots};
 use crate::state::Store;
 
 /// Rotation counter shared by TCP connections (UDP workers keep their own).
@@ -30,23 +34,37 @@ static ROTATION: AtomicUsize = AtomicUsize::new(0);
 pub struct TcpOptions {
     /// Close a connection that sends nothing for this long.
     pub idle_timeout: Duration,
-    /// Open connections at most.
-    pub max_connections: usize,
+    /// Close a connection that takes longer than this to deliver the rest of a message, or to
+    /// take an answer.
+    pub io_timeout: Duration,
+    /// Connection caps.
+    pub caps: Caps,
     /// The counter shard its connections count into.
     pub shard: usize,
 }
 
-/// Accepts connections on `listener` until `token` is cancelled, then waits for open connections
-/// to finish their current message.
+/// What DNS over TCP serves from.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The serving snapshot.
+    pub store: Store,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Who may transfer which zone.
+    pub transfers: Arc<ArcSwap<TransferPolicy>>,
+    /// Cookies (TCP is never rate limited).
+    pub edge: Arc<ArcSwap<Edge>>,
+}
+
+/// Accepts connections on `listener` until `token` is cancelled; then every connection closes
+/// at once (a stalled reader included), and this returns when they have.
 pub async fn serve(
     listener: TcpListener,
-    store: Store,
-    stats: Arc<Stats>,
-    transfers: Arc<ArcSwap<TransferPolicy>>,
+    sources: Sources,
     opts: TcpOptions,
     token: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(opts.max_connections));
+    let slots = Slots::new(opts.caps);
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -63,107 +81,126 @@ pub async fn serve(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            debug!(%peer, "dns tcp connection limit reached; closing");
+        let peer = crate::addr::canonical_socket(peer);
+        let Some(slot) = slots.admit(peer.ip()) else {
+            debug!(%peer, "dns tcp connection limit reached (every connection busy); closing");
+            sources
+                .stats
+                .shard(opts.shard)
+                .tcp_refused
+                .fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let (store, stats, token, idle, shard, transfers) = (
-            store.clone(),
-            stats.clone(),
-            token.clone(),
-            opts.idle_timeout,
-            opts.shard,
-            transfers.clone(),
-        );
+        let (sources, token, opts) = (sources.clone(), token.clone(), opts.clone());
         conns.spawn(async move {
-            let counters = stats.shard(shard);
-            let ctx = Ctx {
-                store: &store,
-                stats: counters,
-                transfers: &transfers,
+            let stop = slot.evicted.clone();
+            let ended = tokio::select! {
+                r = connection(stream, peer, &sources, &opts, &slot) => r,
+                () = token.cancelled() => Ok(()),
+                () = stop.cancelled() => {
+                    debug!(%peer, "dns tcp connection evicted for a newcomer");
+                    Ok(())
+                }
             };
-            if let Err(error) = connection(stream, peer, ctx, idle, &token).await {
+            if let Err(error) = ended {
                 debug!(%peer, %error, "dns tcp connection ended");
             }
-            drop(permit);
         });
     }
     while conns.join_next().await.is_some() {}
 }
 
-/// What a connection reads.
-#[derive(Clone, Copy)]
-struct Ctx<'a> {
-    store: &'a Store,
-    stats: &'a Counters,
-    transfers: &'a ArcSwap<TransferPolicy>,
-}
-
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    ctx: Ctx<'_>,
-    idle: Duration,
-    token: &CancellationToken,
+    sources: &Sources,
+    opts: &TcpOptions,
+    slot: &Slot,
 ) -> io::Result<()> {
-    let Ctx {
-        store,
-        stats,
-        transfers,
-    } = ctx;
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let mut msg = vec![0u8; 65535];
     let mut out = Vec::with_capacity(4096);
+    let stats = sources.stats.shard(opts.shard);
+    let mut worker = Worker::new(stats);
     loop {
-        let len = tokio::select! {
-            l = timeout(idle, r.read_u16()) => match l {
-                Ok(Ok(l)) => l as usize,
-                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(()), // idle
-            },
-            () = token.cancelled() => return Ok(()),
+        slot.idle(crate::addr::mono_nanos());
+        let len = match timeout(opts.idle_timeout, r.read_u16()).await {
+            Ok(Ok(l)) => usize::from(l),
+            Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()), // idle
         };
-        match timeout(idle, r.read_exact(&mut msg[..len])).await {
+        slot.busy();
+        let Some(body) = msg.get_mut(..len) else {
+            return Ok(());
+        };
+        match timeout(opts.io_timeout, r.read_exact(body)).await {
             Ok(res) => res?,
-            Err(_) => return Ok(()),
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "slow message")),
         };
-        let parsed = wire::parse(&msg[..len]);
+        let parsed = wire::parse(body);
         if is_transfer(&parsed) {
-            // Built off the async threads: a large zone takes milliseconds to encode.
-            let zones = store.load().static_zones.clone();
-            let policy = transfers.load_full();
-            let request = msg[..len].to_vec();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let messages = tokio::task::spawn_blocking(move || {
-                xfr::answer(&zones, &policy, &request, peer.ip(), now)
-            })
-            .await
-            .unwrap_or_default();
-            for m in messages {
-                let mut framed = Vec::with_capacity(m.len() + 2);
-                framed.extend_from_slice(&(m.len() as u16).to_be_bytes());
-                framed.extend_from_slice(&m);
-                w.write_all(&framed).await?;
+            let request = body.to_vec();
+            for m in transfer(sources, request, peer).await {
+                write_message(&mut w, &m, opts.io_timeout).await?;
             }
             continue;
         }
         let answered = {
-            let snap = store.load();
-            let rotation = ROTATION.fetch_add(1, Ordering::Relaxed);
-            handle_parsed(&snap, parsed, Transport::Tcp, rotation, &mut out, stats)
+            let snap = sources.store.load();
+            let edge = sources.edge.load();
+            let origin = Origin {
+                ip: peer.ip(),
+                transport: Transport::Tcp,
+                unix: crate::addr::unix_seconds(),
+                mono: crate::addr::mono_nanos(),
+            };
+            worker.rotation = ROTATION.fetch_add(1, Ordering::Relaxed);
+            handle_parsed(&snap, &edge, &origin, parsed, &mut worker, &mut out)
         };
         if !answered {
             debug!(%peer, "dns tcp message dropped; closing");
             return Ok(());
         }
-        let mut framed = Vec::with_capacity(out.len() + 2);
-        framed.extend_from_slice(&(out.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&out);
-        w.write_all(&framed).await?;
+        write_message(&mut w, &out, opts.io_timeout).await?;
+    }
+}
+
+/// A zone transfer's messages, built off the async threads (a large zone takes milliseconds).
+async fn transfer(sources: &Sources, request: Vec<u8>, peer: SocketAddr) -> Vec<Vec<u8>> {
+    let zones = sources.store.load().static_zones.clone();
+    let policy = sources.transfers.load_full();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    tokio::task::spawn_blocking(move || xfr::answer(&zones, &policy, &request, peer.ip(), now))
+        .await
+        .unwrap_or_default()
+}
+
+/// Writes one length-prefixed message; a client that does not take it within `limit` has its
+/// connection closed (the write is abandoned with the connection).
+async fn write_message(
+    w: &mut (impl AsyncWrite + Unpin),
+    m: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    let Ok(len) = u16::try_from(m.len()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "message too long",
+        ));
+    };
+    let mut framed = Vec::with_capacity(m.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(m);
+    match timeout(limit, w.write_all(&framed)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "client does not read",
+        )),
     }
 }

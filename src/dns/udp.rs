@@ -15,9 +15,11 @@ use nix::errno::Errno;
 use nix::sys::socket::{recvmmsg, sendto, MsgFlags, MultiHeaders, SockaddrStorage};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, error};
 
-use super::{handle, Counters, Stats, Transport};
+use arc_swap::ArcSwap;
+
+use super::{handle, Counters, Edge, Origin, Stats, Transport, Worker};
 use crate::state::Store;
 
 /// How often an idle worker looks at the shutdown token.
@@ -47,24 +49,47 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
     Ok(socks)
 }
 
+/// What the UDP workers serve from.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The serving snapshot.
+    pub store: Store,
+    /// Rate limiting and cookies.
+    pub edge: Arc<ArcSwap<Edge>>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+}
+
 /// Starts one worker thread per socket, counting into shards `first_shard..` of `stats`. They
-/// return once `token` is cancelled.
+/// return once `token` is cancelled. A worker that panics is logged and started again on the
+/// same socket: one bad packet costs at most its batch, never the listener.
 pub fn serve(
     socks: Vec<UdpSocket>,
-    store: Store,
-    stats: Arc<Stats>,
+    sources: &Sources,
     first_shard: usize,
     token: CancellationToken,
-) -> Vec<JoinHandle<()>> {
+) -> io::Result<Vec<JoinHandle<()>>> {
     socks
         .into_iter()
         .enumerate()
         .map(|(i, sock)| {
-            let (store, stats, token) = (store.clone(), stats.clone(), token.clone());
+            let (sources, token) = (sources.clone(), token.clone());
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || worker(&sock, &store, stats.shard(first_shard + i), &token))
-                .expect("spawning a thread must not fail at start-up")
+                .spawn(move || {
+                    let stats = sources.stats.shard(first_shard + i);
+                    while !token.is_cancelled() {
+                        let run = std::panic::AssertUnwindSafe(|| {
+                            worker(&sock, &sources, stats, &token);
+                        });
+                        if std::panic::catch_unwind(run).is_err() {
+                            stats
+                                .restarts
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            error!(worker = i, "dns udp worker panicked; restarted");
+                        }
+                    }
+                })
         })
         .collect()
 }
@@ -78,15 +103,16 @@ const RX_SIZE: usize = 4096;
 /// already queued, then the answers go out. Under load this cuts the
 /// system calls and thread wake-ups per query (the dominant cost here, not the lookup) by the
 /// batch size; when idle it answers each datagram at once.
-fn worker(sock: &UdpSocket, store: &Store, stats: &Counters, token: &CancellationToken) {
+fn worker(sock: &UdpSocket, sources: &Sources, stats: &Counters, token: &CancellationToken) {
     let fd = sock.as_raw_fd();
-    let mut cache = arc_swap::Cache::new(&**store);
+    let mut cache = arc_swap::Cache::new(&*sources.store);
+    let mut edge = arc_swap::Cache::new(&*sources.edge);
+    let mut state = Worker::new(stats);
     let mut rx = vec![[0u8; RX_SIZE]; BATCH];
     let mut tx: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
     let mut rx_hdrs = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut got: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
     let mut out_addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
-    let mut rotation = 0usize;
     loop {
         got.clear();
         {
@@ -124,21 +150,32 @@ fn worker(sock: &UdpSocket, store: &Store, stats: &Counters, token: &Cancellatio
             }
         }
         let snap = cache.load();
+        let edge = edge.load();
+        let (unix, mono) = (crate::addr::unix_seconds(), crate::addr::mono_nanos());
         out_addrs.clear();
         let mut n_out = 0;
-        for (i, &(len, addr)) in got.iter().enumerate() {
-            if len == 0 || addr.is_none() {
+        for (packet, &(len, addr)) in rx.iter().zip(&got) {
+            let (Some(addr), Some(packet), Some(out)) =
+                (addr, packet.get(..len), tx.get_mut(n_out))
+            else {
                 continue;
-            }
-            let out = &mut tx[n_out];
-            rotation = rotation.wrapping_add(1);
-            if handle(snap, &rx[i][..len], Transport::Udp, rotation, out, stats) {
-                out_addrs.push(addr);
+            };
+            let Some(ip) = peer_ip(&addr) else {
+                continue;
+            };
+            let origin = Origin {
+                ip,
+                transport: Transport::Udp,
+                unix,
+                mono,
+            };
+            if len > 0 && handle(snap, edge, &origin, packet, &mut state, out) {
+                out_addrs.push(Some(addr));
                 n_out += 1;
             }
         }
         // One send_to per answer: nix's sendmmsg gives no sent-count that can be read soundly.
-        for (out, addr) in tx[..n_out].iter().zip(&out_addrs) {
+        for (out, addr) in tx.iter().take(n_out).zip(&out_addrs) {
             if let Some(addr) = addr {
                 if let Err(error) = sendto(fd, out, addr, MsgFlags::empty()) {
                     debug!(%error, "udp send failed");
@@ -149,4 +186,14 @@ fn worker(sock: &UdpSocket, store: &Store, stats: &Counters, token: &Cancellatio
             return;
         }
     }
+}
+
+/// The client's address, v4-mapped folded to IPv4.
+fn peer_ip(addr: &SockaddrStorage) -> Option<std::net::IpAddr> {
+    let ip = if let Some(v4) = addr.as_sockaddr_in() {
+        std::net::IpAddr::V4(v4.ip())
+    } else {
+        std::net::IpAddr::V6(addr.as_sockaddr_in6()?.ip())
+    };
+    Some(crate::addr::canonical(ip))
 }

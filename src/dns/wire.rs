@@ -10,6 +10,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
+use super::cookie;
 use super::lookup::Answer;
 
 /// The UDP payload mailns uses at most, whatever the client offers (DNS flag day 2020).
@@ -19,6 +20,7 @@ pub const PLAIN_UDP_PAYLOAD: u16 = 512;
 /// Length of the OPT record mailns sends: root name, type, class, TTL, empty RDATA.
 pub const OPT_LEN: usize = 11;
 
+const HEADER_LEN: usize = 12;
 const QR: u8 = 0x80;
 const AA: u8 = 0x04;
 const TC: u8 = 0x02;
@@ -57,6 +59,8 @@ pub struct Query<'a> {
     pub qclass: u16,
     /// EDNS, if the query had an OPT record.
     pub edns: Option<Edns>,
+    /// The COOKIE option of the OPT record, if any.
+    pub cookie: cookie::Received,
 }
 
 impl Query<'_> {
@@ -128,6 +132,7 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
         qtype: RecordType::A,
         qclass: 1,
         edns: None,
+        cookie: cookie::Received::Absent,
     });
     // Question name: labels only (a compression pointer in a lone question can point nowhere).
     let mut i = 12;
@@ -164,8 +169,9 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
         return Parsed::Query(q);
     }
     if an == 0 && ns == 0 && ar == 1 {
-        if let Some(edns) = parse_opt(&packet[i..]) {
+        if let Some((edns, cookie)) = packet.get(i..).and_then(parse_opt) {
             q.edns = Some(edns);
+            q.cookie = cookie;
             return Parsed::Query(q);
         }
     }
@@ -185,37 +191,56 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
                 version: e.version(),
                 dnssec_ok: e.flags().dnssec_ok,
             });
+            let option = m
+                .edns
+                .as_ref()
+                .and_then(|e| e.option(hickory_proto::rr::rdata::opt::EdnsCode::Cookie));
+            q.cookie = match option {
+                Some(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(_, data)) => {
+                    cookie::Received::parse(data)
+                }
+                Some(_) => cookie::Received::Malformed,
+                None => cookie::Received::Absent,
+            };
             Parsed::Query(q)
         }
         Err(_) => formerr,
     }
 }
 
-/// A lone OPT record filling exactly `rest`, or None.
-fn parse_opt(rest: &[u8]) -> Option<Edns> {
-    if rest.len() < OPT_LEN || rest[0] != 0 || rest[1..3] != [0, 41] {
+/// A lone OPT record filling exactly `rest`, or None; with its COOKIE option (the first).
+fn parse_opt(rest: &[u8]) -> Option<(Edns, cookie::Received)> {
+    let fixed: &[u8; OPT_LEN] = rest.get(..OPT_LEN)?.try_into().ok()?;
+    if fixed[0] != 0 || fixed[1..3] != [0, 41] {
         return None;
     }
-    let payload = u16::from_be_bytes([rest[3], rest[4]]);
-    let version = rest[6];
-    let dnssec_ok = rest[7] & 0x80 != 0;
-    let rdlen = u16::from_be_bytes([rest[9], rest[10]]) as usize;
-    let mut opts = &rest[OPT_LEN..];
+    let payload = u16::from_be_bytes([fixed[3], fixed[4]]);
+    let version = fixed[6];
+    let dnssec_ok = fixed[7] & 0x80 != 0;
+    let rdlen = u16::from_be_bytes([fixed[9], fixed[10]]) as usize;
+    let mut opts = rest.get(OPT_LEN..)?;
     if opts.len() != rdlen {
         return None;
     }
+    let mut found = cookie::Received::Absent;
     while !opts.is_empty() {
-        if opts.len() < 4 {
-            return None;
+        let head: &[u8; 4] = opts.get(..4)?.try_into().ok()?;
+        let code = u16::from_be_bytes([head[0], head[1]]);
+        let len = u16::from_be_bytes([head[2], head[3]]) as usize;
+        let data = opts.get(4..4 + len)?;
+        if code == cookie::OPTION_CODE && found == cookie::Received::Absent {
+            found = cookie::Received::parse(data);
         }
-        let len = u16::from_be_bytes([opts[2], opts[3]]) as usize;
         opts = opts.get(4 + len..)?;
     }
-    Some(Edns {
-        payload,
-        version,
-        dnssec_ok,
-    })
+    Some((
+        Edns {
+            payload,
+            version,
+            dnssec_ok,
+        },
+        found,
+    ))
 }
 
 /// Writes the 12-byte header.
@@ -236,21 +261,74 @@ pub fn push_opt(out: &mut Vec<u8>, rcode: ResponseCode, dnssec_ok: bool) {
     out.extend_from_slice(&[ext, 0, if dnssec_ok { 0x80 } else { 0 }, 0, 0, 0]);
 }
 
-/// A response with only a header (and OPT if the query had one): FORMERR, NOTIMP, REFUSED...
+/// A response with no records (but OPT if the query had one): FORMERR, NOTIMP, REFUSED...
+/// `question` is the client's question section, echoed (empty where it could not be read).
 pub fn encode_error(
     out: &mut Vec<u8>,
     id: u16,
     flags_hi: u8,
+    question: &[u8],
     rcode: ResponseCode,
     edns: Option<Edns>,
 ) {
     out.clear();
     let hi = QR | (flags_hi & (0x78 | RD));
     let lo = (u16::from(rcode) & 0x0f) as u8;
-    header(out, id, hi, lo, [0, 0, 0, u16::from(edns.is_some())]);
+    let qd = u16::from(!question.is_empty());
+    header(out, id, hi, lo, [qd, 0, 0, u16::from(edns.is_some())]);
+    out.extend_from_slice(question);
     if let Some(e) = edns {
         push_opt(out, rcode, e.dnssec_ok);
     }
+}
+
+/// Turns the response in `out` to a query with a `question_len`-byte question into its
+/// truncated form: same header, TC=1, the question and the OPT record, no other record. This is
+/// the reply rate limiting slips out: small, and it sends a real client to TCP.
+pub fn truncate(out: &mut Vec<u8>, question_len: usize, edns: bool) {
+    let end = HEADER_LEN + question_len;
+    if out.len() < end {
+        return;
+    }
+    let opt: Option<[u8; OPT_LEN]> = edns
+        .then(|| out.len().checked_sub(OPT_LEN).and_then(|at| out.get(at..)))
+        .flatten()
+        .and_then(|b| b.try_into().ok())
+        .filter(|o: &[u8; OPT_LEN]| o[..3] == [0, 0, 41]);
+    out.truncate(end);
+    if let Some(flags) = out.get_mut(2) {
+        *flags |= TC;
+    }
+    let ar = u16::from(opt.is_some()).to_be_bytes();
+    if let Some(counts) = out.get_mut(6..12) {
+        counts.copy_from_slice(&[0, 0, 0, 0, ar[0], ar[1]]);
+    }
+    if let Some(opt) = opt {
+        out.extend_from_slice(&opt);
+    }
+}
+
+/// Appends an EDNS option (code and length included) to the OPT record that ends `out`, as
+/// every response mailns encodes for an EDNS query does. False, and `out` unchanged, if `out`
+/// does not end with an empty OPT record.
+pub fn append_option(out: &mut Vec<u8>, option: &[u8]) -> bool {
+    let Some(at) = out.len().checked_sub(OPT_LEN) else {
+        return false;
+    };
+    let ends_with_opt = out
+        .get(at..)
+        .is_some_and(|o| o[..3] == [0, 0, 41] && o[9..] == [0, 0]);
+    let Ok(rdlen) = u16::try_from(option.len()) else {
+        return false;
+    };
+    if !ends_with_opt {
+        return false;
+    }
+    out.extend_from_slice(option);
+    if let Some(len) = out.get_mut(at + 9..at + 11) {
+        len.copy_from_slice(&rdlen.to_be_bytes());
+    }
+    true
 }
 
 /// Encodes `ans` for `q` into `out`, fitting `limit` bytes: additional records are dropped first
