@@ -16,6 +16,7 @@ pub mod demo;
 pub mod diag;
 pub mod dns;
 pub mod health;
+pub mod httpconn;
 pub mod limits;
 pub mod listeners;
 pub mod redirect;

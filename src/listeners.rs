@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -183,10 +183,7 @@ impl Listeners {
         if self.admin.as_ref().map(|(a, _)| *a) != Some(config.admin.listen) {
             let addr = config.admin.listen;
             // No SO_REUSEPORT: a second instance on the same port must fail, not share it.
-            let std = std::net::TcpListener::bind(addr)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(|source| BindError { addr, source }.to_string())?;
-            let l = TcpListener::from_std(std).map_err(|e| e.to_string())?;
+            let l = tcp_listener(addr).map_err(|source| BindError { addr, source }.to_string())?;
             p.admin = Some((addr, l));
         }
         let default_name = config
@@ -461,6 +458,23 @@ pub fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpList
     Ok(s.into())
 }
 
+/// A plain TCP listener (DNS, admin): SO_REUSEADDR, no SO_REUSEPORT, so a second instance on
+/// the same port fails instead of sharing it. An IPv6 socket is IPv6-only, as the UDP ones are,
+/// so `0.0.0.0:53` and `[::]:53` bind side by side and IPv4 clients arrive as IPv4.
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // SO_REUSEADDR: a restart binds again despite connections in TIME_WAIT.
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    TcpListener::from_std(s.into())
+}
+
 /// Binds the UDP sockets and the TCP listener of one DNS address on the same port. With port 0,
 /// UDP picks the port and TCP may find it taken (by any TCP socket on that address, an outgoing
 /// connection included): then both are dropped and another port is tried.
@@ -474,17 +488,7 @@ pub fn bind_dns(
         let socks = dns::udp::bind(addr, workers).map_err(|source| BindError { addr, source })?;
         let port = socks[0].local_addr().map_or(addr.port(), |a| a.port());
         let tcp_addr = SocketAddr::new(addr.ip(), port);
-        let bound = if tcp_addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .and_then(|s| {
-            // SO_REUSEADDR: a restart binds again despite connections in TIME_WAIT.
-            s.set_reuseaddr(true)?;
-            s.bind(tcp_addr)?;
-            s.listen(1024)
-        });
+        let bound = tcp_listener(tcp_addr);
         match bound {
             Ok(listener) => return Ok((socks, listener)),
             Err(source) => {

@@ -4,18 +4,16 @@
 //! No request body is ever read: the answer depends only on the method, the Host and the path.
 //! The decision is a pure function; the listener around it is hyper.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 /// `[redirect]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -106,61 +104,57 @@ pub fn decide(cfg: &RedirectConfig, method: &str, host: Option<&str>, target: &s
     }
 }
 
-/// Serves `listener` until `token` is cancelled.
+/// Open port-80 connections at most.
+const MAX_CONNECTIONS: usize = 1024;
+/// Open port-80 connections per client prefix at most.
+const MAX_PER_CLIENT: usize = 64;
+
+/// Serves `listener` until `token` is cancelled: one request per connection, capped per client
+/// prefix and in total, with short timeouts, since all it ever sends is a redirect.
 pub async fn serve(
     listener: TcpListener,
     cfg: Arc<arc_swap::ArcSwap<RedirectConfig>>,
     token: CancellationToken,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(x) => x,
-                Err(error) => {
-                    warn!(%error, "redirect accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            () = token.cancelled() => return,
-        };
-        // The settings in force at accept time (a reload swaps them).
+    let slots = crate::limits::Slots::new(crate::limits::Caps {
+        total: MAX_CONNECTIONS,
+        per_client: MAX_PER_CLIENT,
+        ipv4_prefix: 24,
+        ipv6_prefix: 56,
+    });
+    let limits = crate::httpconn::Limits {
+        header_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(10),
+        write_timeout: Duration::from_secs(5),
+        keep_alive: false,
+    };
+    let handler = move |req: Request<Incoming>, _peer| {
+        // The settings in force now (a reload swaps them).
         let cfg = cfg.load_full();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let cfg = cfg.clone();
-                async move {
-                    let host = req
-                        .headers()
-                        .get(hyper::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .or_else(|| req.uri().authority().map(|a| a.as_str()));
-                    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-                    let a = decide(&cfg, req.method().as_str(), host, target);
-                    let mut resp = Response::builder()
-                        .status(StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_REQUEST))
-                        .header(hyper::header::CONNECTION, "close")
-                        .header(hyper::header::CONTENT_LENGTH, "0");
-                    if let Some(l) = a.location {
-                        resp = resp.header(hyper::header::LOCATION, l);
-                    }
-                    if a.status == 405 {
-                        resp = resp.header(hyper::header::ALLOW, "GET, HEAD");
-                    }
-                    Ok::<_, Infallible>(resp.body(Empty::<Bytes>::new()).unwrap_or_default())
-                }
-            });
-            // One request per connection and a bound on reading its head: nothing lingers.
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(false)
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-            if let Err(error) = conn.await {
-                debug!(%peer, %error, "redirect connection ended");
-            }
-        });
+        async move { respond(&cfg, &req) }
+    };
+    crate::httpconn::serve("redirect", listener, slots, limits, handler, token).await;
+}
+
+fn respond(cfg: &RedirectConfig, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let a = decide(cfg, req.method().as_str(), host, target);
+    let mut resp = Response::builder()
+        .status(StatusCode::from_u16(a.status).unwrap_or(StatusCode::BAD_REQUEST))
+        .header(hyper::header::CONNECTION, "close")
+        .header(hyper::header::CONTENT_LENGTH, "0");
+    if let Some(l) = a.location {
+        resp = resp.header(hyper::header::LOCATION, l);
     }
+    if a.status == 405 {
+        resp = resp.header(hyper::header::ALLOW, "GET, HEAD");
+    }
+    resp.body(Full::new(Bytes::new())).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -447,39 +447,77 @@ fn tcp_pipelining_idle_timeout_and_connection_limit() {
     assert_eq!(c.read(&mut b).unwrap_or(0), 0);
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    // The limit is 8: the 9th concurrent connection is closed at once; after one closes, a new
-    // one is served.
-    let held: Vec<TcpStream> = (0..8)
-        .map(|_| TcpStream::connect(s.addr).unwrap())
-        .collect();
-    // Make sure all 8 are accepted (each answers a query).
-    let mut held = held;
-    for h in &mut held {
-        h.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut f = (q1.len() as u16).to_be_bytes().to_vec();
-        f.extend_from_slice(&q1);
-        h.write_all(&f).unwrap();
-        let mut len = [0u8; 2];
-        h.read_exact(&mut len).unwrap();
-        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-        h.read_exact(&mut buf).unwrap();
-    }
-    let mut ninth = TcpStream::connect(s.addr).unwrap();
-    ninth
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let _ = ninth.write_all(&[0, 12]);
-    assert_eq!(ninth.read(&mut b).unwrap_or(0), 0, "over the limit: closed");
-    drop(held.pop());
-    // The freed slot is taken by a new connection (retry briefly while the server notices).
-    wait_for(Duration::from_secs(5), "a freed slot is reused", || {
-        let mut c = TcpStream::connect(s.addr).unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    // The limit is 8. Idle connections make room: a 9th evicts the one idle the longest.
+    let ask = |c: &mut TcpStream| -> bool {
         let mut f = (q1.len() as u16).to_be_bytes().to_vec();
         f.extend_from_slice(&q1);
         let _ = c.write_all(&f);
         let mut len = [0u8; 2];
-        c.read_exact(&mut len).is_ok()
+        if c.read_exact(&mut len).is_err() {
+            return false;
+        }
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        c.read_exact(&mut buf).is_ok()
+    };
+    let connect = || {
+        let c = TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c
+    };
+    let mut idle: Vec<TcpStream> = Vec::new();
+    for _ in 0..8 {
+        let mut h = connect();
+        assert!(ask(&mut h), "each of the 8 is answered");
+        idle.push(h);
+    }
+    let mut ninth = connect();
+    assert!(ask(&mut ninth), "the 9th is served");
+    assert_eq!(
+        idle[0].read(&mut b).unwrap_or(0),
+        0,
+        "the longest idle was closed for it"
+    );
+    idle.push(ninth);
+
+    // Busy connections (in the middle of a message) are not evicted: with 8 of them, one more
+    // is closed at once; each busy one is closed by the server after the I/O timeout (1 s).
+    let busy: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut c = connect();
+            c.write_all(&[0, 12, 1, 2]).unwrap();
+            c
+        })
+        .collect();
+    for c in &mut idle[1..] {
+        assert_eq!(
+            c.read(&mut b).unwrap_or(0),
+            0,
+            "idle ones make room for busy ones"
+        );
+    }
+    let mut refused = connect();
+    let started = Instant::now();
+    let _ = refused.write_all(&[0, 12]);
+    assert_eq!(
+        refused.read(&mut b).unwrap_or(0),
+        0,
+        "all busy: closed at once"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    for mut c in busy {
+        assert_eq!(
+            c.read(&mut b).unwrap_or(0),
+            0,
+            "a stalled message is cut off"
+        );
+    }
+    // The freed slots are taken by new connections.
+    wait_for(Duration::from_secs(5), "a freed slot is reused", || {
+        ask(&mut connect())
     });
 }
 

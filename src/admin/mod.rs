@@ -22,11 +22,12 @@ use hyper::{header, Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::config::{AdminState, Config};
 use crate::dns::Stats;
 use crate::health::engine::{AdminCmd, Handle, Outputs};
+use crate::limits::{Caps, Slots};
 use crate::relay::server::Relay;
 use crate::state::Store;
 
@@ -34,8 +35,10 @@ use crate::state::Store;
 const DASHBOARD: &str = include_str!("dashboard.html");
 /// Request bodies read at most (admin actions carry a few words).
 const MAX_BODY: usize = 4096;
-/// Open admin connections at most; more are closed at once (a dashboard holds one).
+/// Open admin connections at most.
 const MAX_CONNECTIONS: usize = 64;
+/// Open admin connections per client address at most.
+const MAX_PER_CLIENT: usize = 16;
 
 /// The config in force and how it got there.
 #[derive(Debug)]
@@ -107,42 +110,63 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Reply {
 
 /// Serves the admin listener until `token` is cancelled.
 pub async fn serve(listener: TcpListener, live: Arc<Live>, token: CancellationToken) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            a = listener.accept() => match a {
-                Ok(x) => x,
-                Err(error) => {
-                    warn!(%error, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = token.cancelled() => return,
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            debug!(%peer, "admin connection limit reached; closing");
-            continue;
-        };
+    // A few per client address (a dashboard holds one or two, a scraper one); keep-alive
+    // connections idle the longest make room for newcomers.
+    let slots = Slots::new(Caps {
+        total: MAX_CONNECTIONS,
+        per_client: MAX_PER_CLIENT,
+        ipv4_prefix: 32,
+        ipv6_prefix: 128,
+    });
+    let limits = crate::httpconn::Limits {
+        header_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(60),
+        write_timeout: Duration::from_secs(10),
+        keep_alive: true,
+    };
+    let handler = move |req, peer| {
         let live = live.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let svc = hyper::service::service_fn(move |req| {
-                let live = live.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&live, req, peer).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-            if let Err(error) = conn.await {
-                debug!(%peer, %error, "admin connection ended");
+        async move { route(&live, req, peer).await }
+    };
+    crate::httpconn::serve("admin", listener, slots, limits, handler, token).await;
+}
+
+/// True when `host` (a Host header) names this listener in a way no DNS-rebinding page can:
+/// an IP address, `localhost` (or a name under it), or a name the config lists.
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
             }
-        });
-    }
+        }),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || allowed.iter().any(|a| *a == name)
 }
 
 async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
+    if let Some(host) = req.headers().get(header::HOST) {
+        let allowed = &live.loaded.load().config.admin.hosts;
+        if !host.to_str().is_ok_and(|h| host_allowed(h, allowed)) {
+            debug!(%peer, host = ?host, "admin: Host not allowed");
+            return error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "this Host is not one of the admin listener's names: use an IP address, localhost, or add the name to admin.hosts",
+            );
+        }
+    }
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let get = method == Method::GET || method == Method::HEAD;
@@ -172,16 +196,17 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Re
             if method != Method::POST {
                 return allow_only("POST");
             }
-            demo_action(live, &p["/api/v1/demo/servers/".len()..]).await
+            let rest = p.strip_prefix("/api/v1/demo/servers/").unwrap_or_default();
+            demo_action(live, rest).await
         }
-        p if p.starts_with("/api/v1/servers/") && p.ends_with("/state") => {
+        p if server_of_state_path(p).is_some() => {
             if method != Method::POST {
                 return allow_only("POST");
             }
             if let Some(refusal) = authorize(live, &req) {
                 return refusal;
             }
-            let name = p["/api/v1/servers/".len()..p.len() - "/state".len()].to_string();
+            let name = server_of_state_path(p).unwrap_or_default().to_string();
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
@@ -200,6 +225,15 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Re
         "/api/v1/reload" => allow_only("POST"),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
+}
+
+/// The server name in `/api/v1/servers/{name}/state`; None for any other path (an empty name
+/// included: `/api/v1/servers/state` is not a server's state).
+fn server_of_state_path(path: &str) -> Option<&str> {
+    let name = path
+        .strip_prefix("/api/v1/servers/")?
+        .strip_suffix("/state")?;
+    (!name.is_empty() && !name.contains('/')).then_some(name)
 }
 
 fn allow_only(allow: &'static str) -> Reply {
@@ -351,6 +385,43 @@ mod tests {
         assert_eq!(parse_state(br#"{"state": 1}"#), None);
         assert_eq!(parse_state(b"sleep"), None);
         assert_eq!(parse_state(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn hosts_that_a_rebinding_page_cannot_use() {
+        let allowed = vec!["mailns1.mail.example.test".to_string()];
+        for ok in [
+            "127.0.0.1:8053",
+            "127.0.0.1",
+            "[::1]:8053",
+            "localhost:8053",
+            "LOCALHOST",
+            "mailns1.mail.example.test:8053",
+            "Mailns1.Mail.Example.Test.",
+            "198.18.0.1",
+        ] {
+            assert!(host_allowed(ok, &allowed), "{ok}");
+        }
+        for bad in [
+            "evil.example:8053",
+            "mailns1.mail.example.test.evil",
+            "[zz]:1",
+            "localhost.evil",
+        ] {
+            assert!(!host_allowed(bad, &allowed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn state_paths() {
+        assert_eq!(
+            server_of_state_path("/api/v1/servers/ex01/state"),
+            Some("ex01")
+        );
+        assert_eq!(server_of_state_path("/api/v1/servers/state"), None);
+        assert_eq!(server_of_state_path("/api/v1/servers//state"), None);
+        assert_eq!(server_of_state_path("/api/v1/servers/a/b/state"), None);
+        assert_eq!(server_of_state_path("/api/v1/servers/ex01"), None);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub(super) struct RawAdmin {
     token_file: Option<Spanned<String>>,
     /// File keeping admin states across restarts.
     state_file: Option<Spanned<String>>,
+    /// Host names the dashboard may be reached by, besides loopback names and addresses.
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
 }
 
 /// The validated `[admin]`.
@@ -37,6 +40,9 @@ pub struct AdminConfig {
     pub token: Option<String>,
     /// Where admin states set through the API are kept.
     pub state_file: PathBuf,
+    /// Host names accepted in the Host header besides `localhost` and IP addresses
+    /// (lowercase, no port): a page that rebinds another name to this address is refused.
+    pub hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -122,10 +128,33 @@ pub(super) fn validate(
             .as_ref()
             .map_or(DEFAULT_STATE_FILE, |s| s.get_ref().as_str()),
     );
+    let mut hosts = Vec::new();
+    for h in &raw.hosts {
+        let name = h.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if ok {
+            hosts.push(name);
+        } else {
+            cx.error(
+                Some(h.span()),
+                format!(
+                    "admin.hosts: '{}' is not a host name (e.g. \"mailns1.mail.example.test\"; no port, no scheme)",
+                    h.get_ref()
+                ),
+            );
+        }
+    }
     AdminConfig {
         listen,
         token_file,
         token,
         state_file,
+        hosts,
     }
 }

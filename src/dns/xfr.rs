@@ -216,9 +216,12 @@ fn sign_all(messages: &mut [Vec<u8>], signer: &TSigner, request_mac: &[u8], now:
         if record.emit(&mut BinEncoder::new(&mut rr)).is_err() {
             continue;
         }
+        let Some(count) = msg.get_mut(10..12) else {
+            continue;
+        };
+        let arcount = u16::from_be_bytes([count[0], count[1]]).saturating_add(1);
+        count.copy_from_slice(&arcount.to_be_bytes());
         msg.extend_from_slice(&rr);
-        let arcount = u16::from_be_bytes([msg[10], msg[11]]) + 1;
-        msg[10..12].copy_from_slice(&arcount.to_be_bytes());
         prev = mac;
     }
 }

@@ -76,7 +76,7 @@ impl Mailns {
             std::fs::copy(data_dir().join(f), dir.path().join(f)).expect("copy test data");
         }
         let config = format!(
-            "[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 2\ntcp_idle_timeout = \"2s\"\ntcp_max_connections = 8\n\n[[zone]]\nname = \"{origin}\"\nfile = \"{zone_file}\"\n"
+            "[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 2\ntcp_idle_timeout = \"2s\"\ntcp_io_timeout = \"1s\"\ntcp_max_connections = 8\ntcp_max_per_client = 8\n\n[[zone]]\nname = \"{origin}\"\nfile = \"{zone_file}\"\n"
         );
         Self::start_config(dir, &config)
     }
