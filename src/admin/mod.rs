@@ -153,7 +153,7 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
     name.parse::<std::net::Ipv4Addr>().is_ok()
         || name == "localhost"
         || name.ends_with(".localhost")
-        || allowed.iter().any(|a| *a == name)
+        || allowed.contains(&name)
 }
 
 async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
