@@ -401,19 +401,6 @@ pub async fn reload(live: &Arc<Live>) -> Result<(), String> {
     let old = live.loaded.load_full();
     match result {
         Ok(config) => {
-            for r in live.relays.load().iter() {
-                if let Some(front) = &r.front {
-                    match front.reload(true) {
-                        Some(Err(error)) => {
-                            warn!(relay = %r.def.name, %error, "certificate reload failed; the previous certificates stay in use")
-                        }
-                        Some(Ok(n)) => {
-                            info!(relay = %r.def.name, certificates = n, "certificates reloaded")
-                        }
-                        None => {}
-                    }
-                }
-            }
             live.loaded.store(Arc::new(Loaded {
                 config: Arc::new(config),
                 at: now,
@@ -459,6 +446,17 @@ async fn prepare_reload(live: &Arc<Live>) -> Result<Config, String> {
     let Some(ls) = listeners.as_mut() else {
         return Err("shutting down".into());
     };
+    // Certificates of the relays in force are read again (new and changed relays read theirs
+    // in `prepare`); one that fails fails the reload before anything changes.
+    let mut certificates = Vec::new();
+    for r in live.relays.load().iter() {
+        if let Some(front) = &r.front {
+            let certs = front.load_files().map_err(|e| {
+                format!("{}: relay '{}': certificate reload failed: {e}; the running config and certificates are unchanged", new.path.display(), r.def.name)
+            })?;
+            certificates.push((r.clone(), certs));
+        }
+    }
     let pending = ls.prepare(&new, false)?;
     let carry = live.out.reports.borrow().clone();
     let mut engine = live.engine.lock().await;
@@ -477,6 +475,13 @@ async fn prepare_reload(live: &Arc<Live>) -> Result<Config, String> {
     // The new engine's snapshot orders relay views as the new config does: reindex now.
     ls.apply(&new, pending, admin_starter(live));
     drop(listeners);
+    for (relay, certs) in certificates {
+        let n = certs.len();
+        if let Some(front) = &relay.front {
+            front.install(certs);
+            info!(relay = %relay.def.name, certificates = n, "certificates reloaded");
+        }
+    }
     let policy = TransferPolicy::new(&new.zones);
     notify_changed(&new, &snap.static_zones, &previous, &policy, &live.token);
     live.transfers.store(Arc::new(policy));

@@ -321,37 +321,53 @@ fn parse_state(body: &[u8]) -> Option<AdminState> {
     AdminState::parse(text)
 }
 
-/// Persists the new state, then has the engine apply it; answers once it is published.
+/// Has the engine apply the new state, then persists it; answers once it is published. If the
+/// state file cannot be written, the previous state is put back and nothing has changed: what
+/// the file says and what is served never disagree for longer than the request.
 async fn set_state(live: &Live, name: &str, state: AdminState, peer: SocketAddr) -> Reply {
     let _guard = live.admin_lock.lock().await;
-    if !live
+    let before = live
         .out
         .health
         .load()
         .servers
         .iter()
-        .any(|s| s.name == name)
-    {
+        .find(|s| s.name == name)
+        .map(|s| s.admin);
+    let Some(before) = before else {
         return error(
             StatusCode::NOT_FOUND,
             format!("no [[server]] named '{name}'"),
         );
-    }
+    };
     let file = live.loaded.load().config.admin.state_file.clone();
     let mut overrides = match persist::load(&file) {
         Ok(o) => o,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
+    if let Err(refusal) = apply_state(live, name, state).await {
+        return refusal;
+    }
     overrides.insert(name.to_string(), state);
     if let Err(e) = persist::save(&file, &overrides) {
+        let _ = apply_state(live, name, before).await;
         return error(StatusCode::INTERNAL_SERVER_ERROR, e);
     }
+    info!(%peer, server = name, state = state.as_str(), "admin: server state set");
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "server": name, "admin": state }),
+    )
+}
+
+/// Has the engine put `state` in force for `name`; returns once the snapshot is published.
+async fn apply_state(live: &Live, name: &str, state: AdminState) -> Result<(), Reply> {
     let sender = live.engine.lock().await.as_ref().map(|h| h.admin.clone());
     let Some(sender) = sender else {
-        return error(
+        return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the health engine is not running",
-        );
+        ));
     };
     let (done, applied) = oneshot::channel();
     let cmd = AdminCmd {
@@ -360,13 +376,12 @@ async fn set_state(live: &Live, name: &str, state: AdminState, peer: SocketAddr)
         done,
     };
     if sender.send(cmd).await.is_err() || applied.await.is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the health engine stopped");
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the health engine stopped",
+        ));
     }
-    info!(%peer, server = name, state = state.as_str(), "admin: server state set");
-    json(
-        StatusCode::OK,
-        &serde_json::json!({ "server": name, "admin": state }),
-    )
+    Ok(())
 }
 
 #[cfg(test)]

@@ -36,20 +36,52 @@ pub fn spawn(
     }
 }
 
-/// The NOTIFY message for `soa`'s zone: the question is (apex, SOA), the answer the new SOA.
-fn message(soa: &Record, id: u16, signer: Option<&TSigner>) -> Option<Vec<u8>> {
+/// The NOTIFY message for `soa`'s zone: the question is (apex, SOA), the answer the new SOA;
+/// with the request's MAC when it is signed (the acknowledgement must be signed over it).
+fn message(soa: &Record, id: u16, signer: Option<&TSigner>) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
     let mut m = Message::new(id, MessageType::Query, OpCode::Notify);
     m.metadata.authoritative = true;
     m.add_query(Query::query(soa.name.clone(), RecordType::SOA));
     m.answers.push(soa.clone());
+    let mut mac = None;
     if let Some(s) = signer {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let (sig, _) = s.sign_message(&m, now).ok()?;
+        let (sig, _) = s.sign_message(&m, unix_now()).ok()?;
+        mac = Some(sig.data.mac.clone());
         m.signature = Some(sig);
     }
-    m.to_vec().ok()
+    Some((m.to_vec().ok()?, mac))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// True when `reply` acknowledges NOTIFY `id`: a NOTIFY response with that ID and, when the
+/// NOTIFY was signed, a TSIG that verifies over the request's MAC, signed within the fudge. An
+/// unsigned or forged acknowledgement is not one: the retries go on.
+fn acknowledges(
+    reply: &[u8],
+    id: u16,
+    signer: Option<&TSigner>,
+    request_mac: Option<&[u8]>,
+) -> bool {
+    let Ok(m) = Message::from_vec(reply) else {
+        return false;
+    };
+    if m.metadata.id != id
+        || m.metadata.message_type != MessageType::Response
+        || m.metadata.op_code != OpCode::Notify
+    {
+        return false;
+    }
+    match (signer, request_mac) {
+        (Some(s), Some(mac)) => s
+            .verify_message_byte(reply, Some(mac), true)
+            .is_ok_and(|(_, at, _)| unix_now().abs_diff(at) <= u64::from(s.fudge())),
+        _ => true,
+    }
 }
 
 async fn notify_one(soa: Record, target: SocketAddr, signer: Option<TSigner>) {
@@ -67,7 +99,7 @@ async fn notify_one(soa: Record, target: SocketAddr, signer: Option<TSigner>) {
         }
     };
     let id: u16 = rand::random();
-    let Some(packet) = message(&soa, id, signer.as_ref()) else {
+    let Some((packet, request_mac)) = message(&soa, id, signer.as_ref()) else {
         warn!(%zone, %target, "notify: cannot encode the message");
         return;
     };
@@ -84,12 +116,8 @@ async fn notify_one(soa: Record, target: SocketAddr, signer: Option<TSigner>) {
             if from != target {
                 continue;
             }
-            let acked = Message::from_vec(&buf[..n]).is_ok_and(|m| {
-                m.metadata.id == id
-                    && m.metadata.message_type == MessageType::Response
-                    && m.metadata.op_code == OpCode::Notify
-            });
-            if acked {
+            let reply = buf.get(..n).unwrap_or_default();
+            if acknowledges(reply, id, signer.as_ref(), request_mac.as_deref()) {
                 info!(%zone, %target, serial = serial_of(&soa), "notify acknowledged");
                 return;
             }
@@ -105,6 +133,85 @@ fn serial_of(soa: &Record) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signed_notifies_need_signed_acknowledgements() {
+        use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+        let key = |secret: u8| {
+            TSigner::new(
+                vec![secret; 32],
+                TsigAlgorithm::HmacSha256,
+                Name::from_ascii("k.").unwrap(),
+                300,
+            )
+            .unwrap()
+        };
+        let soa = Record::from_rdata(
+            Name::from_ascii("z.test.").unwrap(),
+            60,
+            hickory_proto::rr::RData::SOA(hickory_proto::rr::rdata::SOA::new(
+                Name::from_ascii("ns.z.test.").unwrap(),
+                Name::from_ascii("h.z.test.").unwrap(),
+                42,
+                1,
+                2,
+                3,
+                4,
+            )),
+        );
+        let (_, mac) = message(&soa, 9, Some(&key(1))).unwrap();
+        let mac = mac.unwrap();
+        let ack = Message::new(9, MessageType::Response, OpCode::Notify);
+        let unsigned = ack.to_vec().unwrap();
+        assert!(
+            !acknowledges(&unsigned, 9, Some(&key(1)), Some(&mac)),
+            "unsigned"
+        );
+        let signed_by = |k: &TSigner| {
+            let tbs_stub = hickory_proto::rr::rdata::tsig::TSIG::new(
+                k.algorithm().clone(),
+                unix_now(),
+                300,
+                Vec::new(),
+                9,
+                None,
+                Vec::new(),
+            );
+            let mut bytes = ack.to_vec().unwrap();
+            let tbs = k.encode_response_tbs(&mac, &bytes, &tbs_stub).unwrap();
+            let record = hickory_proto::rr::rdata::tsig::make_tsig_record(
+                k.signer_name().clone(),
+                tbs_stub.set_mac(k.sign(&tbs).unwrap()),
+            );
+            let mut rr = Vec::new();
+            hickory_proto::serialize::binary::BinEncodable::emit(
+                &record,
+                &mut hickory_proto::serialize::binary::BinEncoder::new(&mut rr),
+            )
+            .unwrap();
+            bytes[11] += 1;
+            bytes.extend_from_slice(&rr);
+            bytes
+        };
+        assert!(
+            !acknowledges(&signed_by(&key(2)), 9, Some(&key(1)), Some(&mac)),
+            "forged"
+        );
+        assert!(acknowledges(
+            &signed_by(&key(1)),
+            9,
+            Some(&key(1)),
+            Some(&mac)
+        ));
+        assert!(
+            !acknowledges(&signed_by(&key(1)), 10, Some(&key(1)), Some(&mac)),
+            "other id"
+        );
+        assert!(
+            acknowledges(&unsigned, 9, None, None),
+            "unsigned zones take any ack"
+        );
+    }
 
     #[tokio::test]
     async fn retries_until_acknowledged() {

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::rdata::tsig::{make_tsig_record, TSIG};
+use hickory_proto::rr::rdata::tsig::{make_tsig_record, TsigError, TSIG};
 use hickory_proto::rr::{Record, RecordType, TSigner};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use ipnet::IpNet;
@@ -31,9 +31,10 @@ struct ZonePolicy {
 }
 
 /// Transfer permissions of every zone, from the config (swapped on reload).
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub struct TransferPolicy {
     zones: Vec<ZonePolicy>,
+    replays: Replays,
 }
 
 impl std::fmt::Debug for TransferPolicy {
@@ -60,6 +61,7 @@ impl TransferPolicy {
                     }),
                 })
                 .collect(),
+            replays: Replays::default(),
         }
     }
 
@@ -103,28 +105,163 @@ pub fn answer(
     }
     let mut signing = None;
     if let Some(signer) = &pol.key {
-        if req.signature.is_none() {
+        let Some(tsig) = req.signature.as_deref() else {
             info!(%peer, zone = %zone.origin, "transfer refused: not signed with the zone's key");
             return vec![error(id, Some(&q), ResponseCode::Refused)];
-        }
-        match signer.verify_message_byte(packet, None, true) {
-            Ok((mac, _, valid)) if valid.contains(&now) => signing = Some((signer, mac)),
-            Ok(_) => {
-                info!(%peer, zone = %zone.origin, "transfer refused: TSIG time outside the fudge");
-                return vec![error(id, Some(&q), ResponseCode::NotAuth)];
-            }
-            Err(e) => {
-                info!(%peer, zone = %zone.origin, error = %e, "transfer refused: TSIG does not verify");
-                return vec![error(id, Some(&q), ResponseCode::NotAuth)];
+        };
+        match check_tsig(signer, tsig, packet, now, &policy.replays) {
+            Ok(mac) => signing = Some((signer, mac)),
+            Err(refusal) => {
+                info!(%peer, zone = %zone.origin, error = ?refusal.error, "transfer refused: TSIG {}", refusal.why);
+                return vec![tsig_error(id, &q, tsig, &refusal, signer, now)];
             }
         }
     }
     let mut messages = build(zone, id, &q);
     if let Some((signer, mac)) = signing {
-        sign_all(&mut messages, signer, &mac, now);
+        if let Err(e) = sign_all(&mut messages, signer, &mac, now) {
+            tracing::error!(%peer, zone = %zone.origin, error = %e, "transfer not sent: signing failed");
+            return vec![error(id, Some(&q), ResponseCode::ServFail)];
+        }
     }
     info!(%peer, zone = %zone.origin, serial = zone.serial(), messages = messages.len(), signed = pol.key.is_some(), "zone transferred");
     messages
+}
+
+/// Why a signed request is refused: its TSIG error, and whether the error answer is signed
+/// (only BADTIME's is: the MAC verified, so the client can trust the server's clock in it).
+#[derive(Debug)]
+struct Refusal {
+    error: TsigError,
+    why: &'static str,
+    /// The request's MAC, when it verified.
+    request_mac: Option<Vec<u8>>,
+}
+
+/// Verifies a request's TSIG (RFC 8945 §5.2): the key, the MAC, then the time, within the
+/// request's fudge and never more than mailns's own [`FUDGE`] (a client cannot widen the window
+/// by asking), and not a replay of a request already seen inside that window. The request's
+/// MAC on success.
+fn check_tsig(
+    signer: &TSigner,
+    tsig: &Record<TSIG>,
+    packet: &[u8],
+    now: u64,
+    replays: &Replays,
+) -> Result<Vec<u8>, Refusal> {
+    let refuse = |error, why, request_mac| Refusal {
+        error,
+        why,
+        request_mac,
+    };
+    if tsig.name != *signer.signer_name() || tsig.data.algorithm != *signer.algorithm() {
+        return Err(refuse(TsigError::BadKey, "key is not the zone's", None));
+    }
+    let (mac, signed_at) = match signer.verify_message_byte(packet, None, true) {
+        Ok((mac, signed_at, _)) => (mac, signed_at),
+        Err(_) => return Err(refuse(TsigError::BadSig, "does not verify", None)),
+    };
+    let fudge = u64::from(tsig.data.fudge.min(FUDGE));
+    if now.abs_diff(signed_at) > fudge {
+        return Err(refuse(
+            TsigError::BadTime,
+            "time is outside the fudge",
+            Some(mac),
+        ));
+    }
+    if !replays.first_sight(&mac, signed_at, now) {
+        return Err(refuse(
+            TsigError::BadTime,
+            "request was seen before (a replay)",
+            Some(mac),
+        ));
+    }
+    Ok(mac)
+}
+
+/// MACs of signed requests seen inside the fudge window: a request sent again inside it is a
+/// replay (RFC 8945 §5.2.3 asks servers to guard against them). Bounded: entries older than the
+/// window are forgotten, and at most [`MAX_REPLAYS`] are kept.
+#[derive(Debug, Default)]
+pub struct Replays(std::sync::Mutex<std::collections::VecDeque<(u64, Vec<u8>)>>);
+
+/// Signed requests remembered at most.
+const MAX_REPLAYS: usize = 4096;
+
+impl Replays {
+    /// Records `mac` (signed at `signed_at`); false if it was already seen.
+    fn first_sight(&self, mac: &[u8], signed_at: u64, now: u64) -> bool {
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let horizon = now.saturating_sub(2 * u64::from(FUDGE));
+        seen.retain(|(t, _)| *t >= horizon);
+        if seen.iter().any(|(_, m)| m == mac) {
+            return false;
+        }
+        if seen.len() >= MAX_REPLAYS {
+            seen.pop_front();
+        }
+        seen.push_back((signed_at, mac.to_vec()));
+        true
+    }
+}
+
+/// NOTAUTH with the TSIG error record (RFC 8945 §5.3.2): BADKEY and BADSIG unsigned (empty
+/// MAC), BADTIME signed over the request's MAC, carrying the server's time in Other Data.
+fn tsig_error(
+    id: u16,
+    q: &Query,
+    request: &Record<TSIG>,
+    refusal: &Refusal,
+    signer: &TSigner,
+    now: u64,
+) -> Vec<u8> {
+    let mut msg = error(id, Some(q), ResponseCode::NotAuth);
+    let other = if refusal.error == TsigError::BadTime {
+        now.to_be_bytes()
+            .get(2..)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let stub = TSIG::new(
+        request.data.algorithm.clone(),
+        request.data.time,
+        request.data.fudge,
+        Vec::new(),
+        id,
+        Some(refusal.error),
+        other,
+    );
+    let mac = match &refusal.request_mac {
+        Some(req_mac) => signer
+            .encode_response_tbs(req_mac, &msg, &stub)
+            .ok()
+            .and_then(|tbs| signer.sign(&tbs).ok())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let record = make_tsig_record(request.name.clone(), stub.set_mac(mac));
+    append_record(&mut msg, &record);
+    msg
+}
+
+/// Appends `record` to the additional section of the encoded message `msg`.
+fn append_record(msg: &mut Vec<u8>, record: &Record<TSIG>) -> bool {
+    let mut rr = Vec::new();
+    if record.emit(&mut BinEncoder::new(&mut rr)).is_err() {
+        return false;
+    }
+    let Some(count) = msg.get_mut(10..12) else {
+        return false;
+    };
+    let arcount = u16::from_be_bytes([count[0], count[1]]).saturating_add(1);
+    count.copy_from_slice(&arcount.to_be_bytes());
+    msg.extend_from_slice(&rr);
+    true
 }
 
 /// The zone's records as transfer messages: SOA, every other record, SOA.
@@ -183,7 +320,15 @@ fn packet_id(p: &[u8]) -> u16 {
 
 /// Signs each message (RFC 8945 §5.3.1): the first over the request's MAC, the message and the
 /// full TSIG variables; each later one over the previous MAC, the message and the timers.
-fn sign_all(messages: &mut [Vec<u8>], signer: &TSigner, request_mac: &[u8], now: u64) {
+///
+/// # Errors
+/// A message that could not be signed: the transfer must not go out partly unsigned.
+fn sign_all(
+    messages: &mut [Vec<u8>],
+    signer: &TSigner,
+    request_mac: &[u8],
+    now: u64,
+) -> Result<(), String> {
     let mut prev = request_mac.to_vec();
     for (i, msg) in messages.iter_mut().enumerate() {
         let id = packet_id(msg);
@@ -197,7 +342,9 @@ fn sign_all(messages: &mut [Vec<u8>], signer: &TSigner, request_mac: &[u8], now:
             Vec::new(),
         );
         let tbs = if i == 0 {
-            signer.encode_response_tbs(&prev, msg, &stub).ok()
+            signer
+                .encode_response_tbs(&prev, msg, &stub)
+                .map_err(|e| e.to_string())?
         } else {
             let mut t = Vec::with_capacity(prev.len() + msg.len() + 10);
             t.extend_from_slice(&(prev.len() as u16).to_be_bytes());
@@ -206,24 +353,16 @@ fn sign_all(messages: &mut [Vec<u8>], signer: &TSigner, request_mac: &[u8], now:
             t.extend_from_slice(&((now >> 32) as u16).to_be_bytes());
             t.extend_from_slice(&(now as u32).to_be_bytes());
             t.extend_from_slice(&signer.fudge().to_be_bytes());
-            Some(t)
+            t
         };
-        let Some(mac) = tbs.and_then(|t| signer.sign(&t).ok()) else {
-            continue;
-        };
+        let mac = signer.sign(&tbs).map_err(|e| e.to_string())?;
         let record = make_tsig_record(signer.signer_name().clone(), stub.set_mac(mac.clone()));
-        let mut rr = Vec::new();
-        if record.emit(&mut BinEncoder::new(&mut rr)).is_err() {
-            continue;
+        if msg.is_empty() || !append_record(msg, &record) {
+            return Err(format!("message {i} could not be encoded"));
         }
-        let Some(count) = msg.get_mut(10..12) else {
-            continue;
-        };
-        let arcount = u16::from_be_bytes([count[0], count[1]]).saturating_add(1);
-        count.copy_from_slice(&arcount.to_be_bytes());
-        msg.extend_from_slice(&rr);
         prev = mac;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -269,7 +408,12 @@ mod tests {
                 allow: allow.iter().map(|a| a.parse().unwrap()).collect(),
                 key,
             }],
+            replays: Replays::default(),
         }
+    }
+
+    fn tsig_error_of(m: &[u8]) -> Option<TsigError> {
+        Message::from_vec(m).unwrap().signature?.data.error
     }
 
     fn rcode(m: &[u8]) -> ResponseCode {
@@ -342,11 +486,58 @@ mod tests {
         );
         let wrong = answer(zs, &p, &request(Some(&other), now), ip, now);
         assert_eq!(rcode(&wrong[0]), ResponseCode::NotAuth);
-        let stale = answer(zs, &p, &request(Some(&key()), now - 1000), ip, now);
+        assert_eq!(tsig_error_of(&wrong[0]), Some(TsigError::BadSig));
+        let stale_req = request(Some(&key()), now - 1000);
+        let stale = answer(zs, &p, &stale_req, ip, now);
         assert_eq!(rcode(&stale[0]), ResponseCode::NotAuth);
+        assert_eq!(tsig_error_of(&stale[0]), Some(TsigError::BadTime));
+        // BADTIME is signed over the request's MAC and carries the server's time.
+        let (stale_mac, _, _) = key().verify_message_byte(&stale_req, None, true).unwrap();
+        key()
+            .verify_message_byte(&stale[0], Some(&stale_mac), true)
+            .expect("BADTIME answer verifies");
+        let m = Message::from_vec(&stale[0]).unwrap();
+        let other_data = &m.signature.as_ref().unwrap().data.other;
+        assert_eq!(other_data.len(), 6);
+        assert_eq!(
+            u64::from_be_bytes([
+                0,
+                0,
+                other_data[0],
+                other_data[1],
+                other_data[2],
+                other_data[3],
+                other_data[4],
+                other_data[5]
+            ]),
+            now
+        );
+        // A client's own large fudge does not widen the window past 300 s.
+        let wide = TSigner::new(
+            vec![7; 32],
+            TsigAlgorithm::HmacSha256,
+            Name::from_ascii("k.").unwrap(),
+            65_535,
+        )
+        .unwrap();
+        let r = answer(zs, &p, &request(Some(&wide), now - 1000), ip, now);
+        assert_eq!(tsig_error_of(&r[0]), Some(TsigError::BadTime));
+        // Another key name: BADKEY.
+        let stranger = TSigner::new(
+            vec![7; 32],
+            TsigAlgorithm::HmacSha256,
+            Name::from_ascii("other.").unwrap(),
+            300,
+        )
+        .unwrap();
+        let r = answer(zs, &p, &request(Some(&stranger), now), ip, now);
+        assert_eq!(tsig_error_of(&r[0]), Some(TsigError::BadKey));
         let req = request(Some(&key()), now);
         let ok = answer(zs, &p, &req, ip, now);
         assert_eq!(rcode(&ok[0]), ResponseCode::NoError);
+        // The same signed request again: a replay.
+        let replay = answer(zs, &p, &req, ip, now + 1);
+        assert_eq!(tsig_error_of(&replay[0]), Some(TsigError::BadTime));
         // The response verifies against the request's MAC.
         let (req_mac, _, _) = key().verify_message_byte(&req, None, true).unwrap();
         let (mac, _, _) = key()

@@ -648,6 +648,29 @@ fn stamps_of(
 }
 
 impl Front {
+    /// Loads the certificate files again without putting them in force: a reload checks them
+    /// before anything changes.
+    ///
+    /// # Errors
+    /// An unreadable or invalid certificate or key, naming the file.
+    pub fn load_files(&self) -> Result<Vec<crate::tls::LoadedCert>, String> {
+        self.files
+            .iter()
+            .map(|(c, k)| crate::tls::load(c, k))
+            .collect()
+    }
+
+    /// Puts certificates from [`Front::load_files`] in force.
+    pub fn install(&self, certs: Vec<crate::tls::LoadedCert>) {
+        *self
+            .stamps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = stamps_of(&self.files);
+        self.resolver
+            .0
+            .store(Arc::new(crate::tls::CertSet::new(certs)));
+    }
+
     /// Loads the certificate files again if one changed (or `force`), swapping the set for new
     /// handshakes; established connections keep theirs. A broken file keeps the old set.
     /// Returns None when nothing changed.
