@@ -232,6 +232,36 @@ fn collect(live: &Live) -> Vec<MetricFamily> {
         );
         counters(
             &mut enc,
+            "mailns_dns_rrl_limited_total",
+            "DNS responses over the rate limit, by what was sent instead (dropped: nothing; slipped: a truncated reply or BADCOOKIE).",
+            [
+                (vec![("action", "dropped".to_string())], live.dns.sum(|c| &c.rrl_dropped)),
+                (vec![("action", "slipped".to_string())], live.dns.sum(|c| &c.rrl_slipped)),
+            ],
+        );
+        counters(
+            &mut enc,
+            "mailns_dns_cookies_total",
+            "DNS queries with a cookie: valid (a server cookie that verifies: never rate limited) or new (a client cookie only).",
+            [
+                (vec![("cookie", "valid".to_string())], live.dns.sum(|c| &c.cookies_valid)),
+                (vec![("cookie", "new".to_string())], live.dns.sum(|c| &c.cookies_new)),
+            ],
+        );
+        counters(
+            &mut enc,
+            "mailns_dns_tcp_refused_total",
+            "DNS/TCP connections closed at once because every slot was held by a busy connection.",
+            [(vec![], live.dns.sum(|c| &c.tcp_refused))],
+        );
+        counters(
+            &mut enc,
+            "mailns_dns_worker_restarts_total",
+            "DNS/UDP workers started again after a panic.",
+            [(vec![], live.dns.sum(|c| &c.restarts))],
+        );
+        counters(
+            &mut enc,
             "mailns_dns_service_answers_total",
             "A/AAAA answers for health-driven names, by the fallback step in force.",
             live.dns

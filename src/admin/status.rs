@@ -220,6 +220,40 @@ pub struct DnsDoc {
     pub responses: std::collections::BTreeMap<String, u64>,
     /// Packets dropped without an answer.
     pub dropped: u64,
+    /// Response rate limiting.
+    pub rrl: RrlDoc,
+    /// DNS cookies.
+    pub cookies: CookiesDoc,
+    /// DNS/TCP connections closed at once (every slot busy).
+    pub tcp_refused: u64,
+    /// UDP workers restarted after a panic.
+    pub worker_restarts: u64,
+}
+
+/// Response rate limiting in `/api/v1/status`.
+#[derive(Debug, serde::Serialize)]
+pub struct RrlDoc {
+    /// On.
+    pub enabled: bool,
+    /// Responses a second per bucket.
+    pub rate: u32,
+    /// Every `slip`-th limited response is sent truncated.
+    pub slip: u32,
+    /// Responses dropped.
+    pub dropped: u64,
+    /// Responses sent truncated (or as BADCOOKIE) instead.
+    pub slipped: u64,
+}
+
+/// DNS cookies in `/api/v1/status`.
+#[derive(Debug, serde::Serialize)]
+pub struct CookiesDoc {
+    /// On.
+    pub enabled: bool,
+    /// Queries with a valid server cookie.
+    pub valid: u64,
+    /// Queries with a client cookie only (or a stale server cookie).
+    pub new: u64,
 }
 
 /// RFC 3339 time in UTC, seconds.
@@ -238,7 +272,8 @@ pub fn rcode_name(i: usize) -> String {
         "NXRRSET", "NOTAUTH", "NOTZONE",
     ];
     match i {
-        16 => "BADVERS".into(),
+        crate::dns::SLOT_BADVERS => "BADVERS".into(),
+        crate::dns::SLOT_BADCOOKIE => "BADCOOKIE".into(),
         i => NAMES
             .get(i)
             .map_or_else(|| format!("RCODE{i}"), |n| (*n).to_string()),
@@ -489,6 +524,24 @@ pub fn build(live: &Live) -> StatusDoc {
         dns: DnsDoc {
             responses,
             dropped: live.dns.sum(|c| &c.dropped),
+            rrl: {
+                let edge = live.edge.load();
+                let settings = edge.rrl.as_ref().map(|l| l.settings().clone());
+                RrlDoc {
+                    enabled: settings.is_some(),
+                    rate: settings.as_ref().map_or(0, |s| s.rate),
+                    slip: settings.as_ref().map_or(0, |s| s.slip),
+                    dropped: live.dns.sum(|c| &c.rrl_dropped),
+                    slipped: live.dns.sum(|c| &c.rrl_slipped),
+                }
+            },
+            cookies: CookiesDoc {
+                enabled: live.edge.load().cookies.is_some(),
+                valid: live.dns.sum(|c| &c.cookies_valid),
+                new: live.dns.sum(|c| &c.cookies_new),
+            },
+            tcp_refused: live.dns.sum(|c| &c.tcp_refused),
+            worker_restarts: live.dns.sum(|c| &c.restarts),
         },
         demo: live.demo.as_ref().map(|f| f.view()),
     }
