@@ -63,7 +63,7 @@ pub struct Relay {
     /// Per backend: cancelled (and replaced) to close its open connections.
     closers: Vec<ArcSwap<CancellationToken>>,
     permits: Arc<Semaphore>,
-    per_client: Mutex<HashMap<IpAddr, usize>>,
+    per_client: Mutex<HashMap<ipnet::IpNet, usize>>,
 }
 
 impl Relay {
@@ -151,7 +151,7 @@ pub async fn serve(
             () = token.cancelled() => break,
         };
         let (client, peer) = match accepted {
-            Ok(x) => x,
+            Ok((c, p)) => (c, crate::addr::canonical_socket(p)),
             Err(error) => {
                 warn!(relay = %relay.load().def.name, %error, "relay accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -725,18 +725,29 @@ pub async fn watch_certificates(
     }
 }
 
-/// One open connection counted against its client address; released on drop.
+/// One open connection counted against its client; released on drop. A client is an IPv4
+/// address, or an IPv6 /64 (one host holds a whole /64, so counting its addresses would give
+/// it 2^64 allowances).
 struct ClientSlot<'a> {
     relay: &'a Relay,
-    ip: IpAddr,
+    ip: ipnet::IpNet,
 }
+
+/// Who a relay's per-client limit counts.
+const RELAY_CLIENT: crate::limits::Caps = crate::limits::Caps {
+    total: usize::MAX,
+    per_client: usize::MAX,
+    ipv4_prefix: 32,
+    ipv6_prefix: 64,
+};
 
 impl<'a> ClientSlot<'a> {
     fn take(relay: &'a Relay, ip: IpAddr) -> Option<Self> {
+        let ip = RELAY_CLIENT.client(ip);
         let mut map = relay
             .per_client
             .lock()
-            .expect("per-client map lock is never poisoned");
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = map.entry(ip).or_insert(0);
         if *n >= relay.def.max_per_client {
             return None;
@@ -752,7 +763,7 @@ impl Drop for ClientSlot<'_> {
             .relay
             .per_client
             .lock()
-            .expect("per-client map lock is never poisoned");
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
