@@ -134,6 +134,22 @@ fn serial_of(soa: &Record) -> u32 {
 mod tests {
     use super::*;
 
+    fn soa() -> Record {
+        Record::from_rdata(
+            Name::from_ascii("z.test.").unwrap(),
+            60,
+            hickory_proto::rr::RData::SOA(hickory_proto::rr::rdata::SOA::new(
+                Name::from_ascii("ns.z.test.").unwrap(),
+                Name::from_ascii("h.z.test.").unwrap(),
+                42,
+                1,
+                2,
+                3,
+                4,
+            )),
+        )
+    }
+
     #[test]
     fn signed_notifies_need_signed_acknowledgements() {
         use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
@@ -146,19 +162,7 @@ mod tests {
             )
             .unwrap()
         };
-        let soa = Record::from_rdata(
-            Name::from_ascii("z.test.").unwrap(),
-            60,
-            hickory_proto::rr::RData::SOA(hickory_proto::rr::rdata::SOA::new(
-                Name::from_ascii("ns.z.test.").unwrap(),
-                Name::from_ascii("h.z.test.").unwrap(),
-                42,
-                1,
-                2,
-                3,
-                4,
-            )),
-        );
+        let soa = soa();
         let (_, mac) = message(&soa, 9, Some(&key(1))).unwrap();
         let mac = mac.unwrap();
         let ack = Message::new(9, MessageType::Response, OpCode::Notify);
@@ -217,19 +221,7 @@ mod tests {
     async fn retries_until_acknowledged() {
         let secondary = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let target = secondary.local_addr().unwrap();
-        let soa = Record::from_rdata(
-            Name::from_ascii("z.test.").unwrap(),
-            60,
-            hickory_proto::rr::RData::SOA(hickory_proto::rr::rdata::SOA::new(
-                Name::from_ascii("ns.z.test.").unwrap(),
-                Name::from_ascii("h.z.test.").unwrap(),
-                42,
-                1,
-                2,
-                3,
-                4,
-            )),
-        );
+        let soa = soa();
         let task = tokio::spawn(notify_one(soa, target, None));
         let mut buf = vec![0u8; 4096];
         // Ignore the first attempt; acknowledge the retry.
