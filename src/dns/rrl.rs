@@ -129,24 +129,16 @@ impl Limiter {
 
     fn key(&self, ip: IpAddr, class: Class<'_>) -> u64 {
         let mut h = SipHasher13::new_with_keys(self.seed.0, self.seed.1);
-        match ip {
-            IpAddr::V4(v4) => {
-                let net = ipnet::IpNet::new(IpAddr::V4(v4), self.settings.ipv4_prefix)
-                    .map_or(IpAddr::V4(v4), |n| n.network());
-                h.write_u8(4);
-                if let IpAddr::V4(n) = net {
-                    h.write(&n.octets());
-                }
-            }
-            IpAddr::V6(v6) => {
-                let net = ipnet::IpNet::new(IpAddr::V6(v6), self.settings.ipv6_prefix)
-                    .map_or(IpAddr::V6(v6), |n| n.network());
-                h.write_u8(6);
-                if let IpAddr::V6(n) = net {
-                    h.write(&n.octets());
-                }
-            }
+        let len = match ip {
+            IpAddr::V4(_) => self.settings.ipv4_prefix,
+            IpAddr::V6(_) => self.settings.ipv6_prefix,
+        };
+        let prefix = ipnet::IpNet::new(ip, len).map_or(ip, |n| n.network());
+        match prefix {
+            IpAddr::V4(v4) => h.write(&v4.octets()),
+            IpAddr::V6(v6) => h.write(&v6.octets()),
         }
+        h.write_u8(len);
         match class {
             Class::Answer(name) => {
                 h.write_u8(1);
