@@ -230,7 +230,8 @@ pub fn rotate(tiers: &[Vec<(IpAddr, u32)>], rotation: usize, cap: usize) -> Vec<
             }
             slot -= *w as usize;
         }
-        out.extend(tier[start..].iter().chain(&tier[..start]).map(|(a, _)| *a));
+        let (head, tail) = tier.split_at(start);
+        out.extend(tail.iter().chain(head).map(|(a, _)| *a));
     }
     out.truncate(cap);
     out

@@ -173,7 +173,9 @@ pub fn write_files(dir: &Path) -> std::io::Result<PathBuf> {
 
 /// What to try, printed once the demo is ready.
 pub fn banner(config: &crate::config::Config) -> String {
-    let dns = config.dns.listen[0];
+    let Some(dns) = config.dns.listen.first() else {
+        return String::new();
+    };
     let relay = |name: &str| {
         config
             .relays

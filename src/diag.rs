@@ -84,8 +84,9 @@ fn display_all(d: &[Diagnostic]) -> String {
 
 /// Line number (1-based) of a byte offset in `text`.
 pub fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
+    text.as_bytes()
         .iter()
+        .take(offset)
         .filter(|&&b| b == b'\n')
         .count()
         + 1

@@ -8,6 +8,11 @@
 //! - [`runtime`]: start-up, signals, shutdown.
 //! - [`diag`]: diagnostics shared by config and zone loading.
 
+// No panic reachable from input: nearly every module reads bytes, files or requests someone else
+// wrote, so indexing, unwrap and expect are denied crate-wide (tests excepted, see clippy.toml);
+// an `allow` names the local invariant that makes a site safe.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+
 pub mod addr;
 pub mod admin;
 pub mod answer;

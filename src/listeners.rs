@@ -118,6 +118,10 @@ fn dns_settings(config: &Config) -> String {
 impl Listeners {
     /// Starts the relay threads (one current-thread runtime per core; a connection never
     /// leaves the thread that accepted it) with no listener yet.
+    #[allow(
+        clippy::expect_used,
+        reason = "at start-up: without its relay threads and their runtimes mailns cannot serve, so it does not start"
+    )]
     pub fn new(shared: Shared, config: &Config) -> Self {
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let all: Arc<Mutex<Vec<Arc<Relay>>>> = Arc::default();
@@ -380,6 +384,10 @@ fn same_relay(a: &RelayDef, b: &RelayDef) -> bool {
 
 /// One relay thread: serves the listeners it is sent until the process token is cancelled,
 /// then lets open connections finish for the grace period.
+#[allow(
+    clippy::expect_used,
+    reason = "at start-up: without its relay threads and their runtimes mailns cannot serve, so it does not start"
+)]
 fn relay_thread(
     mut rx: mpsc::UnboundedReceiver<Spawn>,
     store: Store,
@@ -483,21 +491,27 @@ pub fn bind_dns(
     workers: usize,
 ) -> Result<(Vec<std::net::UdpSocket>, TcpListener), BindError> {
     let attempts = if addr.port() == 0 { 20 } else { 1 };
-    let mut last = None;
+    let mut last = BindError {
+        addr,
+        source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+    };
     for _ in 0..attempts {
         let socks = dns::udp::bind(addr, workers).map_err(|source| BindError { addr, source })?;
-        let port = socks[0].local_addr().map_or(addr.port(), |a| a.port());
+        let port = socks
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .map_or(addr.port(), |a| a.port());
         let tcp_addr = SocketAddr::new(addr.ip(), port);
         let bound = tcp_listener(tcp_addr);
         match bound {
             Ok(listener) => return Ok((socks, listener)),
             Err(source) => {
-                last = Some(BindError {
+                last = BindError {
                     addr: tcp_addr,
                     source,
-                })
+                }
             }
         }
     }
-    Err(last.expect("at least one attempt"))
+    Err(last)
 }

@@ -1,4 +1,5 @@
 //! The `mailns` binary: parse arguments, set up logging, load and validate, then serve.
+#![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

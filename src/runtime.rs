@@ -494,6 +494,10 @@ async fn prepare_reload(live: &Arc<Live>) -> Result<Config, String> {
 ///
 /// The handlers are installed when this is called (inside the runtime), not when the future is
 /// first polled: a SIGTERM right after start must stop mailns cleanly, not by the default action.
+#[allow(
+    clippy::expect_used,
+    reason = "at start-up only: without signal handlers mailns cannot stop cleanly, so it does not start"
+)]
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term =

@@ -5,7 +5,13 @@
 //! open connection dropped, so new connections are refused and sentinels see a close), revived,
 //! made to answer 503 on chosen paths, made to hang (accept and never answer), or made to flap.
 //! Test support: failures to bind panic, except through [`Sim::try_start`].
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::missing_panics_doc,
+    reason = "test and demo support, not the server: a failure here fails the test"
+)]
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

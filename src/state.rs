@@ -187,7 +187,9 @@ fn derive(zone: &Zone, views: &[ServiceView]) -> Zone {
 /// Replaces `node`'s `rtype` RRset with the selection's rotations.
 fn apply(node: &mut Node, rtype: RecordType, sel: &Selection, ttl: u32, cap: usize) {
     let old = node.rrset(rtype);
-    let ttl = old.map_or(ttl, |s| s.records[0].ttl.min(ttl));
+    let ttl = old
+        .and_then(|s| s.records.first())
+        .map_or(ttl, |r| r.ttl.min(ttl));
     let (line, file) = old.map_or((0, Default::default()), |s| (s.line, s.file.clone()));
     node.rrsets.retain(|s| s.rtype != rtype);
     node.servfail.retain(|t| *t != rtype);
@@ -205,12 +207,12 @@ fn apply(node: &mut Node, rtype: RecordType, sel: &Selection, ttl: u32, cap: usi
                         .collect()
                 })
                 .collect();
-            if rotations.first().is_none_or(Vec::is_empty) {
+            let Some(first) = rotations.first().filter(|r| !r.is_empty()) else {
                 return;
-            }
+            };
             node.rrsets.push(RRset {
                 rtype,
-                records: rotations[0].clone(),
+                records: first.clone(),
                 line,
                 file,
                 rotations: if n > 1 { rotations } else { Vec::new() },

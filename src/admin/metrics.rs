@@ -220,7 +220,9 @@ fn collect(live: &Live) -> Vec<MetricFamily> {
             "mailns_dns_responses_total",
             "DNS responses sent, by rcode.",
             (0..crate::dns::RCODES).filter_map(|i| {
-                let n = live.dns.sum(|c| &c.rcodes[i]);
+                let n = live
+                    .dns
+                    .sum(|c| c.rcodes.get(i).unwrap_or(&crate::dns::UNCOUNTED));
                 (n > 0).then(|| (vec![("rcode", super::status::rcode_name(i))], n))
             }),
         );
@@ -304,18 +306,16 @@ fn collect(live: &Live) -> Vec<MetricFamily> {
         let relays = live.relays.load_full();
         let backend_rows = || {
             relays.iter().flat_map(|r| {
-                r.def
-                    .servers
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, (name, addr, _))| {
+                r.def.servers.iter().zip(r.stats.servers.iter()).map(
+                    move |((name, addr, _), stats)| {
                         let labels: Labels = vec![
                             ("relay", r.def.name.clone()),
                             ("server", name.clone()),
                             ("address", addr.to_string()),
                         ];
-                        (labels, &r.stats.servers[i])
-                    })
+                        (labels, stats)
+                    },
+                )
             })
         };
         gauges(

@@ -423,23 +423,21 @@ pub fn build(live: &Live) -> StatusDoc {
                     .def
                     .servers
                     .iter()
+                    .zip(r.stats.servers.iter())
                     .enumerate()
-                    .map(|(i, (name, addr, _))| {
-                        let st = &r.stats.servers[i];
-                        BackendDoc {
-                            name: name.clone(),
-                            address: *addr,
-                            usable: views
-                                .and_then(|v| v.get(i))
-                                .copied()
-                                .unwrap_or_default()
-                                .usable,
-                            active: st.active.load(Ordering::Relaxed),
-                            total: st.total.load(Ordering::Relaxed),
-                            failed_connects: st.failed_connects.load(Ordering::Relaxed),
-                            bytes_up: st.bytes.up.load(Ordering::Relaxed),
-                            bytes_down: st.bytes.down.load(Ordering::Relaxed),
-                        }
+                    .map(|(i, ((name, addr, _), st))| BackendDoc {
+                        name: name.clone(),
+                        address: *addr,
+                        usable: views
+                            .and_then(|v| v.get(i))
+                            .copied()
+                            .unwrap_or_default()
+                            .usable,
+                        active: st.active.load(Ordering::Relaxed),
+                        total: st.total.load(Ordering::Relaxed),
+                        failed_connects: st.failed_connects.load(Ordering::Relaxed),
+                        bytes_up: st.bytes.up.load(Ordering::Relaxed),
+                        bytes_down: st.bytes.down.load(Ordering::Relaxed),
                     })
                     .collect(),
             }
@@ -489,7 +487,9 @@ pub fn build(live: &Live) -> StatusDoc {
 
     let mut responses = std::collections::BTreeMap::new();
     for i in 0..crate::dns::RCODES {
-        let n = live.dns.sum(|c| &c.rcodes[i]);
+        let n = live
+            .dns
+            .sum(|c| c.rcodes.get(i).unwrap_or(&crate::dns::UNCOUNTED));
         if n > 0 {
             responses.insert(rcode_name(i), n);
         }

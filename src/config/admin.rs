@@ -9,8 +9,8 @@ use toml::Spanned;
 use super::health::Cx;
 use super::relay::{overlaps, RelayDef};
 
-/// Where the admin listener binds when the config does not say.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8053";
+/// The port the admin listener binds on 127.0.0.1 when the config does not say.
+const DEFAULT_PORT: u16 = 8053;
 /// The admin state file's name, next to the config, when the config does not say.
 pub const DEFAULT_STATE_FILE: &str = "admin-state.json";
 
@@ -67,7 +67,7 @@ pub(super) fn validate(
     redirect: &[SocketAddr],
 ) -> AdminConfig {
     let base = cx.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let default: SocketAddr = DEFAULT_LISTEN.parse().expect("the default parses");
+    let default = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, DEFAULT_PORT));
     let listen = match &raw.listen {
         None => default,
         Some(l) => match l.get_ref().parse::<SocketAddr>() {

@@ -95,7 +95,7 @@ impl FastTable {
         }
         let entry = self.names.get(q.qname())?;
         let (pre, tag) = match entry.by_type.iter().find(|(t, _, _)| *t == q.qtype) {
-            Some((_, v, tag)) => (&v[rotation % v.len()], *tag),
+            Some((_, v, tag)) => (v.get(rotation.checked_rem(v.len())?)?, *tag),
             None => (entry.other.as_ref()?, UNTAGGED),
         };
         let bytes = if q.edns.is_some() {
@@ -108,13 +108,18 @@ impl FastTable {
         }
         out.clear();
         out.extend_from_slice(bytes);
-        out[0..2].copy_from_slice(&q.id.to_be_bytes());
-        out[2] |= q.flags_hi & 0x01; // RD
-        out[3] |= q.flags_lo & 0x10; // CD
-        out[12..12 + q.question.len()].copy_from_slice(q.question);
+        // Every prebuilt answer holds a header and a question as long as the client's (the same
+        // name, type and class); a None here only sends the query down the general path.
+        let head = out.first_chunk_mut::<12>()?;
+        [head[0], head[1]] = q.id.to_be_bytes();
+        head[2] |= q.flags_hi & 0x01; // RD
+        head[3] |= q.flags_lo & 0x10; // CD
+        out.get_mut(12..12 + q.question.len())?
+            .copy_from_slice(q.question);
         if q.edns.is_some_and(|e| e.dnssec_ok) {
-            let n = out.len();
-            out[n - 4] |= 0x80;
+            // The DO bit: the high bit of the OPT record's TTL, 4 bytes from the end.
+            let at = out.len().checked_sub(4)?;
+            *out.get_mut(at)? |= 0x80;
         }
         Some(tag)
     }
@@ -151,7 +156,7 @@ fn variants(
     if is_cname {
         for r in 1..MAX_CHAIN_ROTATIONS {
             match prebuild(zones, wire, t, r) {
-                Some(p) if p.plain != out[0].plain => out.push(p),
+                Some(p) if out.first().is_some_and(|f| f.plain != p.plain) => out.push(p),
                 _ => break,
             }
         }
@@ -176,7 +181,7 @@ fn prebuild(zones: &ZoneSet, wire: &[u8], qtype: RecordType, rotation: usize) ->
         edns: None,
         cookie: super::cookie::Received::Absent,
     };
-    q.qname_lower[..wire.len()].copy_from_slice(wire);
+    q.qname_lower.get_mut(..wire.len())?.copy_from_slice(wire);
     let ans = resolve(zones, wire, qtype, true, rotation);
     if ans.rcode == ResponseCode::Refused {
         return None;

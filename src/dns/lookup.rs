@@ -38,8 +38,8 @@ impl ZoneSet {
     pub fn find(&self, wire: &[u8], starts: &[usize]) -> Option<&Zone> {
         starts
             .iter()
-            .find_map(|&s| self.by_origin.get(&wire[s..]))
-            .map(|&i| &self.zones[i])
+            .find_map(|&s| wire.get(s..).and_then(|suffix| self.by_origin.get(suffix)))
+            .and_then(|&i| self.zones.get(i))
     }
 
     /// The origin (lowercase wire form) of the most specific zone containing `wire`, found
@@ -115,7 +115,12 @@ pub fn resolve<'z>(
         if hop > 0 {
             label_starts(&owned, &mut starts);
         }
-        let found = find(zone, &owned, &starts, qtype);
+        let Some(found) = find(zone, &owned, &starts, qtype) else {
+            // Only a broken invariant gets here (the name lies inside the zone): fail this
+            // query, not the worker.
+            ans.rcode = ResponseCode::ServFail;
+            return ans;
+        };
         let (node, wildcard) = match found {
             Find::Cut(cut) => {
                 if hop == 0 {
@@ -133,7 +138,13 @@ pub fn resolve<'z>(
             Find::Wildcard(n) => (n, true),
         };
         // Records of a wildcard are synthesized with the query name as owner (RFC 4592 §3.3.1).
-        let owner = wildcard.then(|| crate::zone::name_from_wire(&owned));
+        let owner = match wildcard.then(|| crate::zone::name_from_wire(&owned)) {
+            Some(None) => {
+                ans.rcode = ResponseCode::ServFail; // only a broken invariant: a query name that parsed
+                return ans;
+            }
+            other => other.flatten(),
+        };
         let take = |r: &'z Record| -> Cow<'z, Record> {
             match &owner {
                 Some(name) => {
@@ -147,9 +158,9 @@ pub fn resolve<'z>(
 
         if qtype == RecordType::ANY {
             let sets = if minimal_any {
-                &node.rrsets[..node.rrsets.len().min(1)]
+                node.rrsets.get(..1).unwrap_or_default()
             } else {
-                &node.rrsets[..]
+                node.rrsets.as_slice()
             };
             if sets.is_empty() {
                 nodata(zone, &mut ans);
@@ -169,8 +180,10 @@ pub fn resolve<'z>(
             return ans;
         }
         if qtype != RecordType::CNAME {
-            if let Some(cname) = node.rrset(RecordType::CNAME) {
-                let r = &cname.records[0];
+            if let Some(r) = node
+                .rrset(RecordType::CNAME)
+                .and_then(|cname| cname.records.first())
+            {
                 ans.answers.push(take(r));
                 let RData::CNAME(target) = &r.data else {
                     return ans;
@@ -179,10 +192,8 @@ pub fn resolve<'z>(
                     return ans; // out of zone: the resolver follows it from here
                 }
                 let next = wire_lower(&target.0);
-                if ans.answers[..ans.answers.len() - 1]
-                    .iter()
-                    .any(|a| a.name == target.0)
-                {
+                // Every name before the CNAME just pushed: seeing the target again closes a loop.
+                if ans.answers.iter().rev().skip(1).any(|a| a.name == target.0) {
                     return ans; // a loop: stop where it closes
                 }
                 owned = Cow::Owned(next.into_vec());
@@ -199,33 +210,34 @@ fn nodata<'z>(zone: &'z Zone, ans: &mut Answer<'z>) {
     ans.authority.push(Cow::Borrowed(&zone.negative_soa));
 }
 
-fn find<'z>(zone: &'z Zone, wire: &[u8], starts: &[usize], qtype: RecordType) -> Find<'z> {
+/// How `wire` resolves in `zone`, which contains it (None only if it does not).
+fn find<'z>(zone: &'z Zone, wire: &[u8], starts: &[usize], qtype: RecordType) -> Option<Find<'z>> {
     let apex_len = zone.origin_wire.len();
     // Index in `starts` of the apex; labels before it are walked from the apex down.
     let apex = starts
         .iter()
-        .position(|&s| wire.len() - s == apex_len)
-        .expect("the zone was found by this suffix");
+        .position(|&s| wire.len().saturating_sub(s) == apex_len)?;
+    let suffix = |j: usize| starts.get(j).and_then(|&s| wire.get(s..));
     for j in (0..apex).rev() {
-        match zone.node(&wire[starts[j]..]) {
+        match zone.node(suffix(j)?) {
             Some(node) if node.cut && !(j == 0 && qtype == RecordType::DS) => {
-                return Find::Cut(node)
+                return Some(Find::Cut(node))
             }
             Some(_) => {}
             None => {
                 // starts[j + 1] is the closest encloser (RFC 4592 §3.3.1).
-                let encloser = &wire[starts[j + 1]..];
+                let encloser = suffix(j + 1)?;
                 let mut source = Vec::with_capacity(encloser.len() + 2);
                 source.extend_from_slice(&[1, b'*']);
                 source.extend_from_slice(encloser);
-                return match zone.node(&source) {
+                return Some(match zone.node(&source) {
                     Some(node) => Find::Wildcard(node),
                     None => Find::NxDomain,
-                };
+                });
             }
         }
     }
-    Find::Exact(zone.node(wire).expect("walked down to the name itself"))
+    zone.node(wire).map(Find::Exact)
 }
 
 /// A referral: the cut's NS records in authority, their addresses as glue.

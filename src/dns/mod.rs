@@ -50,6 +50,9 @@ pub const SERVICE_SLOTS: usize = 64;
 pub const UNTAGGED: u16 = u16::MAX;
 const TAGS: usize = SERVICE_SLOTS * 2 * Step::ALL.len();
 
+/// Stands for a counter that does not exist (an index out of range) in [`Stats::sum`]: always 0.
+pub static UNCOUNTED: AtomicU64 = AtomicU64::new(0);
+
 /// The counters of one worker, on their own cache lines: UDP workers never share a counter, so
 /// counting costs an uncontended add per query.
 #[derive(Debug)]
@@ -124,15 +127,20 @@ impl Stats {
 
     /// The counters of UDP worker `i`, or of DNS over TCP for `usize::MAX` (the last shard).
     /// Workers added by a reload share shards round the ring.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "k < n, and new() makes at least one shard"
+    )]
     pub fn shard(&self, i: usize) -> &Counters {
         let n = self.shards.len();
-        if n == 1 {
-            &self.shards[0]
+        let k = if n <= 1 {
+            0
         } else if i == usize::MAX {
-            &self.shards[n - 1]
+            n - 1
         } else {
-            &self.shards[i % (n - 1)]
-        }
+            i % (n - 1)
+        };
+        &self.shards[k]
     }
 
     /// The slot of service `name`, registering it; None once every slot is taken.
@@ -171,7 +179,7 @@ impl Stats {
             for v6 in [false, true] {
                 for step in Step::ALL {
                     let t = usize::from(tag(slot as u16, v6, step));
-                    let n = self.sum(|c| &c.tagged[t]);
+                    let n = self.sum(|c| c.tagged.get(t).unwrap_or(&UNCOUNTED));
                     if n > 0 {
                         out.push((name.clone(), v6, step, n));
                     }
@@ -411,9 +419,7 @@ fn rate_limit(
         return rrl::Decision::Send;
     }
     let rcode = out.get(3).map_or(2, |b| b & 0x0f);
-    let answers = out
-        .get(6..8)
-        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let answers = wire::u16_at(out, 6).unwrap_or(0);
     let authoritative = out.get(2).is_some_and(|b| b & 0x04 != 0);
     let class = match (q, rcode) {
         (Some(q), 0) if answers > 0 || !authoritative => rrl::Class::Answer(q.qname()),

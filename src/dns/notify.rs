@@ -86,10 +86,10 @@ fn acknowledges(
 
 async fn notify_one(soa: Record, target: SocketAddr, signer: Option<TSigner>) {
     let zone: Name = soa.name.clone();
-    let bind: SocketAddr = if target.is_ipv4() {
-        "0.0.0.0:0".parse().expect("valid")
+    let bind = if target.is_ipv4() {
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
     } else {
-        "[::]:0".parse().expect("valid")
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
     };
     let sock = match UdpSocket::bind(bind).await {
         Ok(s) => s,

@@ -66,7 +66,7 @@ pub struct Query<'a> {
 impl Query<'_> {
     /// The lowercase wire-form question name.
     pub fn qname(&self) -> &[u8] {
-        &self.qname_lower[..self.qname_len]
+        self.qname_lower.get(..self.qname_len).unwrap_or(&[])
     }
 
     /// RD from the query.
@@ -108,24 +108,33 @@ pub enum Parsed<'a> {
 
 /// Parses a query packet.
 pub fn parse(packet: &[u8]) -> Parsed<'_> {
-    if packet.len() < 12 || packet[2] & QR != 0 {
+    let Some(head) = packet.first_chunk::<HEADER_LEN>() else {
+        return Parsed::Drop;
+    };
+    if head[2] & QR != 0 {
         return Parsed::Drop;
     }
-    let id = u16::from_be_bytes([packet[0], packet[1]]);
-    let flags_hi = packet[2];
+    let id = u16::from_be_bytes([head[0], head[1]]);
+    let flags_hi = head[2];
     let formerr = Parsed::Error {
         id,
         flags_hi,
         rcode: ResponseCode::FormErr,
     };
-    let count = |i: usize| u16::from_be_bytes([packet[i], packet[i + 1]]);
-    if count(4) != 1 {
+    let [qd, an, ns, ar] = [
+        [head[4], head[5]],
+        [head[6], head[7]],
+        [head[8], head[9]],
+        [head[10], head[11]],
+    ]
+    .map(u16::from_be_bytes);
+    if qd != 1 {
         return formerr;
     }
     let mut q = Box::new(Query {
         id,
         flags_hi,
-        flags_lo: packet[3],
+        flags_lo: head[3],
         question: &[],
         qname_len: 0,
         qname_lower: [0; 256],
@@ -146,25 +155,35 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
         let Some(label) = packet.get(i..i + 1 + len as usize) else {
             return formerr;
         };
-        let out = &mut q.qname_lower[q.qname_len..q.qname_len + label.len()];
+        // In bounds: the check above keeps the name within 255 of the buffer's 256 bytes.
+        let Some(out) = q
+            .qname_lower
+            .get_mut(q.qname_len..q.qname_len + label.len())
+        else {
+            return formerr;
+        };
         out.copy_from_slice(label);
         out.make_ascii_lowercase();
-        out[0] = len;
+        if let Some(first) = out.first_mut() {
+            *first = len;
+        }
         q.qname_len += label.len();
         i += label.len();
         if len == 0 {
             break;
         }
     }
-    let Some(tc) = packet.get(i..i + 4) else {
+    let (Some(tc), Some(question)) = (
+        packet.get(i..).and_then(<[u8]>::first_chunk::<4>),
+        packet.get(HEADER_LEN..i + 4),
+    ) else {
         return formerr;
     };
     q.qtype = RecordType::from(u16::from_be_bytes([tc[0], tc[1]]));
     q.qclass = u16::from_be_bytes([tc[2], tc[3]]);
-    q.question = &packet[12..i + 4];
+    q.question = question;
     i += 4;
 
-    let (an, ns, ar) = (count(6), count(8), count(10));
     if an == 0 && ns == 0 && ar == 0 && i == packet.len() {
         return Parsed::Query(q);
     }
@@ -243,14 +262,24 @@ fn parse_opt(rest: &[u8]) -> Option<(Edns, cookie::Received)> {
     ))
 }
 
+/// The big-endian u16 at `at` in `bytes`, if it is there.
+pub fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
+    bytes
+        .get(at..)
+        .and_then(<[u8]>::first_chunk::<2>)
+        .map(|b| u16::from_be_bytes(*b))
+}
+
 /// Writes the 12-byte header.
 fn header(out: &mut Vec<u8>, id: u16, hi: u8, lo: u8, counts: [u16; 4]) {
-    out.extend_from_slice(&id.to_be_bytes());
-    out.push(hi);
-    out.push(lo);
-    for c in counts {
-        out.extend_from_slice(&c.to_be_bytes());
-    }
+    out.extend_from_slice(&header_bytes(id, hi, lo, counts));
+}
+
+/// The 12 header bytes.
+fn header_bytes(id: u16, hi: u8, lo: u8, counts: [u16; 4]) -> [u8; HEADER_LEN] {
+    let [i0, i1] = id.to_be_bytes();
+    let [[q0, q1], [a0, a1], [n0, n1], [r0, r1]] = counts.map(u16::to_be_bytes);
+    [i0, i1, hi, lo, q0, q1, a0, a1, n0, n1, r0, r1]
 }
 
 /// Appends mailns's OPT record: payload 1232, the extended rcode bits, DO echoed.
@@ -317,7 +346,8 @@ pub fn append_option(out: &mut Vec<u8>, option: &[u8]) -> bool {
     };
     let ends_with_opt = out
         .get(at..)
-        .is_some_and(|o| o[..3] == [0, 0, 41] && o[9..] == [0, 0]);
+        .and_then(|o| <&[u8; OPT_LEN]>::try_from(o).ok())
+        .is_some_and(|o| [o[0], o[1], o[2], o[9], o[10]] == [0, 0, 41, 0, 0]);
     let Ok(rdlen) = u16::try_from(option.len()) else {
         return false;
     };
@@ -348,7 +378,7 @@ pub fn encode_answer(
     header(out, q.id, 0, 0, [1, 0, 0, 0]);
     let qlen = q.question.len();
     out.extend_from_slice(q.qname());
-    out.extend_from_slice(&q.question[q.qname_len..]);
+    out.extend_from_slice(q.question.get(q.qname_len..).unwrap_or(&[]));
     let q_end = out.len();
     let mut ends: Vec<usize> =
         Vec::with_capacity(ans.answers.len() + ans.authority.len() + ans.additional.len());
@@ -357,9 +387,9 @@ pub fn encode_answer(
         // Register the question name's suffixes for compression, as if hickory had written it.
         let mut i = 12;
         let name_end = 12 + q.qname_len - 1;
-        while i < name_end {
+        while let Some(&len) = q.qname_lower.get(i - 12).filter(|_| i < name_end) {
             enc.store_label_pointer(i, name_end);
-            i += 1 + q.qname_lower[i - 12] as usize;
+            i += 1 + len as usize;
         }
         let all = ans
             .answers
@@ -385,7 +415,10 @@ pub fn encode_answer(
     } else {
         (0, true)
     };
-    let end = if kept == 0 { q_end } else { ends[kept - 1] };
+    let end = kept
+        .checked_sub(1)
+        .and_then(|k| ends.get(k))
+        .map_or(q_end, |&e| e);
     out.truncate(end);
     let counts = [
         1,
@@ -401,17 +434,17 @@ pub fn encode_answer(
         hi |= TC;
     }
     let lo = (q.flags_lo & CD) | (u16::from(rcode) & 0x0f) as u8;
-    out[2] = hi;
-    out[3] = lo;
-    for (k, c) in counts.iter().enumerate() {
-        out[4 + 2 * k..6 + 2 * k].copy_from_slice(&c.to_be_bytes());
+    if let Some(head) = out.first_chunk_mut::<HEADER_LEN>() {
+        *head = header_bytes(q.id, hi, lo, counts);
     }
     if let Some(e) = q.edns {
         push_opt(out, rcode, e.dnssec_ok);
     }
     // The client's own question bytes: same length as the lowercased ones, so every compression
     // pointer into them stays valid, and the client sees its letter case echoed.
-    out[12..12 + qlen].copy_from_slice(q.question);
+    if let Some(question) = out.get_mut(HEADER_LEN..HEADER_LEN + qlen) {
+        question.copy_from_slice(q.question);
+    }
     Ok(())
 }
 

@@ -255,7 +255,10 @@ fn append_record(msg: &mut Vec<u8>, record: &Record<TSIG>) -> bool {
     if record.emit(&mut BinEncoder::new(&mut rr)).is_err() {
         return false;
     }
-    let Some(count) = msg.get_mut(10..12) else {
+    let Some(count) = msg
+        .get_mut(10..12)
+        .and_then(|c| <&mut [u8; 2]>::try_from(c).ok())
+    else {
         return false;
     };
     let arcount = u16::from_be_bytes([count[0], count[1]]).saturating_add(1);
@@ -315,7 +318,7 @@ fn error(id: u16, q: Option<&Query>, rcode: ResponseCode) -> Vec<u8> {
 }
 
 fn packet_id(p: &[u8]) -> u16 {
-    p.get(..2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+    super::wire::u16_at(p, 0).unwrap_or(0)
 }
 
 /// Signs each message (RFC 8945 §5.3.1): the first over the request's MAC, the message and the

@@ -11,6 +11,11 @@
 //!   the sentinel then wakes every probe on that port. A close from the server's own idle timeout
 //!   just causes a probe that passes.
 
+#![allow(
+    clippy::indexing_slicing,
+    reason = "pairs, probes, services and their slots are numbered when the engine is built, from the same lists that size every vector indexed here"
+)]
+
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};

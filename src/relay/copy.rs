@@ -149,7 +149,8 @@ async fn one_way_io<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             let _ = w.shutdown().await;
             return Ok(());
         }
-        w.write_all(&buf[..n]).await?;
+        // read() returns at most buf.len() bytes.
+        w.write_all(buf.get(..n).unwrap_or_default()).await?;
         w.flush().await?;
         moved.fetch_add(n as u64, Ordering::Relaxed);
         last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -256,7 +257,7 @@ async fn one_way(
         .await;
         let res = match read {
             Some(Ok(0)) => Ok(Burst::Eof),
-            Some(Ok(n)) => match w.write_all(&buf[..n]).await {
+            Some(Ok(n)) => match w.write_all(buf.get(..n).unwrap_or_default()).await {
                 Ok(()) => {
                     moved.fetch_add(n as u64, Ordering::Relaxed);
                     last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);

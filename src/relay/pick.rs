@@ -59,7 +59,13 @@ pub fn order(
     key: &[u8],
     turn: u64,
 ) -> Vec<usize> {
-    let usable: Vec<usize> = (0..servers.len()).filter(|&i| servers[i].usable).collect();
+    let usable: Vec<usize> = servers
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.usable)
+        .map(|(i, _)| i)
+        .collect();
+    let weight = |i: usize| servers.get(i).map_or(1, |s| s.weight.max(1) as usize);
     if usable.is_empty() {
         return usable;
     }
@@ -74,8 +80,10 @@ pub fn order(
             let mut h = keyed_hash(key, &ip_bytes(client));
             // Rehash until every usable server has been placed (bounded: then fill in order).
             for _ in 0..slots.len() * 4 {
-                let i = slots[(h % slots.len() as u64) as usize];
-                if servers[i].usable && !out.contains(&i) {
+                let Some(&i) = slots.get((h % slots.len() as u64) as usize) else {
+                    break;
+                };
+                if usable.contains(&i) && !out.contains(&i) {
                     out.push(i);
                     if out.len() == usable.len() {
                         return out;
@@ -95,12 +103,13 @@ pub fn order(
         Balance::RoundRobin => {
             let slots: Vec<usize> = usable
                 .iter()
-                .flat_map(|&i| std::iter::repeat_n(i, servers[i].weight.max(1) as usize))
+                .flat_map(|&i| std::iter::repeat_n(i, weight(i)))
                 .collect();
+            // The weighted ring, read from a point that moves each turn.
             let start = (turn % slots.len() as u64) as usize;
+            let (head, tail) = slots.split_at(start.min(slots.len()));
             let mut out = Vec::with_capacity(usable.len());
-            for k in 0..slots.len() {
-                let i = slots[(start + k) % slots.len()];
+            for &i in tail.iter().chain(head) {
                 if !out.contains(&i) {
                     out.push(i);
                 }
@@ -111,9 +120,9 @@ pub fn order(
             let mut out = usable;
             // Fewest connections per unit of weight first; ties broken in turn.
             out.sort_by_key(|&i| {
-                let s = &servers[i];
+                let active = servers.get(i).map_or(0, |s| s.active);
                 (
-                    s.active.saturating_mul(1000) / u64::from(s.weight.max(1)),
+                    active.saturating_mul(1000) / weight(i) as u64,
                     (i as u64).wrapping_add(turn) % servers.len() as u64,
                 )
             });

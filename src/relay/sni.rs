@@ -39,9 +39,9 @@ pub fn route<'a>(routes: &'a [Route], name: &str) -> Option<&'a Route> {
             let score = if *pattern == name {
                 usize::MAX
             } else if let Some(suffix) = pattern.strip_prefix("*.") {
-                let below = name.len() > suffix.len() + 1
-                    && name.ends_with(suffix)
-                    && name.as_bytes()[name.len() - suffix.len() - 1] == b'.';
+                let below = name
+                    .strip_suffix(suffix)
+                    .is_some_and(|head| head.len() > 1 && head.ends_with('.'));
                 if !below {
                     continue;
                 }
@@ -70,23 +70,22 @@ pub enum Hello {
 
 /// Reads the server name from `bytes`, the start of a connection. Pure.
 pub fn parse(bytes: &[u8]) -> Hello {
-    if bytes.is_empty() {
+    match bytes.first() {
+        None => return Hello::Incomplete,
+        Some(&kind) if kind != 0x16 => return Hello::NotTls,
+        Some(_) => {}
+    }
+    let Some(head) = bytes.first_chunk::<HEADER>() else {
         return Hello::Incomplete;
-    }
-    if bytes[0] != 0x16 {
-        return Hello::NotTls;
-    }
-    if bytes.len() < HEADER {
-        return Hello::Incomplete;
-    }
-    let len = usize::from(u16::from_be_bytes([bytes[3], bytes[4]]));
+    };
+    let len = usize::from(u16::from_be_bytes([head[3], head[4]]));
     if HEADER + len > MAX_RECORD {
         return Hello::NotTls;
     }
-    if bytes.len() < HEADER + len {
+    let Some(first_record) = bytes.get(..HEADER + len) else {
         return Hello::Incomplete;
-    }
-    let Ok((_, record)) = parse_tls_plaintext(&bytes[..HEADER + len]) else {
+    };
+    let Ok((_, record)) = parse_tls_plaintext(first_record) else {
         return Hello::NotTls; // a ClientHello split over several records, say
     };
     for msg in record.msg {

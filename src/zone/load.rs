@@ -120,8 +120,10 @@ impl Loader {
         depth: usize,
     ) -> Result<(), String> {
         let toks = &entry.tokens;
-        let first = toks[0].text.as_str();
-        if !entry.blank_owner && first.starts_with('$') {
+        let Some(first_token) = toks.first() else {
+            return Ok(()); // the lexer makes no empty entries; nothing to load if it did
+        };
+        if !entry.blank_owner && first_token.text.starts_with('$') {
             return self.directive(path, entry, st, depth);
         }
 
@@ -133,7 +135,7 @@ impl Loader {
                 .ok_or("record has no owner name and no previous record to take it from")?
         } else {
             i = 1;
-            parse_name(&toks[0], &st.origin)?
+            parse_name(first_token, &st.origin)?
         };
         st.last_owner = Some(owner.clone());
 
@@ -143,7 +145,7 @@ impl Loader {
         while let Some(t) = toks.get(i) {
             i += 1;
             let s = t.text.as_str();
-            if s.as_bytes()[0].is_ascii_digit() {
+            if s.as_bytes().first().is_some_and(u8::is_ascii_digit) {
                 if ttl.is_some() {
                     return Err(format!("unexpected '{s}': the TTL is already given"));
                 }
@@ -179,7 +181,7 @@ impl Loader {
                 "record has no TTL and none is set before it: add a $TTL line or a TTL to the record",
             )?,
         };
-        let rdata_tokens = &toks[i..];
+        let rdata_tokens = toks.get(i..).unwrap_or_default();
         if rdata_tokens.is_empty() {
             return Err(format!("{rtype} record for {owner} has no data"));
         }
@@ -201,9 +203,10 @@ impl Loader {
         st: &mut FileState,
         depth: usize,
     ) -> Result<(), String> {
-        let toks = &entry.tokens;
-        let args = &toks[1..];
-        match toks[0].text.to_ascii_uppercase().as_str() {
+        let Some((directive, args)) = entry.tokens.split_first() else {
+            return Ok(());
+        };
+        match directive.text.to_ascii_uppercase().as_str() {
             "$ORIGIN" => {
                 let [name] = args else {
                     return Err("$ORIGIN takes exactly one domain name".into());

@@ -39,7 +39,10 @@ impl RRset {
         if self.rotations.is_empty() {
             &self.records
         } else {
-            &self.rotations[rotation % self.rotations.len()]
+            rotation
+                .checked_rem(self.rotations.len())
+                .and_then(|r| self.rotations.get(r))
+                .map_or(self.records.as_slice(), Vec::as_slice)
         }
     }
 }
@@ -167,12 +170,11 @@ pub fn wire_lower(name: &Name) -> Box<[u8]> {
 pub fn label_starts(wire: &[u8], out: &mut Vec<usize>) {
     out.clear();
     let mut i = 0;
-    while i < wire.len() {
+    while let Some(&len) = wire.get(i) {
         out.push(i);
-        let len = wire[i] as usize;
         if len == 0 {
             break;
         }
-        i += len + 1;
+        i += len as usize + 1;
     }
 }

@@ -46,7 +46,7 @@ pub(super) fn build(
                 if set.records.iter().any(|r| r.data == p.record.data) {
                     continue; // RFC 2181 §5: duplicate records are one record
                 }
-                let ttl = set.records[0].ttl;
+                let ttl = set.records.first().map_or(p.record.ttl, |r| r.ttl);
                 let mut r = p.record.clone();
                 if r.ttl != ttl {
                     diags.push(Diagnostic::warning(
@@ -91,7 +91,7 @@ pub(super) fn build(
     let apex = nodes.get(&origin_wire);
     let soa = apex
         .and_then(|n| n.rrset(RecordType::SOA))
-        .map(|s| (s.records[0].clone(), s.records.len(), s.file.clone()));
+        .and_then(|s| Some((s.records.first()?.clone(), s.records.len(), s.file.clone())));
     match &soa {
         None => diags.push(Diagnostic::error(
             path,
@@ -231,8 +231,7 @@ pub(super) fn build(
     let mut ents: BTreeSet<Box<[u8]>> = BTreeSet::new();
     for wire in nodes.keys() {
         label_starts(wire, &mut starts);
-        for &s in &starts[1..] {
-            let tail = &wire[s..];
+        for tail in starts.iter().skip(1).filter_map(|&s| wire.get(s..)) {
             if tail.len() <= origin_wire.len() {
                 break;
             }
@@ -242,7 +241,9 @@ pub(super) fn build(
         }
     }
     for wire in ents {
-        let name = name_from_wire(&wire);
+        let Some(name) = name_from_wire(&wire) else {
+            continue; // a suffix of a name that parsed: always a name itself
+        };
         nodes.insert(
             wire,
             Node {
@@ -254,7 +255,11 @@ pub(super) fn build(
         );
     }
 
-    let soa = soa.expect("checked above: the apex has an SOA").0;
+    let Some((soa, _, _)) = soa else {
+        // Reported above, which returned: not reached.
+        sort(&mut diags);
+        return Err(diags);
+    };
     let mut negative_soa = soa.clone();
     let minimum = soa_of(&soa).map_or(0, |s| s.minimum);
     negative_soa.ttl = soa.ttl.min(minimum);
@@ -287,15 +292,18 @@ fn sort(diags: &mut [Diagnostic]) {
 }
 
 /// A name from its lowercase wire form (the inverse of [`wire_lower`]).
-pub(crate) fn name_from_wire(wire: &[u8]) -> Name {
+pub(crate) fn name_from_wire(wire: &[u8]) -> Option<Name> {
     let mut labels = Vec::new();
-    let mut i = 0;
-    while i < wire.len() && wire[i] != 0 {
-        let len = wire[i] as usize;
-        labels.push(&wire[i + 1..i + 1 + len]);
-        i += len + 1;
+    let mut rest = wire;
+    while let Some((&len, tail)) = rest.split_first() {
+        if len == 0 {
+            break;
+        }
+        let (label, next) = tail.split_at_checked(usize::from(len))?;
+        labels.push(label);
+        rest = next;
     }
-    let mut n = Name::from_labels(labels).expect("labels came from a valid name");
+    let mut n = Name::from_labels(labels).ok()?;
     n.set_fqdn(true);
-    n
+    Some(n)
 }
