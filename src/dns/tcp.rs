@@ -124,9 +124,11 @@ async fn connection(
     let mut out = Vec::with_capacity(4096);
     let stats = sources.stats.shard(opts.shard);
     let mut worker = Worker::new(stats);
+    // A new connection is not evictable until it has been answered once: it waits for its first
+    // message only `io_timeout`, then, between messages, is idle (evictable) for `idle_timeout`.
+    let mut wait = opts.io_timeout;
     loop {
-        slot.idle(crate::addr::mono_nanos());
-        let len = match timeout(opts.idle_timeout, r.read_u16()).await {
+        let len = match timeout(wait, r.read_u16()).await {
             Ok(Ok(l)) => usize::from(l),
             Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Ok(Err(e)) => return Err(e),
@@ -146,6 +148,8 @@ async fn connection(
             for m in transfer(sources, request, peer).await {
                 write_message(&mut w, &m, opts.io_timeout).await?;
             }
+            slot.idle(crate::addr::mono_nanos());
+            wait = opts.idle_timeout;
             continue;
         }
         let answered = {
@@ -165,6 +169,8 @@ async fn connection(
             return Ok(());
         }
         write_message(&mut w, &out, opts.io_timeout).await?;
+        slot.idle(crate::addr::mono_nanos());
+        wait = opts.idle_timeout;
     }
 }
 
