@@ -78,7 +78,11 @@ pub fn decide(cfg: &RedirectConfig, method: &str, host: Option<&str>, target: &s
         && bare
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-    if !host_ok || !target.starts_with('/') {
+    // A target is what hyper parsed from the request line; one with a control character or a
+    // space is refused here too, so no caller can put a CR or LF into the Location header.
+    let target_ok =
+        target.starts_with('/') && !target.bytes().any(|b| b.is_ascii_control() || b == b' ');
+    if !host_ok || !target_ok {
         return bad;
     }
     let path = target.split('?').next().unwrap_or(target);

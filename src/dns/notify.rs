@@ -61,7 +61,7 @@ fn unix_now() -> u64 {
 /// True when `reply` acknowledges NOTIFY `id`: a NOTIFY response with that ID and, when the
 /// NOTIFY was signed, a TSIG that verifies over the request's MAC, signed within the fudge. An
 /// unsigned or forged acknowledgement is not one: the retries go on.
-fn acknowledges(
+pub fn acknowledges(
     reply: &[u8],
     id: u16,
     signer: Option<&TSigner>,

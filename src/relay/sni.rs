@@ -98,7 +98,10 @@ pub fn parse(bytes: &[u8]) -> Hello {
                         TlsExtension::SNI(names) => names
                             .into_iter()
                             .find(|(t, _)| *t == SNIType::HostName)
-                            .and_then(|(_, n)| std::str::from_utf8(n).ok().map(str::to_owned)),
+                            .and_then(|(_, n)| std::str::from_utf8(n).ok())
+                            // RFC 6066 §3: a HostName is never empty; an empty one is no name.
+                            .filter(|n| !n.is_empty())
+                            .map(str::to_owned),
                         _ => None,
                     })
                 });

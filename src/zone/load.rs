@@ -40,11 +40,25 @@ pub(crate) struct Placed {
 /// # Errors
 /// Every problem found, as `path:line: message` diagnostics; warnings ride along in the `Ok` case.
 pub fn load_zone(path: &Path, origin: &Name) -> Result<(Zone, Vec<Diagnostic>), Vec<Diagnostic>> {
+    load_zone_from(path, origin, &|p| fs::read_to_string(p))
+}
+
+/// [`load_zone`] with the files (`path` and every `$INCLUDE`) read by `read`: the fuzzer serves
+/// them from memory.
+///
+/// # Errors
+/// As [`load_zone`].
+pub fn load_zone_from(
+    path: &Path,
+    origin: &Name,
+    read: &dyn Fn(&Path) -> std::io::Result<String>,
+) -> Result<(Zone, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut origin = origin.to_lowercase();
     origin.set_fqdn(true);
     let mut loader = Loader {
         diags: Vec::new(),
         records: Vec::new(),
+        read,
     };
     loader.file(path, &origin, None, None, 0);
     if loader.diags.iter().any(Diagnostic::is_error) {
@@ -53,9 +67,10 @@ pub fn load_zone(path: &Path, origin: &Name) -> Result<(Zone, Vec<Diagnostic>), 
     validate::build(path, &origin, loader.records, loader.diags)
 }
 
-struct Loader {
+struct Loader<'r> {
     diags: Vec<Diagnostic>,
     records: Vec<Placed>,
+    read: &'r dyn Fn(&Path) -> std::io::Result<String>,
 }
 
 /// Per-file parsing state (RFC 1035: `$ORIGIN`/`$TTL` hold until the end of the file).
@@ -66,7 +81,7 @@ struct FileState {
     last_owner: Option<Name>,
 }
 
-impl Loader {
+impl Loader<'_> {
     fn file(
         &mut self,
         path: &Path,
@@ -75,7 +90,7 @@ impl Loader {
         from: Option<(&Path, usize)>,
         depth: usize,
     ) {
-        let text = match fs::read_to_string(path) {
+        let text = match (self.read)(path) {
             Ok(t) => t,
             Err(e) => {
                 let d = match from {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use hickory_proto::rr::{rdata::SOA, Name, RData, Record, RecordType};
 use rustc_hash::FxHashMap;
 
-pub use load::load_zone;
+pub use load::{load_zone, load_zone_from};
 pub(crate) use validate::name_from_wire;
 
 /// One RRset: every record of one type at one owner, with one TTL.
