@@ -24,6 +24,10 @@ use crate::diag::Diagnostic;
 /// `$INCLUDE` nesting deeper than this is an error (it is almost always a loop).
 const MAX_INCLUDE_DEPTH: usize = 16;
 
+/// Files read for one zone at most: a file that includes another twice, nested, would otherwise
+/// be read 2^16 times (found by the `zone_file` fuzzer).
+const MAX_FILES: usize = 256;
+
 /// The largest TTL RFC 2181 §8 allows.
 const MAX_TTL: u32 = 0x7fff_ffff;
 
@@ -59,6 +63,8 @@ pub fn load_zone_from(
         diags: Vec::new(),
         records: Vec::new(),
         read,
+        chain: Vec::new(),
+        files_read: 0,
     };
     loader.file(path, &origin, None, None, 0);
     if loader.diags.iter().any(Diagnostic::is_error) {
@@ -71,6 +77,10 @@ struct Loader<'r> {
     diags: Vec<Diagnostic>,
     records: Vec<Placed>,
     read: &'r dyn Fn(&Path) -> std::io::Result<String>,
+    /// The files being read, outermost first: a file in it that is included again is a loop.
+    chain: Vec<PathBuf>,
+    /// Files read so far.
+    files_read: usize,
 }
 
 /// Per-file parsing state (RFC 1035: `$ORIGIN`/`$TTL` hold until the end of the file).
@@ -83,6 +93,20 @@ struct FileState {
 
 impl Loader<'_> {
     fn file(
+        &mut self,
+        path: &Path,
+        origin: &Name,
+        ttl: Option<u32>,
+        from: Option<(&Path, usize)>,
+        depth: usize,
+    ) {
+        self.files_read += 1;
+        self.chain.push(path.to_path_buf());
+        self.read_file(path, origin, ttl, from, depth);
+        self.chain.pop();
+    }
+
+    fn read_file(
         &mut self,
         path: &Path,
         origin: &Name,
@@ -249,6 +273,17 @@ impl Loader<'_> {
                 }
                 let name = file.text.trim_matches('"');
                 let target = path.parent().unwrap_or(Path::new(".")).join(name);
+                if self.chain.contains(&target) {
+                    return Err(format!(
+                        "$INCLUDE loop: {} is already being read",
+                        target.display()
+                    ));
+                }
+                if self.files_read >= MAX_FILES {
+                    return Err(format!(
+                        "more than {MAX_FILES} files read for this zone ($INCLUDE)"
+                    ));
+                }
                 // The included file starts with this file's TTL default (as BIND and Knot do).
                 let ttl = st.default_ttl.or(st.last_ttl);
                 self.file(&target, &origin, ttl, Some((path, entry.line)), depth + 1);
@@ -333,4 +368,62 @@ fn parse_rdata(rtype: RecordType, toks: &[Token], origin: &Name) -> Result<RData
         return Err(bad(&format!("parsed as {}", record.record_type())));
     }
     Ok(record.data)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// Loads `main.zone` from `files`, served from memory; the error messages.
+    fn errors(files: &[(&str, &str)]) -> Vec<String> {
+        let map: HashMap<PathBuf, String> = files
+            .iter()
+            .map(|(n, t)| (Path::new("/z").join(n), t.to_string()))
+            .collect();
+        let read = |p: &Path| {
+            map.get(p)
+                .cloned()
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        };
+        let origin = Name::from_ascii("z.test.").unwrap();
+        match load_zone_from(Path::new("/z/main.zone"), &origin, &read) {
+            Ok(_) => Vec::new(),
+            Err(d) => d.iter().map(|d| d.message.clone()).collect(),
+        }
+    }
+
+    const HEAD: &str = "$TTL 60\n@ SOA ns hm 1 2 3 4 5\n@ NS ns\nns A 127.0.0.1\n";
+
+    #[test]
+    fn an_include_loop_is_one_error_not_sixteen_levels() {
+        let main = format!("{HEAD}$INCLUDE a.inc\n");
+        let e = errors(&[
+            ("main.zone", &main),
+            ("a.inc", "$INCLUDE a.inc\nx A 127.0.0.2\n"),
+        ]);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("$INCLUDE loop"), "{e:?}");
+    }
+
+    #[test]
+    fn a_doubling_include_tree_stops_at_the_file_limit() {
+        // f0 includes f1 twice, f1 includes f2 twice...: 2^16 reads without a limit.
+        let mut files: Vec<(String, String)> = (0..16)
+            .map(|i| {
+                let next = format!("$INCLUDE f{}.inc\n", i + 1);
+                (format!("f{i}.inc"), format!("{next}{next}"))
+            })
+            .collect();
+        files.push(("f16.inc".into(), "y A 127.0.0.3\n".into()));
+        files.push(("main.zone".into(), format!("{HEAD}$INCLUDE f0.inc\n")));
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let e = errors(&refs);
+        assert!(e.iter().any(|m| m.contains("more than 256 files")), "{e:?}");
+        assert!(e.len() < 1000, "{} errors", e.len());
+    }
 }
