@@ -131,6 +131,51 @@ def dns_clients(cap):
         pr.wait(timeout=10)
 
 
+def unbound_queries(cap):
+    """unbound as a resolver with a stub zone on the capture port: its own queries (EDNS, DO, 0x20
+    letter case, QNAME minimisation) arrive at the capture."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="mailns-seed-unbound-")
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    conf = os.path.join(d, "unbound.conf")
+    with open(conf, "w") as f:
+        f.write(f"""server:
+  interface: 127.0.0.1@{port}
+  port: {port}
+  do-ip6: no
+  username: ""
+  chroot: ""
+  directory: "{d}"
+  pidfile: ""
+  use-syslog: no
+  do-not-query-localhost: no
+  use-caps-for-id: yes
+  qname-minimisation: yes
+  module-config: "iterator"
+  verbosity: 0
+  local-zone: "test." nodefault
+stub-zone:
+  name: "{ZONE}"
+  stub-addr: 127.0.0.1@{cap.port}
+stub-zone:
+  name: "other.test"
+  stub-addr: 127.0.0.1@{cap.port}
+""")
+    try:
+        proc = subprocess.Popen(["unbound", "-d", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return
+    time.sleep(1)
+    for name, t in [("owa." + ZONE, "A"), ("autodiscover." + ZONE, "AAAA"), (ZONE, "MX"),
+                    ("_autodiscover._tcp." + ZONE, "SRV"), ("a.b.c.ent." + ZONE, "TXT"), ("www.other.test", "A")]:
+        run(["dig", "@127.0.0.1", "-p", str(port), "+time=2", "+tries=1", name, t], timeout=4)
+    proc.terminate()
+    proc.wait(timeout=5)
+
+
 def tls_clients():
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.bind(("127.0.0.1", 0))
@@ -211,6 +256,7 @@ def main():
     shutil.rmtree(OUT, ignore_errors=True)
     cap = Capture()
     dns_clients(cap)
+    unbound_queries(cap)
     time.sleep(0.5)
     cap.stop = True
     for d in cap.datagrams:
