@@ -343,10 +343,18 @@ async fn watch_files(
             now = later;
         }
         info!("watched files changed: reloading");
+        // The baseline is what the files were before the reload read them, not after: a file
+        // written while the reload runs is then seen as changed on the next poll, not lost.
+        let before: std::collections::HashMap<_, _> = files.iter().cloned().zip(now).collect();
         let _ = reload(&live).await;
         // The new config may read other files; a failed reload keeps watching the same ones.
         files = watched_files(&live.loaded.load().config);
-        seen = stamps(&files);
+        let fresh = stamps(&files);
+        seen = files
+            .iter()
+            .zip(fresh)
+            .map(|(f, stamp)| before.get(f).cloned().unwrap_or(stamp))
+            .collect();
     }
 }
 
