@@ -376,9 +376,7 @@ pub fn xfr(data: &[u8]) {
 /// acknowledgement must be a NOTIFY response with the NOTIFY's ID.
 pub fn notify(data: &[u8]) {
     let f = fixture();
-    let id = data
-        .get(..2)
-        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let id = wire::u16_at(data, 0).unwrap_or(0);
     for (signer, mac) in [(None, None), (Some(&f.signer), Some(&[0u8; 32][..]))] {
         if dns::notify::acknowledges(data, id, signer, mac) {
             let m = Message::from_vec(data).unwrap_or_else(|e| panic!("acknowledged but {e}"));

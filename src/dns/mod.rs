@@ -682,12 +682,9 @@ pub(crate) mod tests {
             .options()
             .as_ref()
             .iter()
-            .find_map(|(c, o)| match o {
+            .find_map(|(_, o)| match o {
                 hickory_proto::rr::rdata::opt::EdnsOption::Unknown(10, d) => Some(d.clone()),
-                _ => {
-                    let _ = c;
-                    None
-                }
+                _ => None,
             })
     }
 

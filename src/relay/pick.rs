@@ -83,7 +83,7 @@ pub fn order(
                 let Some(&i) = slots.get((h % slots.len() as u64) as usize) else {
                     break;
                 };
-                if usable.contains(&i) && !out.contains(&i) {
+                if servers.get(i).is_some_and(|s| s.usable) && !out.contains(&i) {
                     out.push(i);
                     if out.len() == usable.len() {
                         return out;
