@@ -4,7 +4,8 @@ minimises them into fuzz/corpus/<target>/; see FUZZING.md).
 
 Capture servers listen on 127.0.0.1 (UDP and TCP, ports picked by the kernel); real clients talk
 to them: dig and kdig with every common type and flag (UDP and TCP, AXFR, IXFR, NOTIFY-looking
-and TSIG-signed queries), curl and openssl s_client ClientHellos. What each sends is saved as it
+and TSIG-signed queries), curl and openssl s_client ClientHellos,
+curl's admin API requests. What each sends is saved as it
 arrived. Small hand-made seeds cover what no client sends (NOTIFY replies, redirect requests,
 configs from config/). Every client run is bounded by a timeout; nothing leaves 127.0.0.1.
 """
@@ -221,6 +222,75 @@ def tls_clients():
     return len(hellos)
 
 
+def admin_clients():
+    """curl's admin API requests as they arrive (dashboard, status, metrics, reload, state changes,
+    wrong tokens, rebinding Hosts), turned into admin_route's METHOD NUL target NUL headers NUL body."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.2)
+    port = srv.getsockname()[1]
+    got, stop = [], [False]
+
+    def accept():
+        while not stop[0]:
+            try:
+                c, _ = srv.accept()
+            except socket.timeout:
+                continue
+            c.settimeout(1)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    if k.strip().lower() == b"content-length":
+                        length = int(v.strip() or 0)
+                while len(body) < length:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    body += chunk
+                c.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            except (socket.timeout, OSError, ValueError):
+                pass
+            c.close()
+            got.append(data)
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    base = f"http://127.0.0.1:{port}"
+    tok = ["-H", "Authorization: Bearer fuzz-Token-0123"]
+    for args in [[base + "/"], [base + "/api/v1/status"], [base + "/metrics"], ["-I", base + "/livez"], [base + "/readyz"],
+                 ["-X", "POST"] + tok + [base + "/api/v1/reload"],
+                 ["-X", "POST", "-H", "Authorization: Bearer wrong", base + "/api/v1/reload"],
+                 tok + ["--data", "drain", base + "/api/v1/servers/ex01/state"],
+                 tok + ["--json", '{"state": "maint"}', base + "/api/v1/servers/ex02/state"],
+                 tok + ["--data", "ready", base + "/api/v1/servers//state"],
+                 ["-X", "PUT", base + "/api/v1/servers/ex01/state"],
+                 ["-X", "POST", base + "/api/v1/demo/servers/ex01/fail-owa"],
+                 ["-H", "Host: evil.example.test", base + "/api/v1/status"],
+                 ["-H", "Host: mailns1.mail.example.test:8053", base + "/metrics"],
+                 ["-H", "Host: [::1]:8053", base + "/nosuch?x=1"]]:
+        run(["curl", "-s", "--max-time", "2", "-o", "/dev/null"] + args)
+    time.sleep(0.3)
+    stop[0] = True
+    t.join()
+    for data in got:
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ")
+        if len(parts) >= 2:
+            save("admin_route", parts[0] + b"\0" + parts[1] + b"\0" + b"\n".join(lines[1:]) + b"\0" + body)
+    return len(got)
+
+
 def handmade():
     # NOTIFY replies: QR=1, opcode NOTIFY, AA, one SOA question; and a REFUSED and a truncated one.
     q = b"".join(bytes([len(l)]) + l.encode() for l in ZONE.split(".")) + b"\0" + struct.pack(">HH", 6, 1)
@@ -271,9 +341,10 @@ def main():
         for b in range(4):
             save("xfr", bytes([mode, 0, b, b]))
     n = tls_clients()
+    a = admin_clients()
     handmade()
     counts = {t: len(os.listdir(os.path.join(OUT, t))) for t in sorted(os.listdir(OUT))}
-    print(f"captured {len(cap.datagrams)} datagrams, {len(cap.streams)} TCP streams, {n} TLS hellos; seeds: {counts}")
+    print(f"captured {len(cap.datagrams)} datagrams, {len(cap.streams)} TCP streams, {n} TLS hellos, {a} admin requests; seeds: {counts}")
 
 
 if __name__ == "__main__":

@@ -74,3 +74,8 @@ fn config() {
 fn zone_file() {
     replay("zone_file", targets::zone_file);
 }
+
+#[test]
+fn admin_route() {
+    replay("admin_route", targets::admin_route);
+}

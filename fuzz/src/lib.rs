@@ -524,3 +524,78 @@ pub fn zone_file(data: &[u8]) {
         }
     }
 }
+
+/// `admin_route`: method, request target, header lines and body (split at NUL) through the
+/// admin router's decision, under four policies (token or none, demo mode or not). Only an
+/// authorized POST may act, a demo action only in demo mode, a page only on GET or HEAD; every
+/// refusal is a JSON error with the headers its status promises.
+pub fn admin_route(data: &[u8]) {
+    use hyper::{header, HeaderMap, Method, Uri};
+    use mailns::admin::{decide, parse_state, Policy, Route};
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.splitn(4, '\0');
+    let Ok(method) = Method::from_bytes(parts.next().unwrap_or("GET").as_bytes()) else {
+        return;
+    };
+    // What hyper would refuse before routing never reaches the router.
+    let Ok(uri) = parts.next().unwrap_or("/").parse::<Uri>() else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    for line in parts.next().unwrap_or_default().split('\n') {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (Ok(name), Ok(value)) = (
+            header::HeaderName::from_bytes(name.trim().as_bytes()),
+            header::HeaderValue::from_str(value.trim()),
+        ) else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+    let body = parts.next().unwrap_or_default();
+    let token = "fuzz-Token-0123";
+    let hosts = vec!["mailns1.mail.example.test".to_string()];
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let get = method == Method::GET || method == Method::HEAD;
+    for (with_token, demo) in [(false, false), (true, false), (false, true), (true, true)] {
+        let policy = Policy {
+            token: with_token.then_some(token),
+            hosts: &hosts,
+            demo,
+        };
+        match decide(&method, uri.path(), &headers, &policy) {
+            Route::Reload | Route::SetState { .. }
+                if !(method == Method::POST && with_token && bearer == Some(token)) =>
+            {
+                panic!("an unauthorized {method} {uri} would act")
+            }
+            Route::SetState { server } => {
+                assert!(!server.is_empty() && !server.contains('/'), "{server:?}");
+                let _ = parse_state(body.as_bytes());
+            }
+            Route::Demo { .. } => assert!(demo && method == Method::POST, "demo {method} {uri}"),
+            Route::Dashboard | Route::Status | Route::Metrics | Route::Livez | Route::Readyz => {
+                assert!(get, "a page on {method}")
+            }
+            Route::Reload => {}
+            Route::Refuse(reply) => {
+                let status = reply.status().as_u16();
+                assert!(
+                    matches!(status, 401 | 403 | 404 | 405 | 421),
+                    "status {status}"
+                );
+                assert_eq!(status == 405, reply.headers().contains_key(header::ALLOW));
+                assert_eq!(
+                    status == 401,
+                    reply.headers().contains_key(header::WWW_AUTHENTICATE)
+                );
+            }
+        }
+    }
+}

@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::{header, Method, Request, Response, StatusCode};
+use hyper::{header, HeaderMap, Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -88,7 +88,8 @@ pub struct Live {
     pub listeners: tokio::sync::Mutex<Option<crate::listeners::Listeners>>,
 }
 
-type Reply = Response<Full<Bytes>>;
+/// An admin reply (every body is small and built whole).
+pub type Reply = Response<Full<Bytes>>;
 
 fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
     let mut r = Response::new(Full::new(body.into()));
@@ -162,57 +163,136 @@ fn host_allowed(host: &str, allowed: &[String]) -> bool {
         || allowed.contains(&name)
 }
 
-async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
-    if let Some(host) = req.headers().get(header::HOST) {
-        let allowed = &live.loaded.load().config.admin.hosts;
-        if !host.to_str().is_ok_and(|h| host_allowed(h, allowed)) {
-            debug!(%peer, host = ?host, "admin: Host not allowed");
-            return error(
+/// What the admin listener does with one request, decided from its method, path and headers
+/// alone (no I/O, no state): pure, so the fuzzer can drive it with any request.
+#[derive(Debug)]
+pub enum Route {
+    /// The dashboard page.
+    Dashboard,
+    /// `GET /api/v1/status`.
+    Status,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /livez`.
+    Livez,
+    /// `GET /readyz`.
+    Readyz,
+    /// An authorized `POST /api/v1/reload`.
+    Reload,
+    /// A demo action on a simulated server (demo mode only).
+    Demo {
+        /// The simulated server.
+        server: String,
+        /// What to do to it.
+        action: crate::demo::Action,
+    },
+    /// An authorized `POST /api/v1/servers/{server}/state`; the body names the state.
+    SetState {
+        /// The `[[server]]` name from the path.
+        server: String,
+    },
+    /// Answered at once with this refusal or error; nothing changes.
+    Refuse(Reply),
+}
+
+/// What `decide` needs from the config in force.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy<'a> {
+    /// The admin token (`admin.token_file`'s contents); None disables admin actions.
+    pub token: Option<&'a str>,
+    /// Extra Host names the listener answers to (`admin.hosts`).
+    pub hosts: &'a [String],
+    /// Running as `mailns demo` (simulated servers can be failed from the dashboard).
+    pub demo: bool,
+}
+
+/// Routes a request: a Host no DNS-rebinding page can use, then the path and method, then the
+/// token for anything that changes state. Only `Reload` and `SetState` act, and only with the
+/// token.
+pub fn decide(method: &Method, path: &str, headers: &HeaderMap, policy: &Policy<'_>) -> Route {
+    if let Some(host) = headers.get(header::HOST) {
+        if !host.to_str().is_ok_and(|h| host_allowed(h, policy.hosts)) {
+            debug!(host = ?host, "admin: Host not allowed");
+            return Route::Refuse(error(
                 StatusCode::MISDIRECTED_REQUEST,
                 "this Host is not one of the admin listener's names: use an IP address, localhost, or add the name to admin.hosts",
-            );
+            ));
         }
     }
-    let path = req.uri().path().to_string();
-    let method = req.method().clone();
     let get = method == Method::GET || method == Method::HEAD;
-    match path.as_str() {
-        "/" | "/index.html" if get => reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD),
-        "/api/v1/status" if get => json(StatusCode::OK, &status::build(live)),
-        "/metrics" if get => reply(StatusCode::OK, metrics::CONTENT_TYPE, metrics::encode(live)),
-        "/livez" if get => reply(StatusCode::OK, "text/plain", "ok\n"),
-        "/readyz" if get => {
+    let post = method == Method::POST;
+    match path {
+        "/" | "/index.html" if get => Route::Dashboard,
+        "/api/v1/status" if get => Route::Status,
+        "/metrics" if get => Route::Metrics,
+        "/livez" if get => Route::Livez,
+        "/readyz" if get => Route::Readyz,
+        "/api/v1/reload" if post => match authorize(policy.token, headers) {
+            Some(refusal) => Route::Refuse(refusal),
+            None => Route::Reload,
+        },
+        p if p.starts_with("/api/v1/demo/servers/") => {
+            if !post {
+                return Route::Refuse(allow_only("POST"));
+            }
+            let rest = p.strip_prefix("/api/v1/demo/servers/").unwrap_or_default();
+            demo_route(policy.demo, rest)
+        }
+        p if server_of_state_path(p).is_some() => {
+            if !post {
+                return Route::Refuse(allow_only("POST"));
+            }
+            if let Some(refusal) = authorize(policy.token, headers) {
+                return Route::Refuse(refusal);
+            }
+            let server = server_of_state_path(p).unwrap_or_default().to_string();
+            Route::SetState { server }
+        }
+        "/" | "/index.html" | "/api/v1/status" | "/metrics" | "/livez" | "/readyz" => {
+            Route::Refuse(allow_only("GET, HEAD"))
+        }
+        "/api/v1/reload" => Route::Refuse(allow_only("POST")),
+        _ => Route::Refuse(error(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {path}"),
+        )),
+    }
+}
+
+/// Carries out what `decide` chose.
+async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
+    let decision = {
+        let loaded = live.loaded.load();
+        let admin = &loaded.config.admin;
+        let policy = Policy {
+            token: admin.token.as_deref(),
+            hosts: &admin.hosts,
+            demo: live.demo.is_some(),
+        };
+        decide(req.method(), req.uri().path(), req.headers(), &policy)
+    };
+    match decision {
+        Route::Refuse(reply) => reply,
+        Route::Dashboard => reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD),
+        Route::Status => json(StatusCode::OK, &status::build(live)),
+        Route::Metrics => reply(StatusCode::OK, metrics::CONTENT_TYPE, metrics::encode(live)),
+        Route::Livez => reply(StatusCode::OK, "text/plain", "ok\n"),
+        Route::Readyz => {
             if live.ready.load(std::sync::atomic::Ordering::Relaxed) {
                 reply(StatusCode::OK, "text/plain", "ready\n")
             } else {
                 reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n")
             }
         }
-        "/api/v1/reload" if method == Method::POST => {
-            if let Some(refusal) = authorize(live, &req) {
-                return refusal;
-            }
+        Route::Reload => {
             info!(%peer, "admin: reload requested");
             match crate::runtime::reload(live).await {
                 Ok(()) => json(StatusCode::OK, &serde_json::json!({ "reloaded": true })),
                 Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
             }
         }
-        p if p.starts_with("/api/v1/demo/servers/") => {
-            if method != Method::POST {
-                return allow_only("POST");
-            }
-            let rest = p.strip_prefix("/api/v1/demo/servers/").unwrap_or_default();
-            demo_action(live, rest).await
-        }
-        p if server_of_state_path(p).is_some() => {
-            if method != Method::POST {
-                return allow_only("POST");
-            }
-            if let Some(refusal) = authorize(live, &req) {
-                return refusal;
-            }
-            let name = server_of_state_path(p).unwrap_or_default().to_string();
+        Route::Demo { server, action } => demo_action(live, server, action).await,
+        Route::SetState { server } => {
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
@@ -223,13 +303,8 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Re
                     "expected a body of ready, drain or maint (or {\"state\": \"drain\"})",
                 );
             };
-            set_state(live, &name, state, peer).await
+            set_state(live, &server, state, peer).await
         }
-        "/" | "/index.html" | "/api/v1/status" | "/metrics" | "/livez" | "/readyz" => {
-            allow_only("GET, HEAD")
-        }
-        "/api/v1/reload" => allow_only("POST"),
-        _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }
 
@@ -252,16 +327,14 @@ fn allow_only(allow: &'static str) -> Reply {
 /// Admin actions need the configured token as `Authorization: Bearer <token>`: without a token
 /// file they are disabled (403); a missing or wrong token is 401 and changes nothing. Returns the
 /// refusal, if any.
-fn authorize(live: &Live, req: &Request<Incoming>) -> Option<Reply> {
-    let loaded = live.loaded.load();
-    let Some(want) = loaded.config.admin.token.as_deref() else {
+fn authorize(want: Option<&str>, headers: &HeaderMap) -> Option<Reply> {
+    let Some(want) = want else {
         return Some(error(
             StatusCode::FORBIDDEN,
             "admin actions are disabled: set admin.token_file in the config",
         ));
     };
-    let given = req
-        .headers()
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -289,22 +362,35 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// `POST /api/v1/demo/servers/{name}/{fail|heal|fail-owa}`: demo mode only. No token: the
 /// demo serves loopback, and these act on simulated servers only.
-async fn demo_action(live: &Live, rest: &str) -> Reply {
+fn demo_route(demo: bool, rest: &str) -> Route {
+    if !demo {
+        return Route::Refuse(error(StatusCode::NOT_FOUND, "not in demo mode"));
+    }
+    let Some((server, action)) = rest.split_once('/') else {
+        return Route::Refuse(error(
+            StatusCode::NOT_FOUND,
+            "use /api/v1/demo/servers/{name}/{fail|heal|fail-owa}",
+        ));
+    };
+    match crate::demo::Action::parse(action) {
+        Some(action) => Route::Demo {
+            server: server.to_string(),
+            action,
+        },
+        None => Route::Refuse(error(
+            StatusCode::NOT_FOUND,
+            format!("no demo action '{action}'"),
+        )),
+    }
+}
+
+/// Acts on a simulated server.
+async fn demo_action(live: &Live, server: String, action: crate::demo::Action) -> Reply {
     let Some(farm) = live.demo.clone() else {
         return error(StatusCode::NOT_FOUND, "not in demo mode");
     };
-    let Some((name, action)) = rest.split_once('/') else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "use /api/v1/demo/servers/{name}/{fail|heal|fail-owa}",
-        );
-    };
-    let Some(action) = crate::demo::Action::parse(action) else {
-        return error(StatusCode::NOT_FOUND, format!("no demo action '{action}'"));
-    };
-    let name = name.to_string();
     // Killing waits until the ports refuse connections: off the async threads.
-    let done = tokio::task::spawn_blocking(move || farm.act(&name, action)).await;
+    let done = tokio::task::spawn_blocking(move || farm.act(&server, action)).await;
     match done {
         Ok(Ok(true)) => json(StatusCode::OK, &serde_json::json!({ "done": true })),
         Ok(Ok(false)) => error(StatusCode::NOT_FOUND, "no such demo server"),
@@ -314,7 +400,7 @@ async fn demo_action(live: &Live, rest: &str) -> Reply {
 }
 
 /// `drain`, `"drain"` or `{"state": "drain"}`.
-fn parse_state(body: &[u8]) -> Option<AdminState> {
+pub fn parse_state(body: &[u8]) -> Option<AdminState> {
     let text = std::str::from_utf8(body).ok()?.trim();
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
         let s = match &v {
@@ -450,5 +536,77 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, header::HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn status_of(route: Route) -> Option<StatusCode> {
+        match route {
+            Route::Refuse(r) => Some(r.status()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let hosts = Vec::new();
+        let with = Policy {
+            token: Some("t0ken"),
+            hosts: &hosts,
+            demo: false,
+        };
+        let without = Policy {
+            token: None,
+            ..with
+        };
+        let good = headers(&[("authorization", "Bearer t0ken")]);
+        let bad = headers(&[("authorization", "Bearer t0kem")]);
+        let path = "/api/v1/servers/ex01/state";
+        assert!(matches!(
+            decide(&Method::POST, path, &good, &with),
+            Route::SetState { server } if server == "ex01"
+        ));
+        let refused = |m, p, h, pol| status_of(decide(m, p, h, pol));
+        assert_eq!(
+            refused(&Method::POST, path, &bad, &with),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            refused(&Method::POST, path, &good, &without),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            refused(&Method::GET, path, &good, &with),
+            Some(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        assert!(matches!(
+            decide(&Method::POST, "/api/v1/reload", &good, &with),
+            Route::Reload
+        ));
+        assert!(matches!(
+            decide(&Method::HEAD, "/metrics", &HeaderMap::new(), &without),
+            Route::Metrics
+        ));
+        let rebinding = headers(&[("host", "evil.example"), ("authorization", "Bearer t0ken")]);
+        assert_eq!(
+            refused(&Method::POST, "/api/v1/reload", &rebinding, &with),
+            Some(StatusCode::MISDIRECTED_REQUEST)
+        );
+        let demo = "/api/v1/demo/servers/ex01/fail";
+        assert_eq!(
+            refused(&Method::POST, demo, &HeaderMap::new(), &with),
+            Some(StatusCode::NOT_FOUND)
+        );
+        let demo_mode = Policy { demo: true, ..with };
+        assert!(matches!(
+            decide(&Method::POST, demo, &HeaderMap::new(), &demo_mode),
+            Route::Demo { server, .. } if server == "ex01"
+        ));
     }
 }
