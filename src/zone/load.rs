@@ -12,7 +12,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use hickory_proto::rr::rdata::{A, AAAA};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, HINFO, MX, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::txt::{parse_ttl, Parser};
 
@@ -315,10 +315,111 @@ fn parse_name(tok: &Token, origin: &Name) -> Result<Name, String> {
     if tok.text == "@" {
         return Ok(origin.clone());
     }
-    let mut n = Name::parse(&tok.text, Some(origin))
-        .map_err(|e| format!("invalid domain name '{}': {e}", tok.text))?;
-    n.set_fqdn(true);
-    Ok(n)
+    super::text::name(&tok.text, origin)
+        .map_err(|e| format!("invalid domain name '{}': {e}", tok.text))
+}
+
+fn parse_u16(tok: &Token, field: &str) -> Result<u16, String> {
+    tok.text.parse().map_err(|_| {
+        format!(
+            "{field} must be a number from 0 to 65535, found '{}'",
+            tok.text
+        )
+    })
+}
+
+/// A timer of the SOA (seconds, or a TTL with units as BIND allows), within i32 (RFC 1035).
+fn parse_timer(tok: &Token, field: &str) -> Result<i32, String> {
+    parse_ttl(&tok.text)
+        .ok()
+        .and_then(|v| i32::try_from(v).ok())
+        .ok_or_else(|| {
+            format!(
+                "SOA {field} must be a number of seconds up to 2147483647, found '{}'",
+                tok.text
+            )
+        })
+}
+
+/// Record data whose fields hold domain names, parsed here so names follow master-file rules
+/// (see `zone::name`); None for every other type.
+fn parse_named_rdata(
+    rtype: RecordType,
+    toks: &[Token],
+    origin: &Name,
+) -> Option<Result<RData, String>> {
+    let fields = match rtype {
+        RecordType::CNAME | RecordType::NS | RecordType::PTR => "a domain name",
+        RecordType::MX => "a preference and a mail server name",
+        RecordType::SRV => "priority, weight, port and a target name",
+        RecordType::SOA => "mname, rname, serial, refresh, retry, expire and minimum",
+        RecordType::TXT => return Some(txt(toks)),
+        RecordType::HINFO => "a CPU and an OS string",
+        _ => return None,
+    };
+    let wrong = || {
+        format!(
+            "{rtype} record data takes {fields}, found {} fields",
+            toks.len()
+        )
+    };
+    let name = |t: &Token| parse_name(t, origin);
+    Some((|| {
+        Ok(match (rtype, toks) {
+            (RecordType::CNAME, [n]) => RData::CNAME(CNAME(name(n)?)),
+            (RecordType::NS, [n]) => RData::NS(NS(name(n)?)),
+            (RecordType::PTR, [n]) => RData::PTR(PTR(name(n)?)),
+            (RecordType::MX, [p, n]) => {
+                RData::MX(MX::new(parse_u16(p, "MX preference")?, name(n)?))
+            }
+            (RecordType::SRV, [p, w, port, n]) => RData::SRV(SRV::new(
+                parse_u16(p, "SRV priority")?,
+                parse_u16(w, "SRV weight")?,
+                parse_u16(port, "SRV port")?,
+                name(n)?,
+            )),
+            (RecordType::SOA, [m, r, serial, refresh, retry, expire, minimum]) => {
+                let serial = parse_ttl(&serial.text).map_err(|_| {
+                    format!(
+                        "SOA serial must be a number up to 4294967295, found '{}'",
+                        serial.text
+                    )
+                })?;
+                let minimum = parse_ttl(&minimum.text).map_err(|_| {
+                    format!(
+                        "SOA minimum must be a number of seconds, found '{}'",
+                        minimum.text
+                    )
+                })?;
+                RData::SOA(SOA::new(
+                    name(m)?,
+                    name(r)?,
+                    serial,
+                    parse_timer(refresh, "refresh")?,
+                    parse_timer(retry, "retry")?,
+                    parse_timer(expire, "expire")?,
+                    minimum,
+                ))
+            }
+            (RecordType::HINFO, [cpu, os]) => RData::HINFO(HINFO::from_bytes(
+                string(cpu)?.into_boxed_slice(),
+                string(os)?.into_boxed_slice(),
+            )),
+            _ => return Err(wrong()),
+        })
+    })())
+}
+
+fn string(tok: &Token) -> Result<Vec<u8>, String> {
+    super::text::character_string(&tok.text).map_err(|e| format!("{e}: {}", tok.text))
+}
+
+/// TXT: one or more character-strings.
+fn txt(toks: &[Token]) -> Result<RData, String> {
+    let strings = toks.iter().map(string).collect::<Result<Vec<_>, _>>()?;
+    Ok(RData::TXT(TXT::from_bytes(
+        strings.iter().map(Vec::as_slice).collect(),
+    )))
 }
 
 /// Parses record data. A and AAAA are parsed here (the bulk of a mail zone); everything else goes
@@ -344,6 +445,24 @@ fn parse_rdata(rtype: RecordType, toks: &[Token], origin: &Name) -> Result<RData
             };
         }
         _ => {}
+    }
+    if let Some(parsed) = parse_named_rdata(rtype, toks, origin) {
+        return parsed;
+    }
+    // hickory reads `\DDD` in names as octal: in the other types that hold names, refuse an
+    // escape outside quotes rather than load a name other than the one written.
+    let holds_names = matches!(
+        rtype,
+        RecordType::NAPTR | RecordType::SVCB | RecordType::HTTPS
+    );
+    let escaped = toks
+        .iter()
+        .find(|t| !t.is_quoted() && t.text.contains('\\'));
+    if let Some(t) = escaped.filter(|_| holds_names) {
+        return Err(format!(
+            "escapes (\\) in unquoted {rtype} record data are not supported: '{}'",
+            t.text
+        ));
     }
     let origin_text = origin.to_string();
     let mut line = format!("@ 0 IN {rtype}");

@@ -7,6 +7,7 @@
 
 mod lex;
 mod load;
+mod text;
 mod validate;
 
 use std::path::PathBuf;
