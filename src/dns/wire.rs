@@ -6,6 +6,8 @@
 //! OPT record) without allocating; anything else goes through hickory-proto's full `Message`
 //! decoder, and what that rejects is answered FORMERR.
 
+use std::borrow::Cow;
+
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
@@ -408,8 +410,12 @@ pub fn encode_answer(
     } else {
         na + nn
     };
-    // How many records fit.
+    // How many records fit; an additional RRset goes whole or not at all.
     let fit = ends.iter().take_while(|&&e| e + opt_len <= limit).count();
+    let fit = match fit.checked_sub(na + nn) {
+        Some(in_additional) => na + nn + whole_rrsets(&ans.additional, in_additional),
+        None => fit,
+    };
     let (kept, truncated) = if fit >= required {
         (fit, false)
     } else {
@@ -448,6 +454,53 @@ pub fn encode_answer(
     Ok(())
 }
 
+/// How many of the first `fit` records of `records` end on an RRset boundary: a reply never
+/// carries part of an additional RRset without TC, which a resolver could cache as the whole
+/// set (RFC 2181 §5; Knot and BIND leave such an RRset out). Found by the differential fuzz.
+fn whole_rrsets(records: &[Cow<'_, Record>], fit: usize) -> usize {
+    let mut fit = fit.min(records.len());
+    let same = |a: &Record, b: &Record| a.record_type() == b.record_type() && a.name == b.name;
+    while fit > 0 && fit < records.len() {
+        match (records.get(fit - 1), records.get(fit)) {
+            (Some(last), Some(next)) if same(last, next) => fit -= 1,
+            _ => break,
+        }
+    }
+    fit
+}
+
 fn emit_record(enc: &mut BinEncoder<'_>, r: &Record) -> Result<(), hickory_proto::ProtoError> {
     r.emit(enc)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use hickory_proto::rr::rdata::{A, AAAA};
+    use hickory_proto::rr::{Name, RData};
+
+    use super::*;
+
+    fn rec(name: &str, data: RData) -> Cow<'static, Record> {
+        Cow::Owned(Record::from_rdata(
+            Name::from_ascii(name).unwrap(),
+            60,
+            data,
+        ))
+    }
+
+    #[test]
+    fn additional_rrsets_are_cut_whole() {
+        let a = |n, i| rec(n, RData::A(A(Ipv4Addr::new(127, 0, 0, i))));
+        let aaaa = |n| rec(n, RData::AAAA(AAAA(std::net::Ipv6Addr::LOCALHOST)));
+        let set = [a("x.", 1), a("x.", 2), aaaa("x."), a("y.", 1), a("y.", 2)];
+        assert_eq!(whole_rrsets(&set, 5), 5);
+        assert_eq!(whole_rrsets(&set, 4), 3, "y's A set would be split");
+        assert_eq!(whole_rrsets(&set, 3), 3);
+        assert_eq!(whole_rrsets(&set, 2), 2, "x's A set ends at 2");
+        assert_eq!(whole_rrsets(&set, 1), 0);
+        assert_eq!(whole_rrsets(&set, 0), 0);
+        assert_eq!(whole_rrsets(&set, 9), 5);
+    }
 }
