@@ -5,120 +5,16 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
+use common::knot::{outcome, Knot};
 use common::*;
-use hickory_proto::op::Message;
-use hickory_proto::rr::{Record, RecordType};
-
-struct Knot {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Knot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use hickory_proto::rr::RecordType;
 
 fn start_knot(origin: &str, files: &[&str]) -> Knot {
-    let knotd = require_tool("knotd");
-    let dir = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
     for f in files {
-        std::fs::copy(data_dir().join(f), dir.path().join(f)).unwrap();
+        std::fs::copy(data_dir().join(f), src.path().join(f)).unwrap();
     }
-    let port = free_port();
-    let d = dir.path().display();
-    let conf = format!(
-        "server:\n  rundir: \"{d}\"\n  listen: 127.0.0.1@{port}\n  udp-workers: 1\n  tcp-workers: 1\n  background-workers: 1\n\
-         log:\n  - target: stderr\n    any: warning\n\
-         database:\n  storage: \"{d}/db\"\n\
-         template:\n  - id: default\n    storage: \"{d}\"\n    zonefile-sync: -1\n    zonefile-load: whole\n    journal-content: none\n    semantic-checks: off\n\
-         zone:\n  - domain: {origin}\n    file: \"{}\"\n",
-        files[0]
-    );
-    let conf_path = dir.path().join("knot.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new(knotd)
-        .arg("-c")
-        .arg(&conf_path)
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start knotd");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let knot = Knot {
-        child,
-        addr,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(raw) = udp_raw(addr, &query(&format!("{origin}."), RecordType::SOA, None)) {
-            if Message::from_vec(&raw).is_ok_and(|m| !m.answers.is_empty()) {
-                return knot;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "knotd did not start serving {origin}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A record as text, lowercased: names compare case-insensitively, and both servers compress
-/// rdata names into the client's question, whose letter case varies.
-fn norm(r: &Record) -> String {
-    format!("{} {} {} {}", r.name, r.ttl, r.record_type(), r.data).to_ascii_lowercase()
-}
-
-/// What must be equal between the two servers.
-#[derive(Debug, PartialEq, Eq)]
-struct Outcome {
-    rcode: u16,
-    aa: bool,
-    tc: bool,
-    answer: BTreeSet<String>,
-    /// Compared for negative answers and referrals only.
-    authority: Option<BTreeSet<String>>,
-    additional_addresses: BTreeSet<String>,
-    has_opt: bool,
-}
-
-fn outcome(raw: &[u8]) -> Outcome {
-    let m = Message::from_vec(raw).expect("parsable response");
-    let tc = m.metadata.truncation;
-    let negative = m.answers.is_empty();
-    Outcome {
-        rcode: u16::from(m.metadata.response_code),
-        aa: m.metadata.authoritative,
-        tc,
-        // A truncated reply's sections are not compared (servers may send a partial set).
-        answer: if tc {
-            BTreeSet::new()
-        } else {
-            m.answers.iter().map(norm).collect()
-        },
-        authority: (negative && !tc).then(|| m.authorities.iter().map(norm).collect()),
-        additional_addresses: if tc {
-            BTreeSet::new()
-        } else {
-            m.additionals
-                .iter()
-                .filter(|r| matches!(r.record_type(), RecordType::A | RecordType::AAAA))
-                .map(norm)
-                .collect()
-        },
-        has_opt: m.edns.is_some(),
-    }
+    Knot::start(src.path(), &[(origin.to_string(), files[0].to_string())])
 }
 
 /// Query names with their letter case varied deterministically.

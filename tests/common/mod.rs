@@ -2,6 +2,8 @@
 //! find its port in the log, and talk DNS to it (and to peers) over real sockets.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod knot;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
