@@ -432,3 +432,70 @@ fn certificates_reload_without_dropping_established_connections() {
     tls.write_all(b"after\n").unwrap();
     assert_eq!(line(&mut tls), "after");
 }
+
+/// A real ClientHello for `name` (rustls's first flight).
+fn client_hello(name: &str) -> Vec<u8> {
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(cfg), name.to_string().try_into().unwrap()).unwrap();
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).unwrap();
+    out
+}
+
+/// Closes `c` with a reset (SO_LINGER 0), as a client that crashed or was killed.
+fn reset(c: TcpStream) {
+    let s = socket2::Socket::from(c);
+    s.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+}
+
+/// Clients that reset in the middle of the handshake, before the ClientHello is whole and after
+/// the server's first flight, leave nothing behind: mailns stays up, the next client completes
+/// its handshake, and no relayed connection stays open.
+#[test]
+fn clients_that_reset_mid_handshake_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (owa, _) = cert(dir.path(), "owa", &["owa.z.test"]);
+    let rt = sim::runtime();
+    let backend = Sim::start(&rt, "127.166.0.1".parse().unwrap(), 0, Proto::Http);
+    let mut s = start(dir, &offload(backend.addr, &["owa"], ""));
+    let vip = s.relay("https")[0];
+    let hello = client_hello("owa.z.test");
+    for i in 0..100 {
+        let mut c = TcpStream::connect(vip).unwrap();
+        if i % 2 == 0 {
+            // Half a ClientHello, then the reset.
+            c.write_all(&hello[..hello.len() / 2]).unwrap();
+        } else {
+            // The whole ClientHello, the start of the server's answer, then the reset.
+            c.write_all(&hello).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = [0u8; 64];
+            assert!(
+                c.read(&mut buf).unwrap() > 0,
+                "the server answered the hello"
+            );
+        }
+        reset(c);
+    }
+    assert!(s.alive(), "mailns survived 100 resets mid-handshake");
+    let (body, err) = curl(vip, "owa.z.test", &owa, &["/owa/healthcheck.htm"]);
+    assert_eq!(body, OK, "a client after the resets: {err}");
+    wait_for(
+        Duration::from_secs(5),
+        "no relayed connection left open",
+        || {
+            let (_, m) = http_get(s.admin, "/metrics");
+            m.lines()
+                .filter(|l| l.starts_with("mailns_relay_connections_active"))
+                .all(|l| l.ends_with(" 0"))
+        },
+    );
+}
