@@ -545,7 +545,14 @@ fn random_zones_answer_like_knot() {
         .iter()
         .map(|z| (z.origin.to_string(), z.file.clone()))
         .collect();
-    let knot = Knot::start(dir.path(), &list);
+    // Knot gets its own copy (a restart needs the files after mailns has taken the folder).
+    let knot_dir = tempfile::tempdir().unwrap();
+    for z in &zones {
+        std::fs::write(knot_dir.path().join(&z.file), &z.text).unwrap();
+    }
+    let knot_dir = knot_dir.keep();
+    let mut knot = Knot::start(&knot_dir, &list);
+    let mut knot_hangs = Vec::new();
     let keep = std::env::var_os("MAILNS_DIFF_KEEP").map(std::path::PathBuf::from);
     if let Some(k) = &keep {
         for z in &zones {
@@ -562,8 +569,25 @@ fn random_zones_answer_like_knot() {
             let (name, rtype, edns) = gen_query(&mut rng, z, &z.pool);
             let q = encode((qi as u16).wrapping_mul(7919), &name, rtype, edns);
             asked += 1;
-            let (Some(k), Some(m)) = (ask(knot.addr, &q), ask(mailns.addr, &q)) else {
-                failures.push(format!("{name} {rtype} {edns:?}: no answer from one side"));
+            let (k, m) = (ask(knot.addr, &q), ask(mailns.addr, &q));
+            if k.is_none() && m.is_some() {
+                // Knot 3.2 spins on some large answers with EDNS and stops answering at all
+                // (reproduced with kdig on tests/data/knot32_mx_hang.zone, see FUZZING.md):
+                // its defect, not a difference. Start a fresh one and go on.
+                knot_hangs.push(format!("{} {name} {rtype} {edns:?}", z.file));
+                drop(knot);
+                knot = Knot::start(&knot_dir, &list);
+                continue;
+            }
+            let silent = if k.is_none() { "Knot" } else { "mailns" };
+            let (Some(k), Some(m)) = (k, m) else {
+                failures.push(format!(
+                    "{} {name} {rtype} {edns:?}: no answer from {silent}",
+                    z.file
+                ));
+                if failures.len() >= 3 {
+                    break;
+                }
                 continue;
             };
             if k == m {
@@ -581,9 +605,10 @@ fn random_zones_answer_like_knot() {
         }
     }
     println!(
-        "differential: seed {seed}, {zones_n} zones, {asked} queries, {} differences, deliberate: {deliberate_seen:?}",
+        "differential: seed {seed}, {zones_n} zones, {asked} queries, {} differences, deliberate: {deliberate_seen:?}, Knot stopped answering (restarted) after: {knot_hangs:?}",
         failures.len()
     );
+    let _ = std::fs::remove_dir_all(&knot_dir);
     assert!(
         failures.is_empty(),
         "{} of {asked} queries differ (seed {seed}; MAILNS_DIFF_KEEP=<dir> keeps the zones):\n{}",

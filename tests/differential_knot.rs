@@ -155,3 +155,28 @@ fn mailns_answers_like_knot() {
         failures.join("\n")
     );
 }
+
+/// The zone and query on which Knot 3.2 spins and stops answering (found by the differential
+/// fuzz, tests/differential_gen.rs): mailns answers it whole, with the MX RRset and whole
+/// additional RRsets only.
+#[test]
+fn mailns_answers_the_query_knot_32_hangs_on() {
+    let mailns = Mailns::start("z19.Diff.test", "knot32_mx_hang.zone", &[]);
+    for payload in [Some(1232), Some(65535), None] {
+        let m = udp(mailns.addr, "Mail.z19.Diff.test.", RecordType::MX, payload);
+        assert_eq!(
+            m.metadata.response_code,
+            hickory_proto::op::ResponseCode::NoError
+        );
+        if !m.metadata.truncation {
+            assert_eq!(m.answers.len(), 37, "payload {payload:?}");
+        }
+    }
+    let m = tcp(
+        mailns.addr,
+        "Mail.z19.Diff.test.",
+        RecordType::MX,
+        Some(1232),
+    );
+    assert_eq!(m.answers.len(), 37);
+}
