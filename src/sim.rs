@@ -60,6 +60,8 @@ pub struct Behaviour {
     pub hits: AtomicU32,
     /// Connections accepted.
     pub accepted: AtomicU32,
+    /// Milliseconds to wait before answering a new connection (a slow server).
+    pub delay_ms: AtomicU32,
 }
 
 /// One simulated server.
@@ -192,6 +194,10 @@ async fn serve(s: TcpStream, proto: Proto, b: Arc<Behaviour>) {
         std::future::pending::<()>().await;
         return;
     }
+    let delay = b.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(u64::from(delay))).await;
+    }
     // HTTP answers name the server in `X-Served-By`, so clients can tell which one they reached.
     let me = s
         .local_addr()
@@ -204,7 +210,7 @@ async fn serve(s: TcpStream, proto: Proto, b: Arc<Behaviour>) {
                 http(tls, b, me).await;
             }
         }
-        Proto::Smtp => smtp(s, b).await,
+        Proto::Smtp => smtp(s, b, &me).await,
         Proto::SmtpTls(cfg) => smtp_tls(s, cfg).await,
         Proto::Echo(id) => echo(s, &id).await,
         Proto::ProxyEcho => proxy_echo(s).await,
@@ -454,14 +460,12 @@ async fn smtp_after_tls<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>
     }
 }
 
-async fn smtp(s: TcpStream, b: Arc<Behaviour>) {
+async fn smtp(s: TcpStream, b: Arc<Behaviour>, me: &str) {
     let mut r = BufReader::new(s);
-    if !greet(
-        &mut r,
-        b"220 cas.mail.example.test Microsoft ESMTP MAIL Service ready\r\n",
-    )
-    .await
-    {
+    // Exchange names itself in the banner; the address tells a client which server it reached.
+    let banner =
+        format!("220 cas.mail.example.test Microsoft ESMTP MAIL Service ready at {me}\r\n");
+    if !greet(&mut r, banner.as_bytes()).await {
         return;
     }
     let mut line = String::new();

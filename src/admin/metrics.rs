@@ -127,6 +127,16 @@ fn collect(live: &Live) -> Vec<MetricFamily> {
                 1.0,
             )],
         );
+        // A task that never ends (a probe, a relayed stream, a DNS/TCP connection) shows here
+        // as growth; the chaos run checks it stays flat.
+        let tasks =
+            tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_alive_tasks());
+        gauges(
+            &mut enc,
+            "mailns_runtime_alive_tasks",
+            "Tasks alive in mailns's async runtime.",
+            [(vec![], tasks as f64)],
+        );
         gauges(
             &mut enc,
             "mailns_ready",
