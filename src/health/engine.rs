@@ -477,9 +477,12 @@ async fn probe_task(
     let mut state = initial;
     let mut burst = false;
     // A state carried over from a reload is not re-decided at once: the probe joins the
-    // schedule at a random phase, like every probe after its first.
+    // schedule at a random phase, like every probe after its first. A pair in the middle of a
+    // flip is probed at once instead, as the fast re-probe would have: a random phase there
+    // delayed detection by up to an interval whenever a reload fell inside the fall (the chaos
+    // run found a hung server answered 2.4 s after it hung, past the 2.35 s bound).
     let mut first = initial.status == Status::Unknown;
-    let mut next = if first {
+    let mut next = if first || initial.changing() {
         Instant::now()
     } else {
         Instant::now()
