@@ -174,6 +174,8 @@ struct Shared {
     stop: AtomicBool,
     violations: Mutex<BTreeMap<&'static str, (u64, Vec<String>)>>,
     counters: Mutex<BTreeMap<&'static str, u64>>,
+    /// The checker's round trips: (seconds since start, microseconds).
+    latency: Mutex<Vec<(f64, u32)>>,
     start: Instant,
 }
 
@@ -261,12 +263,9 @@ impl SimProc {
         let _ = self.stdin.flush();
     }
 
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill {sig} {}", self.ip);
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        nix::sys::signal::kill(pid, sig).unwrap_or_else(|e| panic!("{sig} to {}: {e}", self.ip));
     }
 
     fn kill(&mut self) {
@@ -493,6 +492,11 @@ fn dns_checker(sh: &Shared) {
                 sh.violation("checker query unanswered", name.to_string());
                 continue;
             };
+            let rtt = u32::try_from(at.elapsed().as_micros()).unwrap_or(u32::MAX);
+            sh.latency
+                .lock()
+                .unwrap()
+                .push((sh.start.elapsed().as_secs_f64(), rtt));
             sh.count("checker answers", 1);
             if m.metadata.response_code != ResponseCode::NoError {
                 sh.violation(
@@ -507,13 +511,18 @@ fn dns_checker(sh: &Shared) {
                 match (sh.expect(i, check, at), present) {
                     (Expect::Out, true) => sh.violation(
                         "DNS answer names a server past the detection bound (or drained)",
-                        format!("{name} {ip} in {got:?}: {}", sh.describe(i)),
+                        format!(
+                            "{name} {ip} in {got:?} (sent {:.3}s): {}",
+                            (at - sh.start).as_secs_f64(),
+                            sh.describe(i)
+                        ),
                     ),
                     (Expect::In, false) => sh.violation(
                         "DNS answer omits a server healthy past the rise bound",
                         format!(
-                            "{name} {ip} not in {got:?}: {:?}",
-                            sh.truth.lock().unwrap()[i]
+                            "{name} {ip} not in {got:?} (sent {:.3}s): {}",
+                            (at - sh.start).as_secs_f64(),
+                            sh.describe(i)
                         ),
                     ),
                     _ => {}
@@ -562,13 +571,21 @@ fn relay_checker(sh: &Shared, vip: &'static str, check: Check, every: Duration) 
         .parse()
         .unwrap();
         let at = Instant::now();
-        let reached = connect_from(src, vip).ok().and_then(|mut s| {
-            let line = greeting(&mut s)?;
-            if check == Check::Smtp {
-                let _ = s.write_all(b"QUIT\r\n");
+        let mut outcome = String::from("no greeting within 1.5 s");
+        let reached = match connect_from(src, vip) {
+            Err(e) => {
+                outcome = format!("connect: {e}");
+                None
             }
-            SERVERS.iter().position(|ip| line.ends_with(ip))
-        });
+            Ok(mut s) => greeting(&mut s).and_then(|line| {
+                if check == Check::Smtp {
+                    let _ = s.write_all(b"QUIT\r\n");
+                }
+                outcome = format!("greeting {line:?}");
+                SERVERS.iter().position(|ip| line.ends_with(ip))
+            }),
+        };
+        let outcome = format!("{outcome} after {:.2}s", at.elapsed().as_secs_f64());
         let name = if check == Check::Rpc {
             "RPC relay"
         } else {
@@ -601,7 +618,7 @@ fn relay_checker(sh: &Shared, vip: &'static str, check: Check, every: Duration) 
                 if settled && expects.contains(&Expect::In) {
                     sh.violation(
                         "new relayed connection failed while a usable server exists",
-                        format!("{name} from {src}: {expects:?}"),
+                        format!("{name} from {src} ({outcome}): {expects:?}"),
                     );
                 }
             }
@@ -759,6 +776,8 @@ fn chaos() {
 fn run() {
     let secs = env_or("MAILNS_CHAOS_SECS", 60);
     let qps = env_or("MAILNS_CHAOS_QPS", 3000);
+    // MAILNS_CHAOS_FAULTS=0: the soak (no faults, reloads or drains).
+    let faults = env_or("MAILNS_CHAOS_FAULTS", 1) != 0;
     tc_setup();
     let mut sims: Vec<SimProc> = SERVERS.iter().map(|ip| SimProc::spawn(ip)).collect();
     let dir = tempfile::tempdir().unwrap();
@@ -785,6 +804,7 @@ fn run() {
         stop: AtomicBool::new(false),
         violations: Mutex::default(),
         counters: Mutex::default(),
+        latency: Mutex::default(),
         start: now,
     });
     // Every server up in the answers before the clock starts.
@@ -835,7 +855,14 @@ fn run() {
     let mut drain: Option<(usize, Instant)> = None;
     let end = now + Duration::from_secs(secs);
     let mut tick = 0u64;
+    let mut reloads = 0u64;
+    let mut drain_due = false;
     while Instant::now() < end {
+        if !faults {
+            // The soak: the same load, nothing done to the servers.
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
         tick += 1;
         let i = rng.random_range(0..3);
         let (fault, out_count) = {
@@ -870,13 +897,14 @@ fn run() {
             _ => {}
         }
         if tick.is_multiple_of(20) {
-            reload(
-                &sh,
-                &dir_path,
-                &mut version,
-                rng.random_range(0..5) == 0,
-                rng.random_bool(0.5),
-            );
+            // One reload in five is broken (the third of every five), alternately a zone and
+            // the config.
+            reloads += 1;
+            let broken = reloads % 5 == 3;
+            reload(&sh, &dir_path, &mut version, broken, reloads % 10 == 3);
+        }
+        if tick.is_multiple_of(14) {
+            drain_due = true;
         }
         match drain {
             Some((d, since)) if since.elapsed() > Duration::from_secs(3) => {
@@ -894,7 +922,7 @@ fn run() {
                 t[d].changing = false;
                 drain = None;
             }
-            None if tick.is_multiple_of(14) => {
+            None if drain_due => {
                 let d = rng.random_range(0..3);
                 let ok = {
                     let t = sh.truth.lock().unwrap();
@@ -904,6 +932,7 @@ fn run() {
                         && t.iter().filter(|s| s.out(now)).count() < 2
                 };
                 if ok {
+                    drain_due = false;
                     sh.truth.lock().unwrap()[d].changing = true;
                     let code = admin_post(&format!("/api/v1/servers/ex{}/state", d + 1), "drain");
                     {
@@ -933,6 +962,7 @@ fn run() {
         t.join().unwrap();
     }
     let alive = mailns.alive();
+    let (drops_mailns, drops_clients) = udp_drops();
 
     // Report.
     let counters = sh.counters.lock().unwrap().clone();
@@ -940,6 +970,9 @@ fn run() {
     let lost = get("load queries").saturating_sub(get("load answers"));
     println!("chaos: {secs} s, load {qps} QPS; faults applied: {applied:?}");
     println!("chaos: counters {counters:?}; lost DNS queries {lost}");
+    println!(
+        "chaos: UDP datagrams the kernel dropped on a full receive buffer: {drops_mailns} at mailns's port 53, {drops_clients} at the harness's sockets"
+    );
     let samples = samples.lock().unwrap().clone();
     let after_first_minute: Vec<_> = samples
         .iter()
@@ -969,6 +1002,25 @@ fn run() {
         fd_g * 100.0,
         task_g * 100.0
     );
+    // p99 of the checker's round trips: the first and the last fifth of the run after the
+    // first minute (of the run's first third, when it is shorter).
+    let latency = sh.latency.lock().unwrap().clone();
+    let warm = 60.0_f64.min(secs as f64 / 3.0);
+    let span = (secs as f64 - warm) / 5.0;
+    let p99 = |from: f64, to: f64| -> f64 {
+        let mut v: Vec<u32> = latency
+            .iter()
+            .filter(|(t, _)| *t >= from && *t < to)
+            .map(|(_, l)| *l)
+            .collect();
+        v.sort_unstable();
+        v.get(v.len() * 99 / 100).map_or(0.0, |&x| f64::from(x))
+    };
+    let (p99_start, p99_end) = (
+        p99(warm, warm + span),
+        p99(secs as f64 - span, secs as f64 + 1.0),
+    );
+    println!("chaos: checker p99 {p99_start:.0} us at the start, {p99_end:.0} us at the end ({} samples)", latency.len());
     let violations = sh.violations.lock().unwrap().clone();
     for (kind, (n, examples)) in &violations {
         println!("chaos: VIOLATION {kind}: {n}");
@@ -989,6 +1041,19 @@ fn run() {
         "RPC relay connections were made"
     );
     assert!(get("long stream echoes") > secs * 5, "long streams ran");
+    if faults {
+        assert!(
+            get("broken reloads") >= secs / 60,
+            "broken reloads were tried"
+        );
+        assert!(get("drains") >= secs / 60, "servers were drained");
+    } else {
+        // The soak: p99 at the end within 10 % of the start.
+        assert!(
+            p99_end <= p99_start * 1.10,
+            "p99 {p99_start} us at the start, {p99_end} us at the end"
+        );
+    }
     assert!(violations.is_empty(), "violations: {violations:#?}");
     // Memory and descriptors flat within 10 % (tasks: connections come and go with the load,
     // so a ceiling rather than a ratio of a small number).
@@ -1005,10 +1070,30 @@ fn run() {
     );
 }
 
+/// Datagrams dropped on full receive buffers in this namespace, from /proc/net/udp's last
+/// column: (at mailns's port 53, at every other socket).
+fn udp_drops() -> (u64, u64) {
+    let table = std::fs::read_to_string("/proc/thread-self/net/udp").unwrap_or_default();
+    let mut out = (0, 0);
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(drops)) = (fields.get(1), fields.last()) else {
+            continue;
+        };
+        let drops: u64 = drops.parse().unwrap_or(0);
+        if local.ends_with(":0035") {
+            out.0 += drops;
+        } else {
+            out.1 += drops;
+        }
+    }
+    out
+}
+
 fn apply(sim: &mut SimProc, i: usize, f: Fault) {
     match f {
         Fault::Kill => sim.kill(),
-        Fault::Stop => sim.signal("-STOP"),
+        Fault::Stop => sim.signal(nix::sys::signal::Signal::SIGSTOP),
         Fault::Hang => sim.say("hang 1"),
         Fault::FailOwa => sim.say("fail-owa 1"),
         Fault::Slow => sim.say("delay 150"),
@@ -1020,7 +1105,7 @@ fn apply(sim: &mut SimProc, i: usize, f: Fault) {
 fn heal(sim: &mut SimProc, i: usize, f: Fault) {
     match f {
         Fault::Kill => *sim = SimProc::spawn(SERVERS[i]),
-        Fault::Stop => sim.signal("-CONT"),
+        Fault::Stop => sim.signal(nix::sys::signal::Signal::SIGCONT),
         Fault::Hang => sim.say("hang 0"),
         Fault::FailOwa => sim.say("fail-owa 0"),
         Fault::Slow => sim.say("delay 0"),
