@@ -447,7 +447,7 @@ fn parse_rdata(rtype: RecordType, toks: &[Token], origin: &Name) -> Result<RData
         _ => {}
     }
     if let Some(parsed) = parse_named_rdata(rtype, toks, origin) {
-        return parsed;
+        return parsed.map_err(|e| bad(&e));
     }
     // hickory reads `\DDD` in names as octal: in the other types that hold names, refuse an
     // escape outside quotes rather than load a name other than the one written.
