@@ -18,7 +18,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, TcpStream, UdpSocket};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,13 +54,6 @@ fn detect_bound() -> Duration {
 /// `rise - 1` more at the fast interval, plus 100 ms.
 fn rise_bound() -> Duration {
     Duration::from_secs_f64(INTERVAL + RISE * TIMEOUT + (RISE - 1.0) * FAST + 0.1)
-}
-
-fn env_or(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -550,14 +543,6 @@ fn greeting(s: &mut TcpStream) -> Option<String> {
     None
 }
 
-fn connect_from(src: IpAddr, to: &str) -> std::io::Result<TcpStream> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    sock.bind(&SocketAddr::new(src, 0).into())?;
-    let to: SocketAddr = to.parse().unwrap();
-    sock.connect_timeout(&to.into(), Duration::from_secs(1))?;
-    Ok(sock.into())
-}
-
 /// New relayed connections: RPC from random client addresses every 50 ms, the SMTP VIP every
 /// 100 ms. Each must reach a usable server, and one must answer while a usable server exists.
 fn relay_checker(sh: &Shared, vip: &'static str, check: Check, every: Duration) {
@@ -572,7 +557,7 @@ fn relay_checker(sh: &Shared, vip: &'static str, check: Check, every: Duration) 
         .unwrap();
         let at = Instant::now();
         let mut outcome = String::from("no greeting within 1.5 s");
-        let reached = match connect_from(src, vip) {
+        let reached = match connect_from(src, vip.parse().unwrap()) {
             Err(e) => {
                 outcome = format!("connect: {e}");
                 None
@@ -632,7 +617,7 @@ fn relay_checker(sh: &Shared, vip: &'static str, check: Check, every: Duration) 
 fn long_stream(sh: &Shared, n: usize) {
     let src: IpAddr = format!("127.0.10.{}", n + 1).parse().unwrap();
     while sh.running() {
-        let Ok(mut s) = connect_from(src, RPC_VIP) else {
+        let Ok(mut s) = connect_from(src, RPC_VIP.parse().unwrap()) else {
             std::thread::sleep(Duration::from_millis(200));
             continue;
         };

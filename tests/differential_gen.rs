@@ -22,13 +22,6 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
-fn env_or(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// One label as bytes, and as zone-file text (escaped where the master-file syntax needs it).
 #[derive(Clone, Debug)]
 struct Label(Vec<u8>);

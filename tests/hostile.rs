@@ -21,13 +21,6 @@ fn zone_dir() -> tempfile::TempDir {
     dir
 }
 
-fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    sock.bind(&SocketAddr::new(from, 0).into())?;
-    sock.connect_timeout(&to.into(), Duration::from_secs(2))?;
-    Ok(sock.into())
-}
-
 /// True once the peer has closed `c` (EOF or reset), polling for up to `limit`.
 fn closed_within(c: &mut TcpStream, limit: Duration) -> Option<Duration> {
     let t0 = Instant::now();

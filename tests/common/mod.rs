@@ -531,3 +531,25 @@ impl Unbound {
         udp_raw(self.addr, &q.to_vec().unwrap()).and_then(|r| Message::from_vec(&r).ok())
     }
 }
+
+/// A TCP connection to `to` from the local address `from` (any 127.0.0.0/8 address is this
+/// machine's), with a 2 s connect timeout.
+pub fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(to),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    sock.bind(&SocketAddr::new(from, 0).into())?;
+    sock.connect_timeout(&to.into(), Duration::from_secs(2))?;
+    Ok(sock.into())
+}
+
+/// An integer from the environment, or `default` (the long modes of the differential and
+/// chaos runs).
+pub fn env_or(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
