@@ -154,8 +154,15 @@ pub async fn run(
     // relays start accepting only after that. Service names are answered from the zone's full
     // set until each member has a result.
     let out = Outputs::new(store.clone(), stats.clone(), serving.health.clone());
-    let handle =
-        crate::health::engine::start(&serving, statics, &out, &[], tls, token.child_token());
+    let handle = crate::health::engine::start(
+        &serving,
+        statics,
+        &out,
+        &[],
+        Vec::new(),
+        tls,
+        token.child_token(),
+    );
     let mut first_round = out.first_round.subscribe();
     let live = Arc::new(Live {
         started,
@@ -466,16 +473,19 @@ async fn prepare_reload(live: &Arc<Live>) -> Result<Config, String> {
         }
     }
     let pending = ls.prepare(&new, false)?;
-    let carry = live.out.reports.borrow().clone();
     let mut engine = live.engine.lock().await;
-    if let Some(h) = engine.take() {
-        h.stop().await;
-    }
+    // The old engine's probe tasks carry on under the new one where the probe is unchanged.
+    let probers = match engine.take() {
+        Some(h) => h.retire().await,
+        None => Vec::new(),
+    };
+    let carry = live.out.reports.borrow().clone();
     *engine = Some(crate::health::engine::start(
         &serving,
         snap.static_zones.clone(),
         &live.out,
         &carry,
+        probers,
         tls,
         live.token.child_token(),
     ));

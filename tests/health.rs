@@ -540,3 +540,48 @@ fn aaaa_members_follow_health_like_a() {
         aaaa(&s).answers.len() == 1
     });
 }
+
+/// Reloads keep probes running: a reload every 150 ms, each inside a probe's 400 ms timeout,
+/// still lets a hung server be found within the same bound as without reloads, and lets it
+/// back in after it recovers. An engine that restarted its probes on every reload never
+/// finished one, and so never saw the hang.
+#[test]
+fn reloads_inside_every_probe_do_not_delay_detection() {
+    let farm = Farm::start(125);
+    let s = farm.start_mailns("", SERVICES);
+    let all = vec![farm.ip(1), farm.ip(2), farm.ip(3)];
+    wait_for(Duration::from_secs(10), "all three in owa", || {
+        a_set(s.addr, "owa.mail.test.") == all
+    });
+    let reloads = |s: &Mailns| status_json(s)["config"]["reloads"].as_u64().unwrap_or(0);
+    let before = reloads(&s);
+    let storm = |s: &Mailns, what: &str, want: &[String], limit: Duration| {
+        let started = Instant::now();
+        loop {
+            s.signal("HUP");
+            if a_set(s.addr, "owa.mail.test.") == want {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{what}: not after {limit:?} of reloads"
+            );
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    };
+    farm.https[2].behaviour.hang.store(true, Ordering::Relaxed);
+    // interval + fall × timeout, and the fast interval between the two failures, as without
+    // reloads (a_hung_server_is_detected).
+    let out = storm(
+        &s,
+        "hung server 3 out of owa",
+        &all[..2],
+        Duration::from_secs(3),
+    );
+    farm.https[2].behaviour.hang.store(false, Ordering::Relaxed);
+    // The probe in flight times out, then rise passes at the fast interval.
+    let back = storm(&s, "server 3 back in owa", &all, Duration::from_secs(4));
+    let done = reloads(&s) - before;
+    assert!(done >= 10, "the reloads took effect: {done}");
+    eprintln!("out after {out:?}, back after {back:?}, {done} reloads");
+}

@@ -6,6 +6,9 @@
 //!   (the start-up round), then at a random phase within the interval (no synchronized bursts),
 //!   then every interval; every fast interval while a flip is pending; every sentinel interval
 //!   after a sentinel closed, until the state settles. A slow probe delays only itself.
+//! - A reload keeps every probe it does not change running: its task is rebound to the new
+//!   engine (results, sentinel, TLS settings), so the probe in flight and the schedule carry on
+//!   and a reload never delays detection. Only changed or removed probes stop.
 //! - A sentinel holds one idle TCP connection to a checked port while its probes pass. The kernel
 //!   reports a dead process, a stopped service or a rebooted host as a close or reset at once;
 //!   the sentinel then wakes every probe on that port. A close from the server's own idle timeout
@@ -299,23 +302,57 @@ struct Event {
     flipped: Option<Status>,
 }
 
+/// Where a probe task sends its results and what it probes with. A reload that keeps a probe
+/// rebinds its task to the new engine instead of restarting it, so the probe in flight and the
+/// schedule carry on: restarting lost the probe in flight and so delayed detection by up to a
+/// timeout for every reload inside a fall.
+#[derive(Debug, Clone)]
+struct Binding {
+    /// The probe's index in the engine's plan.
+    idx: usize,
+    tx: mpsc::Sender<Event>,
+    /// Woken by the sentinel of the probe's port.
+    wake: Arc<Notify>,
+    tls: Option<TlsConfigs>,
+    reprobe: Duration,
+}
+
+/// A running probe task, as the engine that owns it holds it.
+#[derive(Debug)]
+pub struct Prober {
+    spec: ProbeSpec,
+    bind: watch::Sender<Binding>,
+    token: CancellationToken,
+}
+
 /// What the runtime holds of a running engine.
 #[derive(Debug)]
 pub struct Handle {
     /// Admin state changes.
     pub admin: mpsc::Sender<AdminCmd>,
-    /// Stops this engine (its probes and sentinels).
+    /// Stops the aggregator and the sentinels.
     token: CancellationToken,
     /// The aggregator.
     task: tokio::task::JoinHandle<()>,
+    probers: Vec<Prober>,
 }
 
 impl Handle {
-    /// Stops the engine and waits until its aggregator has returned, so it publishes no snapshot
-    /// after this (a reload's new engine must be the only publisher).
+    /// Stops the engine, its probes included, and waits until its aggregator has returned.
     pub async fn stop(self) {
+        for p in self.retire().await {
+            p.token.cancel();
+        }
+    }
+
+    /// Stops the aggregator and the sentinels, keeping the probe tasks for the next engine to
+    /// rebind. When this returns the aggregator has applied every result it accepted and
+    /// published its last reports and snapshot; results made after it stopped wait for a new
+    /// binding. The caller hands the probers to `start` (which stops those it does not keep).
+    pub async fn retire(self) -> Vec<Prober> {
         self.token.cancel();
         let _ = self.task.await;
+        self.probers
     }
 }
 
@@ -346,6 +383,7 @@ pub fn start(
     static_zones: Arc<Vec<Zone>>,
     out: &Outputs,
     carry: &[ProbeReport],
+    mut probers: Vec<Prober>,
     tls: TlsMap,
     token: CancellationToken,
 ) -> Handle {
@@ -353,6 +391,8 @@ pub fn start(
     let plan = Plan::new(&health, &config.relays, &static_zones);
     let (tx, rx) = mpsc::channel(1024);
     let (admin_tx, admin_rx) = mpsc::channel(16);
+    // The aggregator and the sentinels stop with this engine; probe tasks may outlive it.
+    let aggregator = token.child_token();
     let initial: Vec<ProbeReport> = plan
         .probes
         .iter()
@@ -397,22 +437,43 @@ pub fn start(
                 .map(|p| p.timing.interval)
                 .min()
                 .unwrap_or(Duration::from_secs(2));
-            tokio::spawn(sentinel(sa, up_rx, ns, pause, token.clone()));
+            tokio::spawn(sentinel(sa, up_rx, ns, pause, aggregator.clone()));
         }
     }
 
+    // A probe the previous engine ran too keeps its task (rebound here); the rest start.
+    let mut kept = Vec::with_capacity(plan.probes.len());
     for (idx, spec) in plan.probes.iter().enumerate() {
-        let tls_cfg = spec.checks.iter().find_map(|c| tls.get(c)).cloned();
-        tokio::spawn(probe_task(
+        let binding = Binding {
             idx,
+            tx: tx.clone(),
+            wake: notifies[idx].clone(),
+            tls: spec.checks.iter().find_map(|c| tls.get(c)).cloned(),
+            reprobe: health.sentinel_reprobe,
+        };
+        let old = probers.iter().position(|p| same_probe(&p.spec, spec));
+        if let Some(i) = old {
+            let p = probers.swap_remove(i);
+            p.bind.send_replace(binding);
+            kept.push(p);
+            continue;
+        }
+        let (bind, rx) = watch::channel(binding);
+        let prober = Prober {
+            spec: spec.clone(),
+            bind,
+            token: token.child_token(),
+        };
+        tokio::spawn(probe_task(
             spec.clone(),
             initial[idx].state,
-            tls_cfg,
-            tx.clone(),
-            notifies[idx].clone(),
-            health.sentinel_reprobe,
-            token.clone(),
+            rx,
+            prober.token.clone(),
         ));
+        kept.push(prober);
+    }
+    for gone in probers {
+        gone.token.cancel();
     }
     drop(tx);
 
@@ -446,11 +507,12 @@ pub fn start(
     // before `start` returns, so no relay connection or DNS answer ever sees a `drain`/`maint`
     // server as ready.
     let wake_at = engine.publish();
-    let task = tokio::spawn(engine.run(rx, admin_rx, wake_at, token.clone()));
+    let task = tokio::spawn(engine.run(rx, admin_rx, wake_at, aggregator.clone()));
     Handle {
         admin: admin_tx,
-        token,
+        token: aggregator,
         task,
+        probers: kept,
     }
 }
 
@@ -459,15 +521,11 @@ fn same_probe(a: &ProbeSpec, b: &ProbeSpec) -> bool {
     a.addr == b.addr && a.port == b.port && a.kind == b.kind && a.timing == b.timing
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One probe's loop: probe, decide the pair's state, report to whichever engine it is bound to.
 async fn probe_task(
-    idx: usize,
     spec: ProbeSpec,
     initial: PairState,
-    tls: Option<TlsConfigs>,
-    tx: mpsc::Sender<Event>,
-    wake: Arc<Notify>,
-    reprobe: Duration,
+    mut bind: watch::Receiver<Binding>,
     token: CancellationToken,
 ) {
     let t = Thresholds {
@@ -476,31 +534,32 @@ async fn probe_task(
     };
     let mut state = initial;
     let mut burst = false;
-    // A state carried over from a reload is not re-decided at once: the probe joins the
-    // schedule at a random phase, like every probe after its first. A pair in the middle of a
-    // flip is probed at once instead, as the fast re-probe would have: a random phase there
-    // delayed detection by up to an interval whenever a reload fell inside the fall (the chaos
-    // run found a hung server answered 2.4 s after it hung, past the 2.35 s bound).
-    let mut first = initial.status == Status::Unknown;
-    let mut next = if first || initial.changing() {
-        Instant::now()
-    } else {
-        Instant::now()
-            + spec
-                .timing
-                .interval
-                .mul_f64(rand::rng().random_range(0.05..1.0))
-    };
+    // The first probe is made at once; the second at a random phase within the interval (no
+    // synchronized bursts), and later ones keep to that phase.
+    let mut first = true;
+    let mut next = Instant::now();
     loop {
+        let wake = bind.borrow().wake.clone();
         tokio::select! {
             () = sleep_until(next) => {}
             () = wake.notified() => burst = true,
+            changed = bind.changed() => {
+                // Rebound to a new engine: wait on its sentinel from now on.
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
             () = token.cancelled() => return,
         }
         // Intervals count from the start of a probe, so a probe that timed out is followed by
         // the fast re-probe at once: the worst case for a silent server is interval + fall ×
         // timeout.
         let started = Instant::now();
+        let (tls, reprobe) = {
+            let b = bind.borrow();
+            (b.tls.clone(), b.reprobe)
+        };
         let result = tokio::select! {
             r = probe::run(&spec.kind, spec.addr, spec.port, spec.timing.timeout, tls.as_ref()) => r,
             () = token.cancelled() => return,
@@ -509,32 +568,57 @@ async fn probe_task(
         if burst && !state.changing() {
             burst = false;
         }
-        let now = started;
         next = if first {
             first = false;
-            // Spread the second probe (and so every later one) across the interval.
-            now + spec
-                .timing
-                .interval
-                .mul_f64(rand::rng().random_range(0.05..1.0))
+            started
+                + spec
+                    .timing
+                    .interval
+                    .mul_f64(rand::rng().random_range(0.05..1.0))
         } else if burst {
-            now + reprobe
+            started + reprobe
         } else if state.changing() {
-            now + spec.timing.fast_interval
+            started + spec.timing.fast_interval
         } else {
-            now + spec.timing.interval
+            started + spec.timing.interval
         };
-        if tx
-            .send(Event {
-                idx,
-                state,
-                result,
-                flipped,
-            })
-            .await
-            .is_err()
-        {
+        let event = Event {
+            idx: 0,
+            state,
+            result,
+            flipped,
+        };
+        if !report(event, &mut bind, &token).await {
             return;
+        }
+    }
+}
+
+/// Sends `event` to the engine the task is bound to. An engine that stopped (a reload) refuses
+/// it; it then goes to the next engine once that one rebinds the task, so no result (and no
+/// flip) is lost across a reload. False when the task is to end.
+async fn report(
+    mut event: Event,
+    bind: &mut watch::Receiver<Binding>,
+    token: &CancellationToken,
+) -> bool {
+    loop {
+        let (idx, tx) = {
+            let b = bind.borrow_and_update();
+            (b.idx, b.tx.clone())
+        };
+        event.idx = idx;
+        match tx.send(event).await {
+            Ok(()) => return true,
+            Err(mpsc::error::SendError(back)) => event = back,
+        }
+        tokio::select! {
+            changed = bind.changed() => {
+                if changed.is_err() {
+                    return false;
+                }
+            }
+            () = token.cancelled() => return false,
         }
     }
 }
@@ -630,7 +714,21 @@ impl Aggregator {
                     let _ = cmd.done.send(());
                 }
                 () = sleep_until(wake_at.unwrap_or(far)) => wake_at = self.publish(),
-                () = token.cancelled() => return,
+                () = token.cancelled() => {
+                    // Results already accepted are applied and published before the engine
+                    // ends (the next one starts from these reports); later ones are refused
+                    // and wait for the next engine.
+                    rx.close();
+                    let mut changed = false;
+                    while let Ok(ev) = rx.try_recv() {
+                        changed |= self.apply(ev);
+                    }
+                    if changed {
+                        self.publish();
+                    }
+                    self.out.reports.send_replace(Arc::new(self.reports.clone()));
+                    return;
+                }
             }
         }
     }
