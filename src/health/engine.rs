@@ -692,15 +692,7 @@ impl Aggregator {
             tokio::select! {
                 ev = rx.recv() => {
                     let Some(ev) = ev else { return };
-                    let mut changed = self.apply(ev);
-                    // Take every queued result before rebuilding once.
-                    while let Ok(ev) = rx.try_recv() {
-                        changed |= self.apply(ev);
-                    }
-                    if changed {
-                        wake_at = self.publish();
-                    }
-                    self.out.reports.send_replace(Arc::new(self.reports.clone()));
+                    self.absorb(Some(ev), &mut rx, &mut wake_at);
                     // Only after the snapshot built from these results is published.
                     if !*self.out.first_round.borrow() && self.reports.iter().all(|r| r.state.status != Status::Unknown) {
                         info!(probes = self.reports.len(), "health: first probe round complete");
@@ -719,14 +711,7 @@ impl Aggregator {
                     // ends (the next one starts from these reports); later ones are refused
                     // and wait for the next engine.
                     rx.close();
-                    let mut changed = false;
-                    while let Ok(ev) = rx.try_recv() {
-                        changed |= self.apply(ev);
-                    }
-                    if changed {
-                        self.publish();
-                    }
-                    self.out.reports.send_replace(Arc::new(self.reports.clone()));
+                    self.absorb(None, &mut rx, &mut wake_at);
                     return;
                 }
             }
@@ -757,6 +742,26 @@ impl Aggregator {
                 detail: String::new(),
             });
         }
+    }
+
+    /// Applies `first` and every result queued behind it, then publishes once: the snapshot if a
+    /// status changed (`wake_at` becoming its next wake-up), the reports always.
+    fn absorb(
+        &mut self,
+        first: Option<Event>,
+        rx: &mut mpsc::Receiver<Event>,
+        wake_at: &mut Option<Instant>,
+    ) {
+        let mut changed = first.is_some_and(|ev| self.apply(ev));
+        while let Ok(ev) = rx.try_recv() {
+            changed |= self.apply(ev);
+        }
+        if changed {
+            *wake_at = self.publish();
+        }
+        self.out
+            .reports
+            .send_replace(Arc::new(self.reports.clone()));
     }
 
     /// Records an event; true if a status changed.
