@@ -17,7 +17,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::txt::{parse_ttl, Parser};
 
 use super::lex::{self, Entry, Token};
-use super::validate;
+use super::validate::{self, Placed};
 use super::Zone;
 use crate::diag::Diagnostic;
 
@@ -30,14 +30,6 @@ const MAX_FILES: usize = 256;
 
 /// The largest TTL RFC 2181 §8 allows.
 const MAX_TTL: u32 = 0x7fff_ffff;
-
-/// A record and where it was written.
-#[derive(Debug, Clone)]
-pub(crate) struct Placed {
-    pub(crate) record: Record,
-    pub(crate) file: PathBuf,
-    pub(crate) line: usize,
-}
 
 /// Loads and validates the zone `origin` from `path`.
 ///

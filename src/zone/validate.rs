@@ -4,14 +4,22 @@
 //! have no glue, and data hidden below a delegation.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rustc_hash::FxHashMap;
 
-use super::load::Placed;
 use super::{label_starts, soa_of, wire_lower, Node, RRset, Zone};
 use crate::diag::Diagnostic;
+
+/// A record as the loader read it and where it was written (the file and line every diagnostic
+/// names). Defined here, by its consumer, so the loader depends on the validator and not back.
+#[derive(Debug, Clone)]
+pub(crate) struct Placed {
+    pub(crate) record: Record,
+    pub(crate) file: PathBuf,
+    pub(crate) line: usize,
+}
 
 /// Groups records into nodes and RRsets and validates the result.
 pub(super) fn build(
