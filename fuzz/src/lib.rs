@@ -390,7 +390,8 @@ pub fn notify(data: &[u8]) {
 /// `sni`: the first bytes of a connection through the ClientHello peek and the route choice.
 /// Reading more of the same connection never turns a decision back into "need more".
 pub fn sni(data: &[u8]) {
-    use mailns::relay::sni::{parse, route, Hello, Route};
+    use mailns::config::relay::Route;
+    use mailns::relay::sni::{parse, route, Hello};
     let hello = parse(data);
     if let Hello::Tls(Some(name)) = &hello {
         assert!(!name.is_empty());

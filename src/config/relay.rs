@@ -13,9 +13,39 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::health::{Cx, HealthConfig, TlsCheck};
-use crate::relay::copy::Timeouts;
-use crate::relay::pick::Balance;
-use crate::relay::sni::Route;
+
+// The value types a relay's settings are made of live here, with the settings: config depends
+// on nothing above it, and the relay code imports them from here.
+
+/// Timeouts of one relayed connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// No bytes in either direction for this long: close.
+    pub idle: Duration,
+    /// One side has closed: the other gets this long to finish.
+    pub half_closed: Duration,
+}
+
+/// How a relay balances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Keyed hash of the client address (persistence; relayd's algorithm).
+    SourceHash,
+    /// In turn.
+    RoundRobin,
+    /// Fewest active connections.
+    LeastConnections,
+}
+
+/// An SNI route: names (exact, or `*.suffix` for one or more labels) and the relay's backend
+/// indices that serve them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Lowercase names; `*.example.test` matches any name below `example.test`.
+    pub names: Vec<String>,
+    /// Indices into the relay's `servers`.
+    pub servers: Vec<usize>,
+}
 
 /// `[[relay]]` as written.
 #[derive(Debug, Deserialize)]

@@ -8,16 +8,7 @@
 
 use std::net::IpAddr;
 
-/// How a relay balances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Balance {
-    /// Keyed hash of the client address (persistence; relayd's algorithm).
-    SourceHash,
-    /// In turn.
-    RoundRobin,
-    /// Fewest active connections.
-    LeastConnections,
-}
+use crate::config::relay::Balance;
 
 /// One configured server as the picker sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,20 +14,12 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use crate::config::relay::Route;
+
 /// A TLS record header: content type, version, length.
 const HEADER: usize = 5;
 /// The largest plaintext record (2^14) plus slack for a padded or oversized ClientHello.
 const MAX_RECORD: usize = 16_384 + 2_048;
-
-/// An SNI route: names (exact, or `*.suffix` for one or more labels) and the relay's backend
-/// indices that serve them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
-    /// Lowercase names; `*.example.test` matches any name below `example.test`.
-    pub names: Vec<String>,
-    /// Indices into the relay's `servers`.
-    pub servers: Vec<usize>,
-}
 
 /// The route for `name`: an exact name wins over a wildcard, the longest wildcard over shorter
 /// ones, and the first route over later ones. None: the relay's default pool.
