@@ -15,7 +15,6 @@
 
 pub mod addr;
 pub mod admin;
-pub mod answer;
 pub mod config;
 pub mod demo;
 pub mod diag;

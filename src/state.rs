@@ -13,9 +13,9 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::answer::{rotate, rotation_count, Selection, Step};
 use crate::dns::fast::FastTable;
 use crate::dns::lookup::ZoneSet;
+use crate::health::answer::{rotate, rotation_count, Selection, Step};
 use crate::zone::{wire_lower, Node, RRset, Zone};
 
 /// Most rotations kept per health-driven RRset.

@@ -13,12 +13,12 @@ use std::sync::{Arc, OnceLock};
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::{Name, RecordType, TSigner};
-use mailns::answer::{Selection, Step};
 use mailns::config::Config;
 use mailns::dns::fast::FastTable;
 use mailns::dns::wire::{self, Parsed};
 use mailns::dns::xfr::TransferPolicy;
 use mailns::dns::{self, Counters, Edge, Origin, Transport, Worker};
+use mailns::health::answer::{Selection, Step};
 use mailns::state::{ServiceView, Snapshot};
 
 /// The zones every DNS target answers from: health-driven names, a wildcard, CNAME chains and a

@@ -10,8 +10,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::Live;
-use crate::answer::rotate;
 use crate::config::{AdminState, CheckKind};
+use crate::health::answer::rotate;
 use crate::health::engine::ProbeReport;
 use crate::health::Status;
 
@@ -373,10 +373,10 @@ pub fn build(live: &Live) -> StatusDoc {
         .services
         .iter()
         .map(|v| {
-            let doc = |sel: &Option<crate::answer::Selection>| {
+            let doc = |sel: &Option<crate::health::answer::Selection>| {
                 sel.as_ref().map(|s| AnswerDoc {
                     step: s.step.as_str(),
-                    degraded: s.step != crate::answer::Step::Healthy,
+                    degraded: s.step != crate::health::answer::Step::Healthy,
                     answer: rotate(&s.tiers, 0, v.cap),
                 })
             };

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
-use crate::answer::Step;
+use crate::health::answer::Step;
 use crate::state::Snapshot;
 use wire::{Parsed, Query};
 

@@ -32,9 +32,9 @@ use tokio::time::{sleep, sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::answer::{select, Member};
 use super::probe::{self, ProbeResult, TlsConfigs};
 use super::{PairState, Status, Thresholds};
-use crate::answer::{select, Member};
 use crate::config::relay::{OnServerDown, RelayDef};
 use crate::config::{AdminState, CheckKind, Config, HealthConfig, Timing};
 use crate::dns::Stats;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::Status;
 use crate::config::{AdminState, Fallback, OtherSites, ServiceDef};
-use crate::health::Status;
 
 /// One member of a service name: an address the zone gives the name, with what config and health
 /// say of it.
