@@ -7,6 +7,13 @@
 //! Usage: cargo bench --bench handle -- [ZONE_FILE [QUERIES_FILE [ROUNDS]]]
 //! (defaults: the peers' zone and query mix under ../shared/peers). No network is used.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -37,7 +37,6 @@ pub fn unix_seconds() -> u32 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Serialize;
-
+use crate::app::{Demo, DemoAction as Action, DemoView};
+use crate::config::Config;
 use crate::sim::{self, Proto, Sim};
 
 /// The demo config.
@@ -36,47 +36,11 @@ pub struct DemoServer {
     imap: Arc<Sim>,
 }
 
-/// What the dashboard shows of a simulated server.
-#[derive(Debug, Serialize)]
-pub struct DemoView {
-    /// Its name.
-    pub name: String,
-    /// Its address.
-    pub address: IpAddr,
-    /// Its ports are open.
-    pub running: bool,
-    /// `/owa/healthcheck.htm` answers 503.
-    pub owa_failing: bool,
-}
-
 /// The simulated servers.
 #[derive(Debug)]
 pub struct Farm {
     /// cas01..cas03.
     pub servers: Vec<DemoServer>,
-}
-
-/// A demo action from the dashboard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Close every port (the server died).
-    Fail,
-    /// Open them again, all pages healthy.
-    Heal,
-    /// OWA's health page answers 503; everything else stays up.
-    FailOwa,
-}
-
-impl Action {
-    /// Parses "fail", "heal", "fail-owa".
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "fail" => Some(Self::Fail),
-            "heal" => Some(Self::Heal),
-            "fail-owa" => Some(Self::FailOwa),
-            _ => None,
-        }
-    }
 }
 
 impl Farm {
@@ -109,9 +73,10 @@ impl Farm {
         }
         Ok(Self { servers })
     }
+}
 
-    /// The servers as the dashboard shows them.
-    pub fn view(&self) -> Vec<DemoView> {
+impl Demo for Farm {
+    fn view(&self) -> Vec<DemoView> {
         self.servers
             .iter()
             .map(|s| DemoView {
@@ -130,12 +95,7 @@ impl Farm {
             .collect()
     }
 
-    /// Applies `action` to server `name`; false if there is no such server. Blocks briefly
-    /// (a failed server's ports are closed when this returns).
-    ///
-    /// # Errors
-    /// A port could not be opened again.
-    pub fn act(&self, name: &str, action: Action) -> Result<bool, String> {
+    fn act(&self, name: &str, action: Action) -> Result<bool, String> {
         let Some(s) = self.servers.iter().find(|s| s.name == name) else {
             return Ok(false);
         };
@@ -151,6 +111,10 @@ impl Farm {
             Action::FailOwa => s.https.fail_path(OWA_PAGE, true),
         }
         Ok(true)
+    }
+
+    fn banner(&self, config: &Config) -> String {
+        banner(config)
     }
 }
 
@@ -172,7 +136,7 @@ pub fn write_files(dir: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// What to try, printed once the demo is ready.
-pub fn banner(config: &crate::config::Config) -> String {
+fn banner(config: &Config) -> String {
     let Some(dns) = config.dns.listen.first() else {
         return String::new();
     };
@@ -228,7 +192,7 @@ mod tests {
     fn bundled_config_validates() {
         let dir = tempfile::tempdir().unwrap();
         let path = write_files(dir.path()).unwrap();
-        let config = crate::config::Config::load(&path).unwrap();
+        let config = Config::load(&path).unwrap();
         let (zones, _) = config.load_zones().unwrap();
         assert_eq!(zones[0].origin.to_string(), "mail.example.test.");
         assert_eq!(config.admin.token.as_deref(), Some(TOKEN));

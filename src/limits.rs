@@ -114,7 +114,7 @@ impl Slots {
         })
     }
 
-    /// The caps.
+    /// The caps this slot counts against.
     pub fn caps(&self) -> Caps {
         self.caps
     }
@@ -208,7 +208,6 @@ impl Drop for Slot {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

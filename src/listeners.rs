@@ -16,12 +16,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::config::redirect::RedirectConfig;
 use crate::config::relay::RelayDef;
 use crate::config::Config;
 use crate::dns::{self, tcp::TcpOptions, xfr::TransferPolicy, Stats};
 use crate::limits::Caps;
-use crate::redirect::RedirectConfig;
-use crate::relay::server::Relay;
+use crate::relay::server::{Relay, RelayError};
 use crate::state::Store;
 
 /// What listeners serve from.
@@ -59,7 +59,7 @@ struct RelayEntry {
 #[derive(Debug)]
 pub struct Listeners {
     shared: Shared,
-    dns_settings: String,
+    dns_settings: DnsRestartSettings,
     dns: Vec<(SocketAddr, CancellationToken)>,
     next_shard: usize,
     redirect: Vec<(SocketAddr, CancellationToken)>,
@@ -93,26 +93,57 @@ pub struct Pending {
 type RelayListeners = Vec<(SocketAddr, SocketAddr, Vec<std::net::TcpListener>)>;
 
 /// The bind failure of a listener.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind {addr}: {source}")]
 pub struct BindError {
-    /// The address.
+    /// The configured address that could not be bound.
     pub addr: SocketAddr,
-    /// The error.
+    /// What the kernel said.
     pub source: std::io::Error,
 }
 
-impl std::fmt::Display for BindError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot bind {}: {}", self.addr, self.source)
-    }
+/// Why the listeners of a config cannot be put in force; nothing has changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    /// A DNS setting only a restart applies changed (see [`DnsRestartSettings`]).
+    #[error("{}: changes to dns.udp_workers, the dns.tcp_* settings or the client prefixes need a restart; the running config is unchanged", path.display())]
+    NeedsRestart {
+        /// The config file.
+        path: std::path::PathBuf,
+    },
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// A relay's TLS front could not be set up.
+    #[error(transparent)]
+    Relay(#[from] RelayError),
 }
 
-fn dns_settings(config: &Config) -> String {
-    let d = &config.dns;
-    format!(
-        "udp_workers {} tcp_idle_timeout {:?} tcp_io_timeout {:?} tcp_max_connections {} tcp_max_per_client {} client prefixes {:?}",
-        d.udp_workers, d.tcp_idle_timeout, d.tcp_io_timeout, d.tcp_max_connections, d.tcp_max_per_client, d.client_prefixes
-    )
+/// The DNS settings only a restart applies: the UDP workers and their counter shards are
+/// started once, and the TCP servers take their limits when they start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsRestartSettings {
+    udp_workers: usize,
+    tcp_idle_timeout: std::time::Duration,
+    tcp_io_timeout: std::time::Duration,
+    tcp_max_connections: usize,
+    tcp_max_per_client: usize,
+    client_prefixes: (u8, u8),
+}
+
+impl DnsRestartSettings {
+    fn of(config: &Config) -> Self {
+        let d = &config.dns;
+        Self {
+            udp_workers: d.udp_workers,
+            tcp_idle_timeout: d.tcp_idle_timeout,
+            tcp_io_timeout: d.tcp_io_timeout,
+            tcp_max_connections: d.tcp_max_connections,
+            tcp_max_per_client: d.tcp_max_per_client,
+            client_prefixes: d.client_prefixes,
+        }
+    }
 }
 
 impl Listeners {
@@ -140,7 +171,7 @@ impl Listeners {
         }
         Self {
             shared,
-            dns_settings: dns_settings(config),
+            dns_settings: DnsRestartSettings::of(config),
             dns: Vec::new(),
             next_shard: 0,
             redirect: Vec::new(),
@@ -161,18 +192,16 @@ impl Listeners {
     /// # Errors
     /// A listener that cannot be bound, relay certificates that cannot be loaded, or a change to
     /// the DNS settings that only a restart applies.
-    pub fn prepare(&self, config: &Config, first: bool) -> Result<Pending, String> {
-        if !first && dns_settings(config) != self.dns_settings {
-            return Err(format!(
-                "{}: changes to dns.udp_workers, the dns.tcp_* settings or the client prefixes need a restart; the running config is unchanged",
-                config.path.display()
-            ));
+    pub fn prepare(&self, config: &Config, first: bool) -> Result<Pending, ListenError> {
+        if !first && DnsRestartSettings::of(config) != self.dns_settings {
+            return Err(ListenError::NeedsRestart {
+                path: config.path.clone(),
+            });
         }
         let mut p = Pending::default();
         for &addr in &config.dns.listen {
             if !self.dns.iter().any(|(a, _)| *a == addr) {
-                let (socks, tcp) =
-                    bind_dns(addr, config.dns.udp_workers).map_err(|e| e.to_string())?;
+                let (socks, tcp) = bind_dns(addr, config.dns.udp_workers)?;
                 p.dns.push((addr, socks, tcp));
             }
         }
@@ -180,14 +209,14 @@ impl Listeners {
             if !self.redirect.iter().any(|(a, _)| *a == addr) {
                 let l = reuseport_listener(addr)
                     .and_then(TcpListener::from_std)
-                    .map_err(|source| BindError { addr, source }.to_string())?;
+                    .map_err(|source| BindError { addr, source })?;
                 p.redirect.push((addr, l));
             }
         }
         if self.admin.as_ref().map(|(a, _)| *a) != Some(config.admin.listen) {
             let addr = config.admin.listen;
             // No SO_REUSEPORT: a second instance on the same port must fail, not share it.
-            let l = tcp_listener(addr).map_err(|source| BindError { addr, source }.to_string())?;
+            let l = tcp_listener(addr).map_err(|source| BindError { addr, source })?;
             p.admin = Some((addr, l));
         }
         let default_name = config
@@ -197,15 +226,16 @@ impl Listeners {
         for (index, def) in config.relays.iter().enumerate() {
             let old = self.relays.iter().find(|(n, _)| *n == def.name);
             let relay = match old {
-                Some((_, e)) if same_relay(&e.slot.load().def, def) => e.slot.load_full(),
+                // Same settings: the relay in force carries on (certificate files are reloaded
+                // separately).
+                Some((_, e)) if e.slot.load().def == *def => e.slot.load_full(),
                 _ => Relay::new(def.clone(), index, &default_name)?,
             };
             let mut fresh = Vec::new();
             for &addr in &def.listen {
                 let kept = old.is_some_and(|(_, e)| e.listeners.iter().any(|(a, _, _)| *a == addr));
                 if !kept {
-                    let (bound, socks) =
-                        bind_relay(addr, self.threads.len()).map_err(|e| e.to_string())?;
+                    let (bound, socks) = bind_relay(addr, self.threads.len())?;
                     fresh.push((addr, bound, socks));
                 }
             }
@@ -222,8 +252,19 @@ impl Listeners {
         pending: Pending,
         admin: impl FnOnce(TcpListener, CancellationToken),
     ) {
+        self.apply_dns(config, pending.dns);
+        self.apply_redirect(config, pending.redirect);
+        self.apply_admin(pending.admin, admin);
+        self.apply_relays(config, pending.relays);
+    }
+
+    /// DNS: closes the addresses the config dropped, serves the new ones (UDP workers and TCP).
+    fn apply_dns(
+        &mut self,
+        config: &Config,
+        pending: Vec<(SocketAddr, Vec<std::net::UdpSocket>, TcpListener)>,
+    ) {
         let root = self.shared.token.clone();
-        // DNS.
         let keep: Vec<SocketAddr> = config.dns.listen.clone();
         self.dns.retain(|(a, t)| {
             let k = keep.contains(a);
@@ -233,7 +274,7 @@ impl Listeners {
             }
             k
         });
-        for (addr, socks, listener) in pending.dns {
+        for (addr, socks, listener) in pending {
             let tcp_addr = listener.local_addr().unwrap_or(addr);
             info!(local_addr = %tcp_addr, "listening for DNS/TCP");
             info!(local_addr = %tcp_addr, workers = socks.len(), "listening for DNS/UDP");
@@ -272,7 +313,11 @@ impl Listeners {
                 .spawn(dns::tcp::serve(listener, tcp, opts, token.clone()));
             self.dns.push((addr, token));
         }
-        // Port 80.
+    }
+
+    /// Port 80: the new settings for every listener, closes dropped addresses, serves new ones.
+    fn apply_redirect(&mut self, config: &Config, pending: Vec<(SocketAddr, TcpListener)>) {
+        let root = self.shared.token.clone();
         self.redirect_config
             .store(Arc::new(config.redirect.clone()));
         let keep = config.redirect.listen.clone();
@@ -283,7 +328,7 @@ impl Listeners {
             }
             k
         });
-        for (addr, listener) in pending.redirect {
+        for (addr, listener) in pending {
             info!(local_addr = %listener.local_addr().unwrap_or(addr), "listening for redirect");
             let token = root.child_token();
             self.tasks.spawn(crate::redirect::serve(
@@ -293,8 +338,16 @@ impl Listeners {
             ));
             self.redirect.push((addr, token));
         }
-        // Admin.
-        if let Some((addr, listener)) = pending.admin {
+    }
+
+    /// Admin: a new listener replaces the old one.
+    fn apply_admin(
+        &mut self,
+        pending: Option<(SocketAddr, TcpListener)>,
+        admin: impl FnOnce(TcpListener, CancellationToken),
+    ) {
+        let root = self.shared.token.clone();
+        if let Some((addr, listener)) = pending {
             info!(local_addr = %listener.local_addr().unwrap_or(addr), "listening for admin");
             if let Some((_, old)) = self.admin.take() {
                 old.cancel();
@@ -303,42 +356,50 @@ impl Listeners {
             admin(listener, token.clone());
             self.admin = Some((addr, token));
         }
-        // Relays: new order, kept or swapped relays, new listeners; then close the rest.
-        let mut entries: Vec<(String, RelayEntry)> = Vec::new();
-        let mut current = Vec::new();
-        for (index, ((relay, fresh), def)) in
-            pending.relays.into_iter().zip(&config.relays).enumerate()
-        {
-            relay.set_index(index);
-            current.push(relay.clone());
-            let old = self
-                .relays
-                .iter()
-                .position(|(n, _)| *n == def.name)
-                .map(|i| self.relays.remove(i).1);
-            let mut entry = match old {
-                Some(e) => {
-                    if !Arc::ptr_eq(&e.slot.load_full(), &relay) {
-                        info!(relay = %def.name, "relay settings changed; new connections use them");
-                        self.all
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .push(relay.clone());
-                        e.slot.store(relay.clone());
-                    }
-                    e
-                }
-                None => {
+    }
+
+    /// The entry of relay `def` serving `relay`: the old one (its slot swapped to `relay` if the
+    /// settings changed) or a new one.
+    fn entry_for(&mut self, def: &RelayDef, relay: &Arc<Relay>) -> RelayEntry {
+        let old = self
+            .relays
+            .iter()
+            .position(|(n, _)| *n == def.name)
+            .map(|i| self.relays.remove(i).1);
+        match old {
+            Some(e) => {
+                if !Arc::ptr_eq(&e.slot.load_full(), relay) {
+                    info!(relay = %def.name, "relay settings changed; new connections use them");
                     self.all
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .push(relay.clone());
-                    RelayEntry {
-                        slot: Arc::new(ArcSwap::new(relay.clone())),
-                        listeners: Vec::new(),
-                    }
+                    e.slot.store(relay.clone());
                 }
-            };
+                e
+            }
+            None => {
+                self.all
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(relay.clone());
+                RelayEntry {
+                    slot: Arc::new(ArcSwap::new(relay.clone())),
+                    listeners: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// Relays: the new order, kept or swapped relays, new listeners; then closes the rest.
+    fn apply_relays(&mut self, config: &Config, pending: Vec<(Arc<Relay>, RelayListeners)>) {
+        let root = self.shared.token.clone();
+        let mut entries: Vec<(String, RelayEntry)> = Vec::new();
+        let mut current = Vec::new();
+        for (index, ((relay, fresh), def)) in pending.into_iter().zip(&config.relays).enumerate() {
+            relay.set_index(index);
+            current.push(relay.clone());
+            let mut entry = self.entry_for(def, &relay);
             // Listeners the relay no longer names.
             entry.listeners.retain(|(a, bound, t)| {
                 let k = def.listen.contains(a);
@@ -374,12 +435,6 @@ impl Listeners {
         self.relays = entries;
         self.current.store(Arc::new(current));
     }
-}
-
-/// Two relay definitions serve alike (compared through their Debug form, which covers every
-/// setting; certificate files are reloaded separately).
-fn same_relay(a: &RelayDef, b: &RelayDef) -> bool {
-    format!("{a:?}") == format!("{b:?}")
 }
 
 /// One relay thread: serves the listeners it is sent until the process token is cancelled,
@@ -455,7 +510,7 @@ pub fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpList
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
-    s.set_nodelay(true)?;
+    s.set_tcp_nodelay(true)?;
     s.set_keepalive(true)?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;

@@ -47,6 +47,7 @@ enum Command {
     },
     /// Start three simulated Exchange servers on loopback and serve the bundled demo config:
     /// DNS on 127.0.0.1:5353, the dashboard on http://127.0.0.1:8053/.
+    #[cfg(feature = "demo")]
     Demo,
     /// Validate the config and every zone it names; bind nothing. Exit 1 on any error.
     Check {
@@ -71,6 +72,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config, false),
+        #[cfg(feature = "demo")]
         Command::Demo => demo(),
     }
 }
@@ -107,6 +109,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+#[cfg(feature = "demo")]
 fn demo() -> ExitCode {
     // The bundled files go to a folder of this run (removed at exit).
     let dir = match tempfile::Builder::new().prefix("mailns-demo-").tempdir() {
@@ -156,8 +159,8 @@ fn run(path: &std::path::Path, demo: bool) -> ExitCode {
             signal_token.cancel();
         });
         let farm = if demo {
-            match mailns::demo::Farm::start(&tokio::runtime::Handle::current()) {
-                Ok(f) => Some(std::sync::Arc::new(f)),
+            match start_farm() {
+                Ok(f) => Some(f),
                 Err(e) => {
                     eprintln!("mailns demo: {e}");
                     return ExitCode::from(EX_OSERR);
@@ -180,4 +183,17 @@ fn run(path: &std::path::Path, demo: bool) -> ExitCode {
             }
         }
     })
+}
+
+/// Starts the demo's simulated servers on this runtime.
+#[cfg(feature = "demo")]
+fn start_farm() -> Result<std::sync::Arc<dyn mailns::app::Demo>, String> {
+    let farm = mailns::demo::Farm::start(&tokio::runtime::Handle::current())?;
+    Ok(std::sync::Arc::new(farm))
+}
+
+/// Built without the `demo` feature: there is no simulator to start.
+#[cfg(not(feature = "demo"))]
+fn start_farm() -> Result<std::sync::Arc<dyn mailns::app::Demo>, String> {
+    Err("this build has no demo (built without the `demo` feature)".into())
 }

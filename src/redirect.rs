@@ -4,44 +4,16 @@
 //! No request body is ever read: the answer depends only on the method, the Host and the path.
 //! The decision is a pure function; the listener around it is hyper.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// `[redirect]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawRedirect {
-    #[serde(default)]
-    pub(crate) listen: Vec<toml::Spanned<String>>,
-    pub(crate) host: Option<String>,
-    pub(crate) root: Option<String>,
-    pub(crate) autodiscover_host: Option<String>,
-    #[serde(default)]
-    pub(crate) accepted_domains: Vec<String>,
-}
-
-/// The validated port 80 settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedirectConfig {
-    /// Listening addresses (empty: no port 80 listener).
-    pub listen: Vec<SocketAddr>,
-    /// Host of every `https://` target (None: the request's own Host).
-    pub host: Option<String>,
-    /// Where a request for `/` goes (`/owa`, say; None: `/`).
-    pub root: Option<String>,
-    /// Autodiscover redirect target host (None: no autodiscover redirect).
-    pub autodiscover_host: Option<String>,
-    /// Lowercase domains whose `autodiscover.<domain>` gets the autodiscover redirect.
-    pub accepted_domains: Vec<String>,
-}
+use crate::config::redirect::RedirectConfig;
 
 /// What to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,16 +9,18 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::admin::{Live, Loaded};
+use crate::app::{Command, Live, Loaded};
 use crate::config::Config;
 use crate::diag::Diagnostic;
 use crate::dns::{self, xfr::TransferPolicy, Stats};
-use crate::health::engine::Outputs;
-use crate::listeners::Listeners;
-use crate::state::{Snapshot, Store};
+use crate::health::engine::{CheckTlsError, Outputs};
+use crate::listeners::{ListenError, Listeners, Pending};
+use crate::state::{Publisher, Snapshot, Store};
+use crate::tls::TlsError;
 use crate::zone::{serial_after, Zone};
 
 /// Why `run` failed.
@@ -29,11 +31,43 @@ pub enum RunError {
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Diagnostic>),
     /// The health engine could not start (an https check's CA file, say).
-    #[error("{0}")]
-    Health(String),
+    #[error(transparent)]
+    Health(#[from] CheckTlsError),
     /// A listener could not be bound, or a relay's certificates could not be loaded.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+}
+
+/// Why a reload failed; the running config keeps serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The config or a zone is broken: the `path:line: message` lines of its errors.
+    #[error("{}", .0.iter().filter(|d| d.is_error()).map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Diagnostic>),
+    /// The admin state file cannot be read.
     #[error("{0}")]
-    Listen(String),
+    Overrides(Diagnostic),
+    /// An https check's TLS settings cannot be loaded.
+    #[error(transparent)]
+    Health(#[from] CheckTlsError),
+    /// A listener cannot be bound, a relay's front cannot be set up, or a DNS setting needs a
+    /// restart.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// A certificate of a relay in force cannot be read again.
+    #[error("{}: relay '{relay}': certificate reload failed: {source}; the running config and certificates are unchanged", path.display())]
+    Certificates {
+        /// The config file.
+        path: std::path::PathBuf,
+        /// The relay whose certificate failed.
+        relay: String,
+        /// What is wrong with the file.
+        source: Box<TlsError>,
+    },
+    /// The process is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
 }
 
 /// Loads the config's zones into a snapshot, logging warnings. `previous` are the zones served
@@ -107,22 +141,44 @@ fn notify_changed(
 pub async fn run(
     config: Config,
     token: CancellationToken,
-    demo: Option<Arc<crate::demo::Farm>>,
+    demo: Option<Arc<dyn crate::app::Demo>>,
 ) -> Result<(), RunError> {
+    let Assembled {
+        live,
+        listeners,
+        pending,
+        commands,
+    } = assemble(&config, &token, demo)?;
+    serve(&live, &config, listeners, pending).await;
+    let tasks = spawn_control(&live, &config, commands);
+    announce_ready(&live, &config).await;
+    token.cancelled().await;
+    shut_down(&live, tasks).await;
+    Ok(())
+}
+
+/// Loads everything and binds every listener, serving nothing yet: a broken config or a bad
+/// address fails start-up with nothing half-started. The health engine is started, so the
+/// first snapshot (admin states applied) is in place before any relay accepts.
+fn assemble(
+    config: &Config,
+    token: &CancellationToken,
+    demo: Option<Arc<dyn crate::app::Demo>>,
+) -> Result<Assembled, RunError> {
     let started = SystemTime::now();
-    let snap = load_snapshot(&config, &[]).map_err(RunError::Invalid)?;
+    let snap = load_snapshot(config, &[]).map_err(RunError::Invalid)?;
     let statics = snap.static_zones.clone();
     let store: Store = Arc::new(ArcSwap::from_pointee(snap));
     // Admin states set through the API win over the config's, across restarts.
     let mut serving = config.clone();
     apply_overrides(&mut serving).map_err(|e| RunError::Invalid(vec![e]))?;
-    let tls = crate::health::engine::tls_configs(&serving.health).map_err(RunError::Health)?;
+    let tls = crate::health::engine::tls_configs(&serving.health)?;
     // One counter shard per UDP worker, one for DNS over TCP.
     let stats = Arc::new(Stats::new(
         config.dns.listen.len() * config.dns.udp_workers + 1,
     ));
     let transfers = Arc::new(ArcSwap::from_pointee(TransferPolicy::new(&config.zones)));
-    let cookie_fallback: dns::cookie::Secret = rand::random();
+    let cookie_fallback: crate::query::cookie::Secret = rand::random();
     if config.dns.cookies.enabled && config.dns.cookies.secret.is_none() {
         info!("dns.cookies: no secret_file; using a random secret (nodes of one namespace should share one)");
     }
@@ -138,22 +194,22 @@ pub async fn run(
         edge: edge.clone(),
         token: token.clone(),
     };
-    // Every listener is bound before anything serves, so a bad address fails start-up with
-    // nothing half-started. Relays: one current-thread runtime per core, all accepting from one
-    // listening socket per relay address; a connection never leaves the thread that accepted it
-    // (no work stealing, no cross-thread wake-ups).
-    let mut listeners = Listeners::new(shared, &config);
-    let pending = listeners.prepare(&config, true).map_err(RunError::Listen)?;
+    // Relays: one current-thread runtime per core, all accepting from one listening socket per
+    // relay address; a connection never leaves the thread that accepted it (no work stealing,
+    // no cross-thread wake-ups).
+    let listeners = Listeners::new(shared, config);
+    let pending = listeners.prepare(config, true)?;
     if config.admin.token.is_none() {
         info!(
             "admin: no token_file configured; admin actions are disabled, read-only endpoints work"
         );
     }
     // The engine publishes every snapshot from now on (health, and relay backends' admin state,
-    // drain or maint, checks or not). Its first snapshot is in place before `start` returns, so
-    // relays start accepting only after that. Service names are answered from the zone's full
-    // set until each member has a result.
-    let out = Outputs::new(store.clone(), stats.clone(), serving.health.clone());
+    // drain or maint, checks or not). Service names are answered from the zone's full set until
+    // each member has a result.
+    let slots = stats.clone();
+    let publisher = Publisher::new(store.clone(), move |name| slots.slot_of(&name.to_string()));
+    let out = Outputs::new(Arc::new(publisher), serving.health.clone());
     let handle = crate::health::engine::start(
         &serving,
         statics,
@@ -163,11 +219,11 @@ pub async fn run(
         tls,
         token.child_token(),
     );
-    let mut first_round = out.first_round.subscribe();
+    let (commands, command_rx) = mpsc::channel(4);
     let live = Arc::new(Live {
         started,
-        store: store.clone(),
-        dns: stats.clone(),
+        store,
+        dns: stats,
         out,
         relays: listeners.current.clone(),
         engine: tokio::sync::Mutex::new(Some(handle)),
@@ -185,21 +241,54 @@ pub async fn run(
         edge,
         cookie_fallback,
         listeners: tokio::sync::Mutex::new(None),
+        commands,
     });
-    listeners.apply(&config, pending, admin_starter(&live));
+    Ok(Assembled {
+        live,
+        listeners,
+        pending,
+        commands: command_rx,
+    })
+}
+
+/// Everything loaded and bound, nothing served yet.
+struct Assembled {
+    live: Arc<Live>,
+    listeners: Listeners,
+    /// The bound sockets `Listeners::apply` starts serving.
+    pending: Pending,
+    /// The admin listener's commands, served once serving starts.
+    commands: mpsc::Receiver<Command>,
+}
+
+/// Starts serving on every bound listener, and the relays' watchers: closing connections to
+/// servers that went into maintenance, and reloading changed certificates.
+async fn serve(live: &Arc<Live>, config: &Config, mut listeners: Listeners, pending: Pending) {
+    listeners.apply(config, pending, admin_starter(live));
     tokio::spawn(crate::relay::server::watch_closes(
         listeners.current.clone(),
-        store.clone(),
+        live.store.clone(),
         live.out.published.subscribe(),
-        token.clone(),
+        live.token.clone(),
     ));
     tokio::spawn(crate::relay::server::watch_certificates(
         listeners.current.clone(),
         std::time::Duration::from_secs(2),
-        token.clone(),
+        live.token.clone(),
     ));
     *live.listeners.lock().await = Some(listeners);
+}
+
+/// The tasks that change what is served: the admin listener's commands, SIGHUP and (with
+/// `[process] watch`) the file watcher.
+fn spawn_control(
+    live: &Arc<Live>,
+    config: &Config,
+    commands: mpsc::Receiver<Command>,
+) -> tokio::task::JoinSet<()> {
+    let token = &live.token;
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(serve_commands(live.clone(), token.clone(), commands));
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hup) => {
             tasks.spawn(reload_on_hangup(live.clone(), token.clone(), hup));
@@ -208,10 +297,17 @@ pub async fn run(
     }
     if config.process.watch {
         info!("watching the config, zone and certificate files for changes");
-        let files = watched_files(&config);
+        let files = watched_files(config);
         let seen = stamps(&files);
         tasks.spawn(watch_files(live.clone(), token.clone(), files, seen));
     }
+    tasks
+}
+
+/// Waits for the first probe round (at most `startup_timeout`), then announces readiness: the
+/// ready flag, secondaries' NOTIFY, the demo banner and systemd.
+async fn announce_ready(live: &Arc<Live>, config: &Config) {
+    let mut first_round = live.out.first_round.subscribe();
     let bound = config.health.startup_timeout;
     if tokio::time::timeout(bound, first_round.wait_for(|done| *done))
         .await
@@ -225,17 +321,21 @@ pub async fn run(
     live.ready.store(true, Ordering::Relaxed);
     info!("mailns ready");
     notify_changed(
-        &config,
-        &store.load().static_zones,
+        config,
+        &live.store.load().static_zones,
         &[],
         &live.transfers.load(),
-        &token,
+        &live.token,
     );
-    if live.demo.is_some() {
-        eprintln!("{}", crate::demo::banner(&config));
+    if let Some(demo) = &live.demo {
+        eprintln!("{}", demo.banner(config));
     }
     notify_systemd(&[sd_notify::NotifyState::Ready]);
-    token.cancelled().await;
+}
+
+/// Stops the engine and the control tasks, then waits for every listener's task and relay
+/// thread to finish (relays drain their connections within the shutdown grace).
+async fn shut_down(live: &Live, mut tasks: tokio::task::JoinSet<()>) {
     info!("shutting down");
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     if let Some(h) = live.engine.lock().await.take() {
@@ -243,7 +343,7 @@ pub async fn run(
     }
     while tasks.join_next().await.is_some() {}
     let Some(mut listeners) = live.listeners.lock().await.take() else {
-        return Ok(());
+        return;
     };
     while listeners.tasks.join_next().await.is_some() {}
     let threads = std::mem::take(&mut listeners.threads_handles);
@@ -254,7 +354,6 @@ pub async fn run(
     })
     .await
     .ok();
-    Ok(())
 }
 
 /// Starts the admin listener's server on a listener the [`Listeners`] bound.
@@ -372,6 +471,26 @@ fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
     }
 }
 
+/// Serves the admin listener's commands, one at a time, until shutdown.
+async fn serve_commands(
+    live: Arc<Live>,
+    token: CancellationToken,
+    mut commands: mpsc::Receiver<Command>,
+) {
+    loop {
+        let command = tokio::select! {
+            c = commands.recv() => c,
+            () = token.cancelled() => return,
+        };
+        match command {
+            Some(Command::Reload { done }) => {
+                let _ = done.send(reload(&live).await.map_err(|e| e.to_string()));
+            }
+            None => return,
+        }
+    }
+}
+
 /// Reloads on SIGHUP.
 ///
 /// `hup` is installed before "ready" is announced: SIGHUP's default action ends the process, so a
@@ -403,8 +522,17 @@ async fn reload_on_hangup(
 ///
 /// # Errors
 /// The `path:line: message` lines of what is wrong.
-pub async fn reload(live: &Arc<Live>) -> Result<(), String> {
+async fn reload(live: &Arc<Live>) -> Result<(), ReloadError> {
     let _guard = live.admin_lock.lock().await;
+    let number = live.loaded.load().reloads + 1;
+    // Every event of the reload (engine, listeners, certificates) carries its number.
+    reload_now(live)
+        .instrument(info_span!("reload", number))
+        .await
+}
+
+/// [`reload`], with the admin lock held.
+async fn reload_now(live: &Arc<Live>) -> Result<(), ReloadError> {
     // systemd 253+ wants the monotonic time with RELOADING=1.
     match sd_notify::NotifyState::monotonic_usec_now() {
         Ok(now) => notify_systemd(&[sd_notify::NotifyState::Reloading, now]),
@@ -425,7 +553,8 @@ pub async fn reload(live: &Arc<Live>) -> Result<(), String> {
             info!("reload complete");
             Ok(())
         }
-        Err(message) => {
+        Err(error) => {
+            let message = error.to_string();
             for line in message.lines() {
                 warn!("reload failed: {line}");
             }
@@ -433,41 +562,36 @@ pub async fn reload(live: &Arc<Live>) -> Result<(), String> {
                 config: old.config.clone(),
                 at: old.at,
                 reloads: old.reloads,
-                last_error: Some((now, message.clone())),
+                last_error: Some((now, message)),
             }));
-            Err(message)
+            Err(error)
         }
     }
 }
 
 /// Loads and validates the new config and zones, then replaces the engine.
-async fn prepare_reload(live: &Arc<Live>) -> Result<Config, String> {
-    let join = |d: Vec<Diagnostic>| {
-        d.iter()
-            .filter(|d| d.is_error())
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+async fn prepare_reload(live: &Arc<Live>) -> Result<Config, ReloadError> {
     let old = live.loaded.load_full();
-    let new = Config::load(&old.config.path).map_err(join)?;
+    let new = Config::load(&old.config.path).map_err(ReloadError::Invalid)?;
     let previous = live.store.load().static_zones.clone();
-    let snap = load_snapshot(&new, &previous).map_err(join)?;
+    let snap = load_snapshot(&new, &previous).map_err(ReloadError::Invalid)?;
     let mut serving = new.clone();
-    apply_overrides(&mut serving).map_err(|d| d.to_string())?;
+    apply_overrides(&mut serving).map_err(ReloadError::Overrides)?;
     let tls = crate::health::engine::tls_configs(&serving.health)?;
     // Bind what is new before anything changes: a bind error leaves everything as it was.
     let mut listeners = live.listeners.lock().await;
     let Some(ls) = listeners.as_mut() else {
-        return Err("shutting down".into());
+        return Err(ReloadError::ShuttingDown);
     };
     // Certificates of the relays in force are read again (new and changed relays read theirs
     // in `prepare`); one that fails fails the reload before anything changes.
     let mut certificates = Vec::new();
     for r in live.relays.load().iter() {
         if let Some(front) = &r.front {
-            let certs = front.load_files().map_err(|e| {
-                format!("{}: relay '{}': certificate reload failed: {e}; the running config and certificates are unchanged", new.path.display(), r.def.name)
+            let certs = front.load_files().map_err(|e| ReloadError::Certificates {
+                path: new.path.clone(),
+                relay: r.def.name.clone(),
+                source: Box::new(e),
             })?;
             certificates.push((r.clone(), certs));
         }

@@ -69,7 +69,7 @@ pub struct Sim {
     /// Where it listens.
     pub addr: SocketAddr,
     proto: Proto,
-    /// Its switches.
+    /// What tests switch on and off: hang, flap, failing pages.
     pub behaviour: Arc<Behaviour>,
     token: Mutex<Option<CancellationToken>>,
     rt: tokio::runtime::Handle,

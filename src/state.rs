@@ -13,59 +13,14 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::dns::fast::FastTable;
-use crate::dns::lookup::ZoneSet;
 use crate::health::answer::{rotate, rotation_count, Selection, Step};
+use crate::health::view::{BackendView, Publish, ServiceView, View};
+use crate::query::fast::{tag, FastTable, UNTAGGED};
+use crate::query::lookup::ZoneSet;
 use crate::zone::{wire_lower, Node, RRset, Zone};
 
 /// Most rotations kept per health-driven RRset.
 const MAX_ROTATIONS: usize = 64;
-
-/// What health selected for one service name.
-#[derive(Debug, Clone)]
-pub struct ServiceView {
-    /// The name.
-    pub name: Name,
-    /// Selection for A (None: the zone has no A records for it).
-    pub a: Option<Selection>,
-    /// Selection for AAAA.
-    pub aaaa: Option<Selection>,
-    /// Policy TTL.
-    pub ttl: u32,
-    /// Addresses per answer at most.
-    pub cap: usize,
-    /// Its slot among the DNS counters (None: past the counted names).
-    pub slot: Option<u16>,
-}
-
-impl ServiceView {
-    /// True when some address of the name is answered because it is (or may be) healthy.
-    pub fn has_healthy(&self) -> bool {
-        [&self.a, &self.aaaa]
-            .into_iter()
-            .flatten()
-            .any(Selection::has_healthy)
-    }
-}
-
-/// One relay backend as health and admin state leave it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BackendView {
-    /// Takes new connections: passes the relay's checks (or has no result yet) and is `ready`.
-    pub usable: bool,
-    /// Its open relayed connections must be closed: it is in `maint`, or it failed a check and
-    /// the relay says `on_server_down = "close"`.
-    pub close: bool,
-}
-
-impl Default for BackendView {
-    fn default() -> Self {
-        Self {
-            usable: true,
-            close: false,
-        }
-    }
-}
 
 /// Immutable serving state.
 #[derive(Debug)]
@@ -88,20 +43,23 @@ pub struct Snapshot {
 impl Snapshot {
     /// A snapshot of static zones, with no health applied.
     pub fn new(zones: Vec<Zone>) -> Self {
-        Self::build(Arc::new(zones), Vec::new(), Vec::new())
+        Self::build(Arc::new(zones), Vec::new(), Vec::new(), |_| None)
     }
 
-    /// Builds a snapshot: `views` applied to `static_zones`, prebuilt answers included.
+    /// Builds a snapshot: `views` applied to `static_zones`, prebuilt answers included. A
+    /// service name's prebuilt A/AAAA answers carry its counter slot (`slot_of`, None: not
+    /// counted per step), so the hot path counts them without a lookup.
     pub fn build(
         static_zones: Arc<Vec<Zone>>,
         views: Vec<ServiceView>,
         relays: Vec<Vec<BackendView>>,
+        slot_of: impl Fn(&Name) -> Option<u16>,
     ) -> Self {
         let derived: Vec<Zone> = static_zones.iter().map(|z| derive(z, &views)).collect();
         let zones = ZoneSet::new(derived);
         let tags: rustc_hash::FxHashMap<(Box<[u8]>, RecordType), u16> = views
             .iter()
-            .filter_map(|v| Some((v, v.slot?)))
+            .filter_map(|v| Some((v, slot_of(&v.name)?)))
             .flat_map(|(v, slot)| {
                 let wire = wire_lower(&v.name);
                 [
@@ -110,15 +68,13 @@ impl Snapshot {
                 ]
                 .into_iter()
                 .filter_map(move |(t, sel, v6)| {
-                    let tag = crate::dns::tag(slot, v6, sel.as_ref()?.step);
+                    let tag = tag(slot, v6, sel.as_ref()?.step);
                     Some(((wire.clone(), t), tag))
                 })
             })
             .collect();
         let fast = FastTable::build(&zones, |wire, t| {
-            tags.get(&(Box::from(wire), t))
-                .copied()
-                .unwrap_or(crate::dns::UNTAGGED)
+            tags.get(&(Box::from(wire), t)).copied().unwrap_or(UNTAGGED)
         });
         Self {
             zones,
@@ -133,6 +89,41 @@ impl Snapshot {
 
 /// The shared, swappable snapshot.
 pub type Store = Arc<ArcSwap<Snapshot>>;
+
+/// Puts the health engine's views in force: each becomes the snapshot in the store.
+pub struct Publisher {
+    store: Store,
+    slot_of: SlotOf,
+}
+
+/// Gives a service name its counter slot (the DNS counters register names as they come).
+type SlotOf = Box<dyn Fn(&Name) -> Option<u16> + Send + Sync>;
+
+impl Publisher {
+    /// Publishes into `store`, tagging service names' answers with `slot_of`'s slots.
+    pub fn new(
+        store: Store,
+        slot_of: impl Fn(&Name) -> Option<u16> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            store,
+            slot_of: Box::new(slot_of),
+        }
+    }
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+impl Publish for Publisher {
+    fn publish(&self, view: View) {
+        let snap = Snapshot::build(view.static_zones, view.services, view.relays, &self.slot_of);
+        self.store.store(Arc::new(snap));
+    }
+}
 
 /// `zone` as answered under `views`.
 fn derive(zone: &Zone, views: &[ServiceView]) -> Zone {

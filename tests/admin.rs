@@ -2,6 +2,13 @@
 //! (every endpoint, the 401 paths, drain and its effect on DNS and the relay within a second,
 //! admin state across a restart, reload with a broken zone) and promtool (the metrics).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

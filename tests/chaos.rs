@@ -14,6 +14,13 @@
 //! `MAILNS_CHAOS_SECS=600 MAILNS_CHAOS_QPS=70000 cargo test --release --test chaos -- --nocapture`
 //! (see BENCHMARKS.md).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -28,7 +35,7 @@ use common::*;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use mailns::sim::{self, Proto, Sim};
-use rand::Rng;
+use rand::RngExt;
 
 const SERVERS: [&str; 3] = ["127.0.1.1", "127.0.1.2", "127.0.1.3"];
 const DNS: &str = "127.0.0.1:53";

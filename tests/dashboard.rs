@@ -5,6 +5,13 @@
 //!
 //! Reproduce: `cargo test --test dashboard -- --nocapture` (needs chromium, chromium-driver).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 mod common;
 
 use std::net::{IpAddr, TcpListener};

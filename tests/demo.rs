@@ -2,6 +2,13 @@
 //! 127.0.0.1:5353 and :8053, which must collide with nothing on the machine): dig, swaks and curl
 //! against it, a server failed and healed through the demo API, and a clean SIGTERM exit.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 mod common;
 
 use std::process::Command;

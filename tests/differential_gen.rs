@@ -9,6 +9,13 @@
 //! `MAILNS_DIFF_ZONES=25 MAILNS_DIFF_QUERIES=4000 MAILNS_DIFF_SEED=7 cargo test --release
 //! --test differential_gen -- --nocapture` (see BENCHMARKS.md for the recorded run).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 mod common;
 
 use std::fmt::Write as _;
@@ -20,7 +27,7 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 /// One label as bytes, and as zone-file text (escaped where the master-file syntax needs it).
 #[derive(Clone, Debug)]

@@ -3,6 +3,13 @@
 //! section for negative answers and referrals (SOA TTL included), and the same addresses in the
 //! additional section, for every query of a corpus of several hundred.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 mod common;
 
 use common::knot::{outcome, Knot};

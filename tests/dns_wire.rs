@@ -1,6 +1,13 @@
 //! Answers on the wire, from the real binary, checked with a raw socket + hickory's parser, with
 //! hickory's client, and with dig/kdig.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 mod common;
 
 use std::io::{Read, Write};

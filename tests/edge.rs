@@ -3,6 +3,13 @@
 //! sources inside a private network namespace), cookies with dig and kdig, the dual-stack
 //! listen, TSIG BADTIME, and lock-out attempts on the admin and port 80 listeners.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 mod common;
 
 use std::io::{Read, Write};

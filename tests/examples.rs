@@ -1,6 +1,13 @@
 //! The reference deployments under `config/examples/`, each started as shipped (standard ports,
 //! in a private network namespace) against simulated Exchange servers, with one server failure.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -2,10 +2,22 @@
 //! `fuzz/regressions/<target>/`) through the fuzz targets' own bodies, on the stable toolchain:
 //! CI keeps every past crash fixed without running the fuzzer. See FUZZING.md.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 use std::path::Path;
 
 #[path = "../fuzz/src/lib.rs"]
-#[allow(dead_code, unreachable_pub, missing_docs)]
+#[allow(
+    dead_code,
+    unreachable_pub,
+    missing_docs,
+    reason = "the fuzz targets' library, compiled into this test: not all of it is used here"
+)]
 mod targets;
 
 /// Runs `body` on every input of `target`; a failure names the file.

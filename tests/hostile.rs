@@ -3,6 +3,13 @@
 //! that never closes, and 10,000 idle relayed connections held at once (memory per connection
 //! reported). The reset in the middle of a TLS handshake is in `https_front.rs`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 mod common;
 
 use std::io::{Read, Write};

@@ -1,6 +1,13 @@
 //! The HTTPS front: TLS offload and re-encrypt through the real binary, with curl and openssl as
 //! clients and simulated IIS servers (plain and TLS) on distinct loopback addresses.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 mod common;
 
 use std::io::{Read, Write};

@@ -5,13 +5,20 @@
 //! structure work shrinks to nothing. Print the graph with
 //! `cargo test --test module_graph -- --nocapture`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Cycles that were there when this test was written (issue: structure), each as the sorted
 /// members of one strongly connected component. A component must be one of these or inside
 /// one: new cycles fail, and removing one from here is how its fix is locked in.
-const KNOWN: &[&[&str]] = &[&["admin", "runtime"], &["dns", "health", "state"]];
+const KNOWN: &[&[&str]] = &[];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 

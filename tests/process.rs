@@ -2,6 +2,13 @@
 //! connections finish within the grace period, closes the rest when it ends, and exits 0; logs
 //! come as JSON lines with `--log-format json`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

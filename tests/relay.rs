@@ -2,6 +2,13 @@
 //! addresses, driven by real clients (raw sockets bound to many 127.x addresses, swaks, curl,
 //! openssl).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 mod common;
 
 use std::collections::HashMap;

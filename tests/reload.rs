@@ -2,6 +2,13 @@
 //! between) while queries run over UDP and TCP lose nothing and every answer belongs to one of
 //! the two configs; and `[process] watch = true` reloading on a file change, debounced.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "test code: a panic here is a failed test, not a crashed server"
+)]
+
 mod common;
 
 use std::net::SocketAddr;

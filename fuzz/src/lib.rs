@@ -14,12 +14,13 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_proto::rr::{Name, RecordType, TSigner};
 use mailns::config::Config;
-use mailns::dns::fast::FastTable;
-use mailns::dns::wire::{self, Parsed};
 use mailns::dns::xfr::TransferPolicy;
 use mailns::dns::{self, Counters, Edge, Origin, Transport, Worker};
 use mailns::health::answer::{Selection, Step};
-use mailns::state::{ServiceView, Snapshot};
+use mailns::health::view::ServiceView;
+use mailns::query::fast::FastTable;
+use mailns::query::wire::{self, Parsed};
+use mailns::state::Snapshot;
 
 /// The zones every DNS target answers from: health-driven names, a wildcard, CNAME chains and a
 /// loop, a delegation with glue and one without, empty non-terminals, an RRset too large for UDP,
@@ -86,7 +87,11 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(build_fixture)
 }
 
-#[allow(clippy::unwrap_used, clippy::expect_used)] // a broken fixture is a broken harness
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a broken fixture is a broken harness"
+)]
 fn build_fixture() -> Fixture {
     let dir = std::env::temp_dir().join(format!("mailns-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -123,49 +128,44 @@ transfer_key = "xfr"
             preferred_down: false,
             wake_at: None,
         };
-        let view = |name: &str, a: Option<Selection>, aaaa: Option<Selection>, slot| ServiceView {
+        let view = |name: &str, a: Option<Selection>, aaaa: Option<Selection>| ServiceView {
             name: Name::from_ascii(name).unwrap(),
             a,
             aaaa,
             ttl: 5,
             cap: 2,
-            slot: Some(slot),
         };
         vec![
             view(
                 "owa.mail.example.test.",
                 Some(sel(Step::Healthy, &["127.0.1.1", "127.0.1.2", "127.0.1.3"])),
                 Some(sel(Step::Healthy, &["::1"])),
-                0,
             ),
             view(
                 "autodiscover.mail.example.test.",
                 Some(sel(Step::OtherSites, &["127.0.1.2"])),
                 None,
-                1,
             ),
             view(
                 "outlook.mail.example.test.",
                 Some(sel(Step::Servfail, &[])),
                 None,
-                2,
             ),
-            view(
-                "imap.mail.example.test.",
-                Some(sel(Step::Empty, &[])),
-                None,
-                3,
-            ),
+            view("imap.mail.example.test.", Some(sel(Step::Empty, &[])), None),
             view(
                 "mail.mail.example.test.",
                 Some(sel(Step::Zone, &["127.0.1.1", "127.0.1.2"])),
                 None,
-                4,
             ),
         ]
     };
-    let snap = Snapshot::build(zones.clone(), views(), Vec::new());
-    let mut slow = Snapshot::build(zones, views(), Vec::new());
+    // Each service name counts in its own slot, numbered in the views' order.
+    let slot_of = |name: &Name| {
+        let at = views().iter().position(|v| v.name == *name)?;
+        u16::try_from(at).ok()
+    };
+    let snap = Snapshot::build(zones.clone(), views(), Vec::new(), slot_of);
+    let mut slow = Snapshot::build(zones, views(), Vec::new(), slot_of);
     slow.fast = FastTable::default();
     let signer = TSigner::new(
         XFR_SECRET.to_vec(),
@@ -195,7 +195,7 @@ fn origin(transport: Transport) -> Origin {
 }
 
 /// What every reply to `request` must be.
-#[allow(clippy::indexing_slicing)] // lengths checked first
+#[allow(clippy::indexing_slicing, reason = "lengths checked first")]
 fn check_reply(request: &[u8], reply: &[u8], limit: usize) {
     let m = Message::from_vec(reply)
         .unwrap_or_else(|e| panic!("the reply does not parse ({e}): {reply:02x?}"));
@@ -422,7 +422,8 @@ pub fn sni(data: &[u8]) {
 /// only the four statuses, a Location exactly on redirects, and never a CR or LF in it (no
 /// header injection).
 pub fn redirect(data: &[u8]) {
-    use mailns::redirect::{decide, RedirectConfig};
+    use mailns::config::redirect::RedirectConfig;
+    use mailns::redirect::decide;
     let text = String::from_utf8_lossy(data);
     let mut parts = text.splitn(3, '\0');
     let method = parts.next().unwrap_or("GET");

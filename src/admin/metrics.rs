@@ -3,6 +3,7 @@
 //! time. Nothing is counted twice: the query path and relays keep their own atomics, the engine
 //! its reports, and a scrape reads them.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -11,10 +12,13 @@ use prometheus::proto::{
 };
 use prometheus::{Encoder, TextEncoder};
 
-use super::Live;
-use crate::config::AdminState;
-use crate::health::engine::LATENCY_BOUNDS;
+use crate::app::{Live, Loaded};
+use crate::config::{AdminState, HealthConfig};
+use crate::dns::Stats;
+use crate::health::report::{ProbeReport, LATENCY_BOUNDS};
 use crate::health::Status;
+use crate::relay::server::Relay;
+use crate::state::Snapshot;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -106,215 +110,227 @@ fn counters(
 
 /// Every family, read from the live sources.
 fn collect(live: &Live) -> Vec<MetricFamily> {
-    let mut enc = Vec::new();
-    {
-        let reports = live.out.reports.borrow().clone();
-        let health = live.out.health.load_full();
-        let snap = live.store.load_full();
-        let loaded = live.loaded.load_full();
-        let server_of = |addr| {
-            health
-                .server_of(addr)
-                .map_or_else(|| addr.to_string(), |s| s.name.clone())
-        };
+    let reports = live.out.reports.borrow().clone();
+    let health = live.out.health.load_full();
+    let relays = live.relays.load_full();
+    let mut out = Vec::new();
+    process_families(&mut out, live);
+    health_families(&mut out, &reports, &health);
+    dns_families(&mut out, &live.dns, &live.store.load_full());
+    relay_families(&mut out, &relays);
+    certificate_family(&mut out, &relays, &reports, &health);
+    config_families(&mut out, &live.loaded.load_full());
+    out
+}
 
-        gauges(
-            &mut enc,
-            "mailns_build_info",
-            "mailns's version (value 1).",
-            [(
-                vec![("version", env!("CARGO_PKG_VERSION").to_string())],
-                1.0,
-            )],
-        );
-        // A task that never ends (a probe, a relayed stream, a DNS/TCP connection) shows here
-        // as growth; the chaos run checks it stays flat.
-        let tasks =
-            tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_alive_tasks());
-        gauges(
-            &mut enc,
-            "mailns_runtime_alive_tasks",
-            "Tasks alive in mailns's async runtime.",
-            [(vec![], tasks as f64)],
-        );
-        gauges(
-            &mut enc,
-            "mailns_ready",
-            "1 once the first probe round is done and every listener is bound.",
-            [(
-                vec![],
-                f64::from(u8::from(live.ready.load(Ordering::Relaxed))),
-            )],
-        );
+/// The server's name for `addr`, or the address when no `[[server]]` has it.
+fn server_name(health: &HealthConfig, addr: IpAddr) -> String {
+    health
+        .server_of(addr)
+        .map_or_else(|| addr.to_string(), |s| s.name.clone())
+}
 
-        // Health, per (server, address, check).
-        let pair_rows = || {
-            reports.iter().flat_map(|r| {
-                r.spec.checks.iter().map(move |c| {
-                    let labels: Labels = vec![
-                        ("server", server_of(r.spec.addr)),
-                        ("address", r.spec.addr.to_string()),
-                        ("port", r.spec.port.to_string()),
-                        ("check", c.clone()),
-                    ];
-                    (labels, r)
-                })
+/// Build, runtime and readiness.
+fn process_families(out: &mut Vec<MetricFamily>, live: &Live) {
+    gauges(
+        out,
+        "mailns_build_info",
+        "mailns's version (value 1).",
+        [(
+            vec![("version", env!("CARGO_PKG_VERSION").to_string())],
+            1.0,
+        )],
+    );
+    // A task that never ends (a probe, a relayed stream, a DNS/TCP connection) shows here
+    // as growth; the chaos run checks it stays flat.
+    let tasks = tokio::runtime::Handle::try_current().map_or(0, |h| h.metrics().num_alive_tasks());
+    gauges(
+        out,
+        "mailns_runtime_alive_tasks",
+        "Tasks alive in mailns's async runtime.",
+        [(vec![], tasks as f64)],
+    );
+    gauges(
+        out,
+        "mailns_ready",
+        "1 once the first probe round is done and every listener is bound.",
+        [(
+            vec![],
+            f64::from(u8::from(live.ready.load(Ordering::Relaxed))),
+        )],
+    );
+}
+
+/// Health, per (server, address, check), and each server's admin state.
+fn health_families(out: &mut Vec<MetricFamily>, reports: &[ProbeReport], health: &HealthConfig) {
+    let pair_rows = || {
+        reports.iter().flat_map(|r| {
+            r.spec.checks.iter().map(move |c| {
+                let labels: Labels = vec![
+                    ("server", server_name(health, r.spec.addr)),
+                    ("address", r.spec.addr.to_string()),
+                    ("port", r.spec.port.to_string()),
+                    ("check", c.clone()),
+                ];
+                (labels, r)
             })
-        };
-        gauges(
-            &mut enc,
-            "mailns_check_up",
-            "1 while the (server, check) pair passes, 0 while it fails or has no result yet.",
-            pair_rows().map(|(l, r)| (l, f64::from(u8::from(r.state.status == Status::Up)))),
-        );
-        gauges(
-            &mut enc,
-            "mailns_check_known",
-            "1 once the pair has a first result.",
-            pair_rows().map(|(l, r)| (l, f64::from(u8::from(r.state.status != Status::Unknown)))),
-        );
-        counters(
-            &mut enc,
-            "mailns_check_state_changes_total",
-            "Status changes of the pair (its first result included).",
-            pair_rows().map(|(l, r)| (l, r.changes)),
-        );
-        push_family(
-            &mut enc,
-            (
-                "mailns_check_duration_seconds",
-                "Probe durations of the pair.",
-                MetricType::HISTOGRAM,
-            ),
-            pair_rows(),
-            |m, r| {
-                let mut cumulative = 0;
-                let buckets = LATENCY_BOUNDS
-                    .iter()
-                    .zip(&r.latency.counts)
-                    .map(|(bound, n)| {
-                        cumulative += n;
-                        let mut b = Bucket::default();
-                        b.set_upper_bound(*bound);
-                        b.set_cumulative_count(cumulative);
-                        b
-                    })
-                    .collect();
-                let mut h = Histogram::default();
-                h.set_sample_count(r.latency.count());
-                h.set_sample_sum(r.latency.sum);
-                h.set_bucket(buckets);
-                m.set_histogram(h);
-            },
-        );
-        gauges(
-            &mut enc,
-            "mailns_server_admin_state",
-            "1 for the server's admin state (ready, drain, maint), 0 for the others.",
-            health.servers.iter().flat_map(|s| {
-                [AdminState::Ready, AdminState::Drain, AdminState::Maint].map(|st| {
-                    (
-                        vec![
-                            ("server", s.name.clone()),
-                            ("state", st.as_str().to_string()),
-                        ],
-                        f64::from(u8::from(s.admin == st)),
-                    )
+        })
+    };
+    gauges(
+        out,
+        "mailns_check_up",
+        "1 while the (server, check) pair passes, 0 while it fails or has no result yet.",
+        pair_rows().map(|(l, r)| (l, f64::from(u8::from(r.state.status == Status::Up)))),
+    );
+    gauges(
+        out,
+        "mailns_check_known",
+        "1 once the pair has a first result.",
+        pair_rows().map(|(l, r)| (l, f64::from(u8::from(r.state.status != Status::Unknown)))),
+    );
+    counters(
+        out,
+        "mailns_check_state_changes_total",
+        "Status changes of the pair (its first result included).",
+        pair_rows().map(|(l, r)| (l, r.changes)),
+    );
+    push_family(
+        out,
+        (
+            "mailns_check_duration_seconds",
+            "Probe durations of the pair.",
+            MetricType::HISTOGRAM,
+        ),
+        pair_rows(),
+        |m, r| {
+            let mut cumulative = 0;
+            let buckets = LATENCY_BOUNDS
+                .iter()
+                .zip(&r.latency.counts)
+                .map(|(bound, n)| {
+                    cumulative += n;
+                    let mut b = Bucket::default();
+                    b.set_upper_bound(*bound);
+                    b.set_cumulative_count(cumulative);
+                    b
                 })
-            }),
-        );
+                .collect();
+            let mut h = Histogram::default();
+            h.set_sample_count(r.latency.count());
+            h.set_sample_sum(r.latency.sum);
+            h.set_bucket(buckets);
+            m.set_histogram(h);
+        },
+    );
+    gauges(
+        out,
+        "mailns_server_admin_state",
+        "1 for the server's admin state (ready, drain, maint), 0 for the others.",
+        health.servers.iter().flat_map(|s| {
+            [AdminState::Ready, AdminState::Drain, AdminState::Maint].map(|st| {
+                (
+                    vec![
+                        ("server", s.name.clone()),
+                        ("state", st.as_str().to_string()),
+                    ],
+                    f64::from(u8::from(s.admin == st)),
+                )
+            })
+        }),
+    );
+}
 
-        // DNS.
-        counters(
-            &mut enc,
-            "mailns_dns_responses_total",
-            "DNS responses sent, by rcode.",
-            (0..crate::dns::RCODES).filter_map(|i| {
-                let n = live
-                    .dns
-                    .sum(|c| c.rcodes.get(i).unwrap_or(&crate::dns::UNCOUNTED));
-                (n > 0).then(|| (vec![("rcode", super::status::rcode_name(i))], n))
+/// DNS: responses, drops, rate limiting, cookies, and the health-driven names' steps.
+fn dns_families(out: &mut Vec<MetricFamily>, dns: &Stats, snap: &Snapshot) {
+    counters(
+        out,
+        "mailns_dns_responses_total",
+        "DNS responses sent, by rcode.",
+        (0..crate::dns::RCODES).filter_map(|i| {
+            let n = dns.sum(|c| c.rcodes.get(i).unwrap_or(&crate::dns::UNCOUNTED));
+            (n > 0).then(|| (vec![("rcode", super::status::rcode_name(i))], n))
+        }),
+    );
+    counters(
+        out,
+        "mailns_dns_dropped_total",
+        "DNS packets dropped without an answer.",
+        [(vec![], dns.sum(|c| &c.dropped))],
+    );
+    counters(
+        out,
+        "mailns_dns_rrl_limited_total",
+        "DNS responses over the rate limit, by what was sent instead (dropped: nothing; slipped: a truncated reply or BADCOOKIE).",
+        [
+            (vec![("action", "dropped".to_string())], dns.sum(|c| &c.rrl_dropped)),
+            (vec![("action", "slipped".to_string())], dns.sum(|c| &c.rrl_slipped)),
+        ],
+    );
+    counters(
+        out,
+        "mailns_dns_cookies_total",
+        "DNS queries with a cookie: valid (a server cookie that verifies: never rate limited) or new (a client cookie only).",
+        [
+            (vec![("cookie", "valid".to_string())], dns.sum(|c| &c.cookies_valid)),
+            (vec![("cookie", "new".to_string())], dns.sum(|c| &c.cookies_new)),
+        ],
+    );
+    counters(
+        out,
+        "mailns_dns_tcp_refused_total",
+        "DNS/TCP connections closed at once because every slot was held by a busy connection.",
+        [(vec![], dns.sum(|c| &c.tcp_refused))],
+    );
+    counters(
+        out,
+        "mailns_dns_worker_restarts_total",
+        "DNS/UDP workers started again after a panic.",
+        [(vec![], dns.sum(|c| &c.restarts))],
+    );
+    counters(
+        out,
+        "mailns_dns_service_answers_total",
+        "A/AAAA answers for health-driven names, by the fallback step in force.",
+        dns.service_answers()
+            .into_iter()
+            .map(|(name, v6, step, n)| {
+                (
+                    vec![
+                        ("service", name),
+                        ("type", if v6 { "AAAA" } else { "A" }.to_string()),
+                        ("step", step.as_str().to_string()),
+                    ],
+                    n,
+                )
             }),
-        );
-        counters(
-            &mut enc,
-            "mailns_dns_dropped_total",
-            "DNS packets dropped without an answer.",
-            [(vec![], live.dns.sum(|c| &c.dropped))],
-        );
-        counters(
-            &mut enc,
-            "mailns_dns_rrl_limited_total",
-            "DNS responses over the rate limit, by what was sent instead (dropped: nothing; slipped: a truncated reply or BADCOOKIE).",
-            [
-                (vec![("action", "dropped".to_string())], live.dns.sum(|c| &c.rrl_dropped)),
-                (vec![("action", "slipped".to_string())], live.dns.sum(|c| &c.rrl_slipped)),
-            ],
-        );
-        counters(
-            &mut enc,
-            "mailns_dns_cookies_total",
-            "DNS queries with a cookie: valid (a server cookie that verifies: never rate limited) or new (a client cookie only).",
-            [
-                (vec![("cookie", "valid".to_string())], live.dns.sum(|c| &c.cookies_valid)),
-                (vec![("cookie", "new".to_string())], live.dns.sum(|c| &c.cookies_new)),
-            ],
-        );
-        counters(
-            &mut enc,
-            "mailns_dns_tcp_refused_total",
-            "DNS/TCP connections closed at once because every slot was held by a busy connection.",
-            [(vec![], live.dns.sum(|c| &c.tcp_refused))],
-        );
-        counters(
-            &mut enc,
-            "mailns_dns_worker_restarts_total",
-            "DNS/UDP workers started again after a panic.",
-            [(vec![], live.dns.sum(|c| &c.restarts))],
-        );
-        counters(
-            &mut enc,
-            "mailns_dns_service_answers_total",
-            "A/AAAA answers for health-driven names, by the fallback step in force.",
-            live.dns
-                .service_answers()
+    );
+    gauges(
+        out,
+        "mailns_service_step",
+        "1 for the fallback step each health-driven name answers with now.",
+        snap.services.iter().flat_map(|v| {
+            [("A", &v.a), ("AAAA", &v.aaaa)]
                 .into_iter()
-                .map(|(name, v6, step, n)| {
-                    (
+                .filter_map(|(t, sel)| {
+                    let sel = sel.as_ref()?;
+                    Some((
                         vec![
-                            ("service", name),
-                            ("type", if v6 { "AAAA" } else { "A" }.to_string()),
-                            ("step", step.as_str().to_string()),
+                            ("service", v.name.to_string()),
+                            ("type", t.to_string()),
+                            ("step", sel.step.as_str().to_string()),
                         ],
-                        n,
-                    )
-                }),
-        );
-        gauges(
-            &mut enc,
-            "mailns_service_step",
-            "1 for the fallback step each health-driven name answers with now.",
-            snap.services.iter().flat_map(|v| {
-                [("A", &v.a), ("AAAA", &v.aaaa)]
-                    .into_iter()
-                    .filter_map(|(t, sel)| {
-                        let sel = sel.as_ref()?;
-                        Some((
-                            vec![
-                                ("service", v.name.to_string()),
-                                ("type", t.to_string()),
-                                ("step", sel.step.as_str().to_string()),
-                            ],
-                            1.0,
-                        ))
-                    })
-                    .collect::<Vec<_>>()
-            }),
-        );
+                        1.0,
+                    ))
+                })
+                .collect::<Vec<_>>()
+        }),
+    );
+}
 
-        // Relays.
-        let relays = live.relays.load_full();
-        let backend_rows = || {
+/// Relays, per backend and per relay.
+fn relay_families(out: &mut Vec<MetricFamily>, relays: &[Arc<Relay>]) {
+    let backend_rows =
+        || {
             relays.iter().flat_map(|r| {
                 r.def.servers.iter().zip(r.stats.servers.iter()).map(
                     move |((name, addr, _), stats)| {
@@ -328,105 +344,112 @@ fn collect(live: &Live) -> Vec<MetricFamily> {
                 )
             })
         };
-        gauges(
-            &mut enc,
-            "mailns_relay_connections_active",
-            "Open relayed connections per backend.",
-            backend_rows().map(|(l, s)| (l, s.active.load(Ordering::Relaxed) as f64)),
-        );
-        counters(
-            &mut enc,
-            "mailns_relay_connections_total",
-            "Relayed connections per backend.",
-            backend_rows().map(|(l, s)| (l, s.total.load(Ordering::Relaxed))),
-        );
-        counters(
-            &mut enc,
-            "mailns_relay_connect_failures_total",
-            "Failed connect attempts per backend.",
-            backend_rows().map(|(l, s)| (l, s.failed_connects.load(Ordering::Relaxed))),
-        );
-        counters(
-            &mut enc,
-            "mailns_relay_bytes_total",
-            "Bytes relayed per backend and direction (up: client to server).",
-            backend_rows().flat_map(|(l, s)| {
-                let mut up = l.clone();
-                up.push(("direction", "up".into()));
-                let mut down = l;
-                down.push(("direction", "down".into()));
-                [
-                    (up, s.bytes.up.load(Ordering::Relaxed)),
-                    (down, s.bytes.down.load(Ordering::Relaxed)),
-                ]
-            }),
-        );
-        counters(
-            &mut enc,
-            "mailns_relay_refused_total",
-            "Clients refused per relay (allow-list, limits, no usable backend).",
-            relays.iter().map(|r| {
-                (
-                    vec![("relay", r.def.name.clone())],
-                    r.stats.refused.load(Ordering::Relaxed),
-                )
-            }),
-        );
+    gauges(
+        out,
+        "mailns_relay_connections_active",
+        "Open relayed connections per backend.",
+        backend_rows().map(|(l, s)| (l, s.active.load(Ordering::Relaxed) as f64)),
+    );
+    counters(
+        out,
+        "mailns_relay_connections_total",
+        "Relayed connections per backend.",
+        backend_rows().map(|(l, s)| (l, s.total.load(Ordering::Relaxed))),
+    );
+    counters(
+        out,
+        "mailns_relay_connect_failures_total",
+        "Failed connect attempts per backend.",
+        backend_rows().map(|(l, s)| (l, s.failed_connects.load(Ordering::Relaxed))),
+    );
+    counters(
+        out,
+        "mailns_relay_bytes_total",
+        "Bytes relayed per backend and direction (up: client to server).",
+        backend_rows().flat_map(|(l, s)| {
+            let mut up = l.clone();
+            up.push(("direction", "up".into()));
+            let mut down = l;
+            down.push(("direction", "down".into()));
+            [
+                (up, s.bytes.up.load(Ordering::Relaxed)),
+                (down, s.bytes.down.load(Ordering::Relaxed)),
+            ]
+        }),
+    );
+    counters(
+        out,
+        "mailns_relay_refused_total",
+        "Clients refused per relay (allow-list, limits, no usable backend).",
+        relays.iter().map(|r| {
+            (
+                vec![("relay", r.def.name.clone())],
+                r.stats.refused.load(Ordering::Relaxed),
+            )
+        }),
+    );
+}
 
-        // Certificates: the relays' own and those backends presented to https checks.
-        let mut certs: Vec<(Labels, f64)> = Vec::new();
-        for r in relays.iter() {
-            if let Some(front) = &r.front {
-                for c in &front.resolver.0.load().certs {
-                    certs.push((
-                        vec![
-                            ("source", format!("relay {}", r.def.name)),
-                            ("name", c.names.first().cloned().unwrap_or_default()),
-                            ("file", c.file.display().to_string()),
-                        ],
-                        c.not_after as f64,
-                    ));
-                }
-            }
-        }
-        for r in reports.iter() {
-            if let Some(t) = r.last.as_ref().and_then(|l| l.cert_not_after) {
+/// Certificates: the relays' own and those backends presented to https checks.
+fn certificate_family(
+    out: &mut Vec<MetricFamily>,
+    relays: &[Arc<Relay>],
+    reports: &[ProbeReport],
+    health: &HealthConfig,
+) {
+    let mut certs: Vec<(Labels, f64)> = Vec::new();
+    for r in relays.iter() {
+        if let Some(front) = &r.front {
+            for c in &front.resolver.0.load().certs {
                 certs.push((
                     vec![
-                        ("source", format!("check {}", r.spec.checks.join(","))),
-                        ("name", server_of(r.spec.addr)),
-                        ("file", format!("{}:{}", r.spec.addr, r.spec.port)),
+                        ("source", format!("relay {}", r.def.name)),
+                        ("name", c.names.first().cloned().unwrap_or_default()),
+                        ("file", c.file.display().to_string()),
                     ],
-                    t as f64,
+                    c.not_after as f64,
                 ));
             }
         }
-        gauges(
-            &mut enc,
-            "mailns_certificate_expiry_timestamp_seconds",
-            "notAfter of each certificate, in Unix seconds.",
-            certs,
-        );
-
-        // Config.
-        gauges(
-            &mut enc,
-            "mailns_config_last_reload_successful",
-            "0 while the last reload failed (the previous config keeps serving).",
-            [(vec![], f64::from(u8::from(loaded.last_error.is_none())))],
-        );
-        gauges(
-            &mut enc,
-            "mailns_config_loaded_timestamp_seconds",
-            "When the config in force was loaded, in Unix seconds.",
-            [(
-                vec![],
-                loaded
-                    .at
-                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64().floor()),
-            )],
-        );
     }
-    enc
+    for r in reports.iter() {
+        if let Some(t) = r.last.as_ref().and_then(|l| l.cert_not_after) {
+            certs.push((
+                vec![
+                    ("source", format!("check {}", r.spec.checks.join(","))),
+                    ("name", server_name(health, r.spec.addr)),
+                    ("file", format!("{}:{}", r.spec.addr, r.spec.port)),
+                ],
+                t as f64,
+            ));
+        }
+    }
+    gauges(
+        out,
+        "mailns_certificate_expiry_timestamp_seconds",
+        "notAfter of each certificate, in Unix seconds.",
+        certs,
+    );
+}
+
+/// The config in force: whether the last reload worked, and when it was loaded.
+fn config_families(out: &mut Vec<MetricFamily>, loaded: &Loaded) {
+    gauges(
+        out,
+        "mailns_config_last_reload_successful",
+        "0 while the last reload failed (the previous config keeps serving).",
+        [(vec![], f64::from(u8::from(loaded.last_error.is_none())))],
+    );
+    gauges(
+        out,
+        "mailns_config_loaded_timestamp_seconds",
+        "When the config in force was loaded, in Unix seconds.",
+        [(
+            vec![],
+            loaded
+                .at
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64().floor()),
+        )],
+    );
 }

@@ -1,7 +1,7 @@
 //! The admin listener: the dashboard, `/api/v1/status`, `/metrics`, `/livez`, `/readyz`, and the
 //! admin actions (server state, reload) behind a bearer token.
 //!
-//! Everything it shows is read from the live sources ([`Live`]) on request; it never sits on the
+//! Everything it shows is read from the application's state ([`Live`]) on request; it never sits on the
 //! DNS or relay paths. Admin actions answer only after their effect is in force: a drain returns
 //! once the snapshot without the server is published.
 
@@ -10,11 +10,9 @@ pub mod persist;
 pub mod status;
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -22,14 +20,12 @@ use hyper::{header, HeaderMap, Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, info_span, Instrument};
 
-use crate::config::{AdminState, Config};
-use crate::dns::Stats;
-use crate::health::engine::{AdminCmd, Handle, Outputs};
+use crate::app::{Command, DemoAction, Live};
+use crate::config::AdminState;
+use crate::health::engine::AdminCmd;
 use crate::limits::{Caps, Slots};
-use crate::relay::server::Relay;
-use crate::state::Store;
 
 /// The dashboard page: one self-contained file (no CDN, no build step).
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -39,54 +35,6 @@ const MAX_BODY: usize = 4096;
 const MAX_CONNECTIONS: usize = 64;
 /// Open admin connections per client address at most.
 const MAX_PER_CLIENT: usize = 16;
-
-/// The config in force and how it got there.
-#[derive(Debug)]
-pub struct Loaded {
-    /// The config (runtime admin states are in the engine's outputs, not here).
-    pub config: Arc<Config>,
-    /// When it was loaded.
-    pub at: SystemTime,
-    /// Successful reloads since start.
-    pub reloads: u64,
-    /// The last reload's error, until a reload succeeds.
-    pub last_error: Option<(SystemTime, String)>,
-}
-
-/// Everything the admin listener reads and acts on.
-#[derive(Debug)]
-pub struct Live {
-    /// When the process started.
-    pub started: SystemTime,
-    /// The serving snapshot.
-    pub store: Store,
-    /// DNS counters.
-    pub dns: Arc<Stats>,
-    /// The health engine's outputs.
-    pub out: Outputs,
-    /// The relays in config order (a reload replaces the list).
-    pub relays: Arc<ArcSwap<Vec<Arc<Relay>>>>,
-    /// The engine in force (replaced by reloads).
-    pub engine: tokio::sync::Mutex<Option<Handle>>,
-    /// First probe round done and listeners bound.
-    pub ready: AtomicBool,
-    /// The config in force.
-    pub loaded: ArcSwap<Loaded>,
-    /// Serializes admin-state writes and reloads.
-    pub admin_lock: tokio::sync::Mutex<()>,
-    /// The process's shutdown token (engines run on child tokens).
-    pub token: CancellationToken,
-    /// `mailns demo`'s simulated servers (fail/heal from the dashboard).
-    pub demo: Option<Arc<crate::demo::Farm>>,
-    /// Who may transfer which zone (swapped on reload).
-    pub transfers: Arc<ArcSwap<crate::dns::xfr::TransferPolicy>>,
-    /// DNS rate limiting and cookies (swapped on reload).
-    pub edge: Arc<ArcSwap<crate::dns::Edge>>,
-    /// The cookie secret used when the config names none (one per process).
-    pub cookie_fallback: crate::dns::cookie::Secret,
-    /// Every listener (None once shutting down).
-    pub listeners: tokio::sync::Mutex<Option<crate::listeners::Listeners>>,
-}
 
 /// An admin reply (every body is small and built whole).
 pub type Reply = Response<Full<Bytes>>;
@@ -131,9 +79,11 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, token: CancellationTo
         write_timeout: Duration::from_secs(10),
         keep_alive: true,
     };
-    let handler = move |req, peer| {
+    let handler = move |req: Request<Incoming>, peer: SocketAddr| {
         let live = live.clone();
-        async move { route(&live, req, peer).await }
+        // Every event of a request carries who asked for what.
+        let span = info_span!("admin", %peer, method = %req.method(), path = req.uri().path());
+        async move { route(&live, req).await }.instrument(span)
     };
     crate::httpconn::serve("admin", listener, slots, limits, handler, token).await;
 }
@@ -184,7 +134,7 @@ pub enum Route {
         /// The simulated server.
         server: String,
         /// What to do to it.
-        action: crate::demo::Action,
+        action: DemoAction,
     },
     /// An authorized `POST /api/v1/servers/{server}/state`; the body names the state.
     SetState {
@@ -260,7 +210,7 @@ pub fn decide(method: &Method, path: &str, headers: &HeaderMap, policy: &Policy<
 }
 
 /// Carries out what `decide` chose.
-async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
+async fn route(live: &Arc<Live>, req: Request<Incoming>) -> Reply {
     let decision = {
         let loaded = live.loaded.load();
         let admin = &loaded.config.admin;
@@ -285,10 +235,15 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Re
             }
         }
         Route::Reload => {
-            info!(%peer, "admin: reload requested");
-            match crate::runtime::reload(live).await {
-                Ok(()) => json(StatusCode::OK, &serde_json::json!({ "reloaded": true })),
-                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+            info!("admin: reload requested");
+            let (done, outcome) = oneshot::channel();
+            if live.commands.send(Command::Reload { done }).await.is_err() {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+            }
+            match outcome.await {
+                Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({ "reloaded": true })),
+                Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+                Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
             }
         }
         Route::Demo { server, action } => demo_action(live, server, action).await,
@@ -303,7 +258,7 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Re
                     "expected a body of ready, drain or maint (or {\"state\": \"drain\"})",
                 );
             };
-            set_state(live, &server, state, peer).await
+            set_state(live, &server, state).await
         }
     }
 }
@@ -372,7 +327,7 @@ fn demo_route(demo: bool, rest: &str) -> Route {
             "use /api/v1/demo/servers/{name}/{fail|heal|fail-owa}",
         ));
     };
-    match crate::demo::Action::parse(action) {
+    match DemoAction::parse(action) {
         Some(action) => Route::Demo {
             server: server.to_string(),
             action,
@@ -385,7 +340,7 @@ fn demo_route(demo: bool, rest: &str) -> Route {
 }
 
 /// Acts on a simulated server.
-async fn demo_action(live: &Live, server: String, action: crate::demo::Action) -> Reply {
+async fn demo_action(live: &Live, server: String, action: DemoAction) -> Reply {
     let Some(farm) = live.demo.clone() else {
         return error(StatusCode::NOT_FOUND, "not in demo mode");
     };
@@ -416,7 +371,7 @@ pub fn parse_state(body: &[u8]) -> Option<AdminState> {
 /// Has the engine apply the new state, then persists it; answers once it is published. If the
 /// state file cannot be written, the previous state is put back and nothing has changed: what
 /// the file says and what is served never disagree for longer than the request.
-async fn set_state(live: &Live, name: &str, state: AdminState, peer: SocketAddr) -> Reply {
+async fn set_state(live: &Live, name: &str, state: AdminState) -> Reply {
     let _guard = live.admin_lock.lock().await;
     let before = live
         .out
@@ -445,7 +400,11 @@ async fn set_state(live: &Live, name: &str, state: AdminState, peer: SocketAddr)
         let _ = apply_state(live, name, before).await;
         return error(StatusCode::INTERNAL_SERVER_ERROR, e);
     }
-    info!(%peer, server = name, state = state.as_str(), "admin: server state set");
+    info!(
+        server = name,
+        state = state.as_str(),
+        "admin: server state set"
+    );
     json(
         StatusCode::OK,
         &serde_json::json!({ "server": name, "admin": state }),

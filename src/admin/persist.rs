@@ -20,7 +20,7 @@ pub type Overrides = BTreeMap<String, AdminState>;
 struct File {
     /// Format version.
     version: u32,
-    /// The states.
+    /// Each server's admin state as last set through the API.
     servers: Overrides,
 }
 

@@ -5,17 +5,22 @@
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::Live;
-use crate::config::{AdminState, CheckKind};
-use crate::health::answer::rotate;
-use crate::health::engine::ProbeReport;
+use crate::app::{Live, Loaded};
+use crate::config::relay::RelayKind;
+use crate::config::{AdminState, CheckKind, HealthConfig};
+use crate::health::answer::{rotate, Selection, Step};
+use crate::health::report::ProbeReport;
 use crate::health::Status;
+use crate::relay::server::Relay;
+use crate::state::Snapshot;
+use crate::tls::front::TlsMode;
 
-/// The document.
+/// `/api/v1/status`: the whole state the dashboard draws, as one JSON document.
 #[derive(Debug, Serialize)]
 pub struct StatusDoc {
     /// mailns's version.
@@ -42,7 +47,7 @@ pub struct StatusDoc {
     pub dns: DnsDoc,
     /// `mailns demo` only: the simulated servers.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub demo: Option<Vec<crate::demo::DemoView>>,
+    pub demo: Option<Vec<crate::app::DemoView>>,
 }
 
 /// Config state.
@@ -65,7 +70,7 @@ pub struct ConfigDoc {
 /// A failed reload.
 #[derive(Debug, Serialize)]
 pub struct ReloadErrorDoc {
-    /// When.
+    /// When the reload failed (RFC 3339, UTC).
     pub at: String,
     /// `path:line: message` lines.
     pub message: String,
@@ -74,11 +79,11 @@ pub struct ReloadErrorDoc {
 /// One server (a `[[server]]`, or a checked address no `[[server]]` names).
 #[derive(Debug, Serialize)]
 pub struct ServerDoc {
-    /// Its name.
+    /// The `[[server]]` name, or the address of a checked address no `[[server]]` names.
     pub name: String,
-    /// Its addresses.
+    /// The addresses its checks probe (the zone's A/AAAA records of its service names).
     pub addresses: Vec<IpAddr>,
-    /// Its site.
+    /// Its site, for site-aware answers (None: no site).
     pub site: Option<String>,
     /// Named by a `[[server]]` (admin actions apply only to those).
     pub configured: bool,
@@ -124,7 +129,7 @@ pub struct CheckDoc {
 /// One health-driven name.
 #[derive(Debug, Serialize)]
 pub struct ServiceDoc {
-    /// The name.
+    /// The health-driven name, fully qualified.
     pub name: String,
     /// TTL of its answers.
     pub ttl: u32,
@@ -148,26 +153,26 @@ pub struct AnswerDoc {
 /// One relay.
 #[derive(Debug, Serialize)]
 pub struct RelayDoc {
-    /// Its name.
+    /// The `[[relay]]` name.
     pub name: String,
     /// tcp or smtp.
     pub kind: &'static str,
     /// passthrough, offload or reencrypt.
     pub tls: &'static str,
-    /// Its listeners.
+    /// The addresses it accepts on.
     pub listen: Vec<String>,
     /// Clients refused (allow-list, limits, no usable backend).
     pub refused: u64,
-    /// Its backends.
+    /// Its servers, in the relay's order, with their counters.
     pub servers: Vec<BackendDoc>,
 }
 
 /// One relay backend.
 #[derive(Debug, Serialize)]
 pub struct BackendDoc {
-    /// Its name.
+    /// The `[[server]]` name.
     pub name: String,
-    /// Its address.
+    /// The address the relay connects to.
     pub address: IpAddr,
     /// Takes new connections.
     pub usable: bool,
@@ -199,9 +204,9 @@ pub struct CertDoc {
 /// One transition.
 #[derive(Debug, Serialize)]
 pub struct TransitionDoc {
-    /// When.
+    /// When the change happened (RFC 3339, UTC).
     pub at: String,
-    /// The server.
+    /// The server's name (its address when no `[[server]]` names it).
     pub server: String,
     /// The checks, or "admin".
     pub what: String,
@@ -233,7 +238,7 @@ pub struct DnsDoc {
 /// Response rate limiting in `/api/v1/status`.
 #[derive(Debug, serde::Serialize)]
 pub struct RrlDoc {
-    /// On.
+    /// Rate limiting is configured (`[dns.rrl]`).
     pub enabled: bool,
     /// Responses a second per bucket.
     pub rate: u32,
@@ -248,7 +253,7 @@ pub struct RrlDoc {
 /// DNS cookies in `/api/v1/status`.
 #[derive(Debug, serde::Serialize)]
 pub struct CookiesDoc {
-    /// On.
+    /// DNS cookies are answered (`[dns.cookies]`).
     pub enabled: bool,
     /// Queries with a valid server cookie.
     pub valid: u64,
@@ -333,10 +338,46 @@ fn check_rows(reports: &[ProbeReport], addrs: &[IpAddr]) -> Vec<CheckDoc> {
 pub fn build(live: &Live) -> StatusDoc {
     let reports = live.out.reports.borrow().clone();
     let health = live.out.health.load_full();
-    let loaded = live.loaded.load_full();
     let snap = live.store.load_full();
+    let relays = live.relays.load_full();
+    StatusDoc {
+        version: env!("CARGO_PKG_VERSION"),
+        now: time(SystemTime::now()),
+        started_at: time(live.started),
+        ready: live.ready.load(Ordering::Relaxed),
+        config: config_doc(&live.loaded.load_full()),
+        servers: server_docs(&health, &reports),
+        services: service_docs(&snap),
+        relays: relay_docs(&relays, &snap),
+        certificates: certificate_docs(&relays, &reports, &health),
+        transitions: transition_docs(live),
+        dns: dns_doc(live),
+        demo: live.demo.as_ref().map(|f| f.view()),
+    }
+}
 
-    // Servers: every [[server]], then checked addresses no [[server]] names.
+/// The config in force, and how the last reload went.
+fn config_doc(loaded: &Loaded) -> ConfigDoc {
+    ConfigDoc {
+        file: loaded.config.path.display().to_string(),
+        zone_files: loaded
+            .config
+            .zones
+            .iter()
+            .map(|z| z.file.display().to_string())
+            .collect(),
+        loaded_at: time(loaded.at),
+        reloads: loaded.reloads,
+        last_reload_error: loaded.last_error.as_ref().map(|(at, m)| ReloadErrorDoc {
+            at: time(*at),
+            message: m.clone(),
+        }),
+        admin_actions: loaded.config.admin.token.is_some(),
+    }
+}
+
+/// Every `[[server]]`, then the checked addresses no `[[server]]` names; worst state first.
+fn server_docs(health: &HealthConfig, reports: &[ProbeReport]) -> Vec<ServerDoc> {
     let mut servers: Vec<ServerDoc> = Vec::new();
     let mut named: Vec<IpAddr> = Vec::new();
     for s in &health.servers {
@@ -347,7 +388,7 @@ pub fn build(live: &Live) -> StatusDoc {
             s.addresses.clone(),
             s.site.clone(),
             s.admin,
-            check_rows(&reports, &s.addresses),
+            check_rows(reports, &s.addresses),
         ));
     }
     let mut loose: Vec<IpAddr> = reports
@@ -364,19 +405,22 @@ pub fn build(live: &Live) -> StatusDoc {
             vec![a],
             None,
             AdminState::Ready,
-            check_rows(&reports, &[a]),
+            check_rows(reports, &[a]),
         ));
     }
     servers.sort_by(|a, b| (rank(a.state), &a.name).cmp(&(rank(b.state), &b.name)));
+    servers
+}
 
-    let services = snap
-        .services
+/// Each health-driven name: the step in force and the first rotation's answer.
+fn service_docs(snap: &Snapshot) -> Vec<ServiceDoc> {
+    snap.services
         .iter()
         .map(|v| {
-            let doc = |sel: &Option<crate::health::answer::Selection>| {
+            let doc = |sel: &Option<Selection>| {
                 sel.as_ref().map(|s| AnswerDoc {
                     step: s.step.as_str(),
-                    degraded: s.step != crate::health::answer::Step::Healthy,
+                    degraded: s.step != Step::Healthy,
                     answer: rotate(&s.tiers, 0, v.cap),
                 })
             };
@@ -387,35 +431,25 @@ pub fn build(live: &Live) -> StatusDoc {
                 aaaa: doc(&v.aaaa),
             }
         })
-        .collect();
+        .collect()
+}
 
-    let mut certificates = Vec::new();
-    let relays = live
-        .relays
-        .load()
+/// Each relay, with its backends' counters and whether they take new connections.
+fn relay_docs(relays: &[Arc<Relay>], snap: &Snapshot) -> Vec<RelayDoc> {
+    relays
         .iter()
         .map(|r| {
             let views = snap.relays.get(r.index());
-            if let Some(front) = &r.front {
-                for c in &front.resolver.0.load().certs {
-                    certificates.push(CertDoc {
-                        source: format!("relay {} ({})", r.def.name, c.file.display()),
-                        names: c.names.clone(),
-                        not_after: time(unix(c.not_after)),
-                        days_left: c.days_left(),
-                    });
-                }
-            }
             RelayDoc {
                 name: r.def.name.clone(),
                 kind: match r.def.kind {
-                    crate::config::relay::RelayKind::Tcp => "tcp",
-                    crate::config::relay::RelayKind::Smtp => "smtp",
+                    RelayKind::Tcp => "tcp",
+                    RelayKind::Smtp => "smtp",
                 },
                 tls: match r.def.tls.as_ref().map(|t| t.mode) {
-                    None | Some(crate::config::relay::TlsMode::Passthrough) => "passthrough",
-                    Some(crate::config::relay::TlsMode::Offload) => "offload",
-                    Some(crate::config::relay::TlsMode::Reencrypt) => "reencrypt",
+                    None | Some(TlsMode::Passthrough) => "passthrough",
+                    Some(TlsMode::Offload) => "offload",
+                    Some(TlsMode::Reencrypt) => "reencrypt",
                 },
                 listen: r.def.listen.iter().map(ToString::to_string).collect(),
                 refused: r.stats.refused.load(Ordering::Relaxed),
@@ -442,8 +476,30 @@ pub fn build(live: &Live) -> StatusDoc {
                     .collect(),
             }
         })
-        .collect();
-    for r in reports.iter() {
+        .collect()
+}
+
+/// The relays' certificates and those backends presented to https checks, soonest expiry first.
+fn certificate_docs(
+    relays: &[Arc<Relay>],
+    reports: &[ProbeReport],
+    health: &HealthConfig,
+) -> Vec<CertDoc> {
+    let mut certificates = Vec::new();
+    for r in relays {
+        let Some(front) = &r.front else {
+            continue;
+        };
+        for c in &front.resolver.0.load().certs {
+            certificates.push(CertDoc {
+                source: format!("relay {} ({})", r.def.name, c.file.display()),
+                names: c.names.clone(),
+                not_after: time(unix(c.not_after)),
+                days_left: c.days_left(),
+            });
+        }
+    }
+    for r in reports {
         let Some(not_after) = r.last.as_ref().and_then(|l| l.cert_not_after) else {
             continue;
         };
@@ -467,9 +523,12 @@ pub fn build(live: &Live) -> StatusDoc {
         });
     }
     certificates.sort_by_key(|c| c.days_left);
+    certificates
+}
 
-    let transitions = live
-        .out
+/// The kept transitions, newest first.
+fn transition_docs(live: &Live) -> Vec<TransitionDoc> {
+    live.out
         .transitions
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -483,67 +542,38 @@ pub fn build(live: &Live) -> StatusDoc {
             to: t.to,
             detail: t.detail.clone(),
         })
-        .collect();
+        .collect()
+}
 
+/// DNS counters: responses by rcode, drops, rate limiting, cookies.
+fn dns_doc(live: &Live) -> DnsDoc {
+    let dns = &live.dns;
     let mut responses = std::collections::BTreeMap::new();
     for i in 0..crate::dns::RCODES {
-        let n = live
-            .dns
-            .sum(|c| c.rcodes.get(i).unwrap_or(&crate::dns::UNCOUNTED));
+        let n = dns.sum(|c| c.rcodes.get(i).unwrap_or(&crate::dns::UNCOUNTED));
         if n > 0 {
             responses.insert(rcode_name(i), n);
         }
     }
-
-    StatusDoc {
-        version: env!("CARGO_PKG_VERSION"),
-        now: time(SystemTime::now()),
-        started_at: time(live.started),
-        ready: live.ready.load(Ordering::Relaxed),
-        config: ConfigDoc {
-            file: loaded.config.path.display().to_string(),
-            zone_files: loaded
-                .config
-                .zones
-                .iter()
-                .map(|z| z.file.display().to_string())
-                .collect(),
-            loaded_at: time(loaded.at),
-            reloads: loaded.reloads,
-            last_reload_error: loaded.last_error.as_ref().map(|(at, m)| ReloadErrorDoc {
-                at: time(*at),
-                message: m.clone(),
-            }),
-            admin_actions: loaded.config.admin.token.is_some(),
+    let edge = live.edge.load();
+    let settings = edge.rrl.as_ref().map(|l| l.settings().clone());
+    DnsDoc {
+        responses,
+        dropped: dns.sum(|c| &c.dropped),
+        rrl: RrlDoc {
+            enabled: settings.is_some(),
+            rate: settings.as_ref().map_or(0, |s| s.rate),
+            slip: settings.as_ref().map_or(0, |s| s.slip),
+            dropped: dns.sum(|c| &c.rrl_dropped),
+            slipped: dns.sum(|c| &c.rrl_slipped),
         },
-        servers,
-        services,
-        relays,
-        certificates,
-        transitions,
-        dns: DnsDoc {
-            responses,
-            dropped: live.dns.sum(|c| &c.dropped),
-            rrl: {
-                let edge = live.edge.load();
-                let settings = edge.rrl.as_ref().map(|l| l.settings().clone());
-                RrlDoc {
-                    enabled: settings.is_some(),
-                    rate: settings.as_ref().map_or(0, |s| s.rate),
-                    slip: settings.as_ref().map_or(0, |s| s.slip),
-                    dropped: live.dns.sum(|c| &c.rrl_dropped),
-                    slipped: live.dns.sum(|c| &c.rrl_slipped),
-                }
-            },
-            cookies: CookiesDoc {
-                enabled: live.edge.load().cookies.is_some(),
-                valid: live.dns.sum(|c| &c.cookies_valid),
-                new: live.dns.sum(|c| &c.cookies_new),
-            },
-            tcp_refused: live.dns.sum(|c| &c.tcp_refused),
-            worker_restarts: live.dns.sum(|c| &c.restarts),
+        cookies: CookiesDoc {
+            enabled: edge.cookies.is_some(),
+            valid: dns.sum(|c| &c.cookies_valid),
+            new: dns.sum(|c| &c.cookies_new),
         },
-        demo: live.demo.as_ref().map(|f| f.view()),
+        tcp_refused: dns.sum(|c| &c.tcp_refused),
+        worker_restarts: dns.sum(|c| &c.restarts),
     }
 }
 

@@ -67,6 +67,44 @@ pub(super) fn validate(
     redirect: &[SocketAddr],
 ) -> AdminConfig {
     let base = cx.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let listen = admin_listen(cx, &raw, relays, dns, redirect);
+    let token_file = raw.token_file.as_ref().map(|t| base.join(t.get_ref()));
+    let token = match (&raw.token_file, &token_file) {
+        (Some(t), Some(file)) => read_token(cx, t, file),
+        _ => None,
+    };
+    if !listen.ip().is_loopback() && raw.token_file.is_none() {
+        cx.error(
+            raw.listen.as_ref().map(Spanned::span),
+            format!(
+                "admin.listen: {listen} is not a loopback address; set admin.token_file first \
+                 (the dashboard shows every server and admin actions must need a token)"
+            ),
+        );
+    }
+    let state_file = base.join(
+        raw.state_file
+            .as_ref()
+            .map_or(DEFAULT_STATE_FILE, |s| s.get_ref().as_str()),
+    );
+    let hosts = admin_hosts(cx, &raw.hosts);
+    AdminConfig {
+        listen,
+        token_file,
+        token,
+        state_file,
+        hosts,
+    }
+}
+
+/// `admin.listen` (127.0.0.1:8053 by default), colliding with no relay, DNS or redirect listener.
+fn admin_listen(
+    cx: &mut Cx<'_>,
+    raw: &RawAdmin,
+    relays: &[RelayDef],
+    dns: &[SocketAddr],
+    redirect: &[SocketAddr],
+) -> SocketAddr {
     let default = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, DEFAULT_PORT));
     let listen = match &raw.listen {
         None => default,
@@ -90,7 +128,7 @@ pub(super) fn validate(
         .find(|r| r.listen.iter().any(|y| overlaps(*y, listen)))
     {
         cx.error(
-            span.clone(),
+            span,
             format!(
                 "admin.listen: {listen} overlaps a listener of relay '{}'",
                 r.name
@@ -98,38 +136,35 @@ pub(super) fn validate(
         );
     } else if dns.iter().chain(redirect).any(|d| overlaps(*d, listen)) {
         cx.error(
-            span.clone(),
+            span,
             format!("admin.listen: {listen} overlaps the DNS or redirect listener"),
         );
     }
-    let mut token = None;
-    let token_file = raw.token_file.as_ref().map(|t| base.join(t.get_ref()));
-    if let (Some(t), Some(file)) = (&raw.token_file, &token_file) {
-        match super::edge::read_secret(file) {
-            Err(e) => cx.error(Some(t.span()), format!("admin.token_file: {e}")),
-            Ok(text) if text.trim().is_empty() => cx.error(
-                Some(t.span()),
-                format!("admin.token_file: {} is empty", file.display()),
-            ),
-            Ok(text) => token = Some(text.trim().to_string()),
+    listen
+}
+
+/// The bearer token from `file` (None, reported, when it cannot be read or is empty).
+fn read_token(cx: &mut Cx<'_>, key: &Spanned<String>, file: &Path) -> Option<String> {
+    match super::edge::read_secret(file) {
+        Err(e) => {
+            cx.error(Some(key.span()), format!("admin.token_file: {e}"));
+            None
         }
+        Ok(text) if text.trim().is_empty() => {
+            cx.error(
+                Some(key.span()),
+                format!("admin.token_file: {} is empty", file.display()),
+            );
+            None
+        }
+        Ok(text) => Some(text.trim().to_string()),
     }
-    if !listen.ip().is_loopback() && raw.token_file.is_none() {
-        cx.error(
-            span,
-            format!(
-                "admin.listen: {listen} is not a loopback address; set admin.token_file first \
-                 (the dashboard shows every server and admin actions must need a token)"
-            ),
-        );
-    }
-    let state_file = base.join(
-        raw.state_file
-            .as_ref()
-            .map_or(DEFAULT_STATE_FILE, |s| s.get_ref().as_str()),
-    );
+}
+
+/// `admin.hosts`: lowercase host names without the final dot.
+fn admin_hosts(cx: &mut Cx<'_>, raw: &[Spanned<String>]) -> Vec<String> {
     let mut hosts = Vec::new();
-    for h in &raw.hosts {
+    for h in raw {
         let name = h.get_ref().trim_end_matches('.').to_ascii_lowercase();
         let ok = !name.is_empty()
             && name.len() <= 253
@@ -150,11 +185,72 @@ pub(super) fn validate(
             );
         }
     }
-    AdminConfig {
-        listen,
-        token_file,
-        token,
-        state_file,
-        hosts,
+    hosts
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::config::testing::{errors, has, valid};
+
+    #[test]
+    fn defaults() {
+        let a = valid("").admin;
+        assert_eq!(a.listen, "127.0.0.1:8053".parse().unwrap());
+        assert_eq!(
+            a.state_file,
+            Path::new("/cfg/admin-state.json"),
+            "next to the config"
+        );
+        assert!(a.token.is_none() && a.token_file.is_none() && a.hosts.is_empty());
+    }
+
+    #[test]
+    fn the_token_is_read_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let a = valid(&format!(
+            "[admin]\ntoken_file = \"{}\"\nhosts = [\"Mailns1.Z.test.\"]\n",
+            file.display()
+        ))
+        .admin;
+        assert_eq!(a.token.as_deref(), Some("s3cret"));
+        assert_eq!(a.hosts, ["mailns1.z.test"]);
+        assert!(
+            !format!("{a:?}").contains("s3cret"),
+            "Debug never prints the token"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = errors(concat!(
+            "[admin]\nlisten = \"127.0.0.1:5353\"\ntoken_file = \"/nonexistent/token\"\n",
+            "hosts = [\"https://x.test\"]\n",
+        ));
+        assert!(has(&e, 5, "overlaps the DNS or redirect listener"), "{e:?}");
+        assert!(has(&e, 6, "admin.token_file:"), "{e:?}");
+        assert!(
+            has(&e, 7, "admin.hosts: 'https://x.test' is not a host name"),
+            "{e:?}"
+        );
+        let e = errors("[admin]\nlisten = \"[::]:9053\"\n");
+        assert!(
+            has(
+                &e,
+                5,
+                "is not a loopback address; set admin.token_file first"
+            ),
+            "{e:?}"
+        );
+        let e = errors("[admin]\nlisten = \"localhost\"\n");
+        assert!(
+            has(&e, 5, "admin.listen: 'localhost' is not an address:port"),
+            "{e:?}"
+        );
     }
 }

@@ -296,7 +296,6 @@ pub(crate) fn read_secret(file: &Path) -> Result<String, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 

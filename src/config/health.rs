@@ -16,6 +16,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::diag::{line_of, Diagnostic};
+use crate::tls::client::TlsCheck;
 
 // === raw ===
 
@@ -136,15 +137,6 @@ pub enum CheckKind {
     },
 }
 
-/// TLS settings of an https check.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TlsCheck {
-    /// Verify the chain and the name.
-    pub verify: bool,
-    /// CA bundle (None: the system bundle).
-    pub ca_file: Option<PathBuf>,
-}
-
 /// Timing and thresholds of a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Timing {
@@ -163,13 +155,13 @@ pub struct Timing {
 /// A validated check.
 #[derive(Debug, Clone)]
 pub struct CheckDef {
-    /// Its name.
+    /// The name services and relays refer to it by.
     pub name: String,
-    /// The dialogue.
+    /// The dialogue it runs (TCP connect, banner, SMTP, HTTP(S)).
     pub kind: CheckKind,
     /// Port probed.
     pub port: u16,
-    /// Timing.
+    /// Interval, timeout and rise/fall thresholds (`[health]`'s, unless the check says).
     pub timing: Timing,
 }
 
@@ -210,9 +202,9 @@ impl AdminState {
 /// A validated server.
 #[derive(Debug, Clone)]
 pub struct ServerDef {
-    /// Its name.
+    /// The name the dashboard, metrics and the admin API use.
     pub name: String,
-    /// Its addresses.
+    /// Its addresses: a zone record at one of them is this server.
     pub addresses: Vec<IpAddr>,
     /// Its site, if any.
     pub site: Option<String>,
@@ -304,7 +296,7 @@ pub struct HealthConfig {
     pub sentinel_reprobe: Duration,
     /// Checks by name.
     pub checks: Vec<CheckDef>,
-    /// Servers.
+    /// Names, sites, weights and admin states attached to addresses.
     pub servers: Vec<ServerDef>,
     /// Service names.
     pub services: Vec<ServiceDef>,
@@ -384,8 +376,53 @@ pub(super) fn validate(
     services: Vec<RawService>,
     zones: &[Name],
 ) -> HealthConfig {
-    let base = cx.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let defaults = Timing {
+    let defaults = Defaults {
+        timing: default_timing(cx, &raw),
+        ehlo: raw
+            .ehlo_name
+            .clone()
+            .unwrap_or_else(|| "mailns.invalid".to_string()),
+        base: cx.path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        // Host and SNI default to the namespace (the first zone's name), as a client reaching
+        // the server through the load-balanced name would send.
+        host: zones
+            .first()
+            .map(|z| z.to_ascii().trim_end_matches('.').to_string()),
+    };
+    let checks = validate_checks(cx, checks, &defaults);
+    let servers = validate_servers(cx, servers);
+    let services = validate_services(cx, services, &checks, &servers, zones);
+    HealthConfig {
+        startup_timeout: cx.duration(
+            &raw.startup_timeout,
+            "health.startup_timeout",
+            Duration::from_secs(3),
+        ),
+        sentinels: raw.sentinels.unwrap_or(true),
+        sentinel_reprobe: cx.duration(
+            &raw.sentinel_reprobe,
+            "health.sentinel_reprobe",
+            Duration::from_millis(100),
+        ),
+        checks,
+        servers,
+        services,
+    }
+}
+
+/// What a `[[check]]` takes from `[health]` and the rest of the config when it does not say.
+struct Defaults {
+    timing: Timing,
+    ehlo: String,
+    /// The config's folder: a relative `ca_file` is read from there.
+    base: PathBuf,
+    /// The namespace (first zone) without its final dot: the HTTP checks' Host and SNI.
+    host: Option<String>,
+}
+
+/// `[health]`'s timing, which every check inherits.
+fn default_timing(cx: &mut Cx<'_>, raw: &RawHealth) -> Timing {
+    Timing {
         interval: cx.duration(&raw.interval, "health.interval", Duration::from_secs(2)),
         timeout: cx.duration(&raw.timeout, "health.timeout", Duration::from_millis(1500)),
         rise: raw.rise.unwrap_or(2).max(1),
@@ -395,162 +432,161 @@ pub(super) fn validate(
             "health.fast_interval",
             Duration::from_millis(500),
         ),
-    };
-    let ehlo = raw
-        .ehlo_name
-        .unwrap_or_else(|| "mailns.invalid".to_string());
+    }
+}
 
-    let mut out_checks: Vec<CheckDef> = Vec::new();
+/// The `[[check]]` tables, each name once; a broken check is reported and left out.
+fn validate_checks(cx: &mut Cx<'_>, checks: Vec<RawCheck>, defaults: &Defaults) -> Vec<CheckDef> {
+    let mut out: Vec<CheckDef> = Vec::new();
     for c in checks {
         let name = c.name.get_ref().clone();
-        if out_checks.iter().any(|x| x.name == name) {
+        if out.iter().any(|x| x.name == name) {
             cx.err(
                 Some(c.name.span()),
                 format!("check '{name}' is defined twice"),
             );
             continue;
         }
-        let kind_s = c.kind.get_ref().as_str();
-        let http_only = c.path.is_some() || c.host.is_some() || c.expect_status.is_some();
-        let (kind, default_port) = match kind_s {
-            "tcp" => (CheckKind::Tcp, None),
-            "imap" => (
-                CheckKind::Banner {
-                    expect: c.expect.clone().unwrap_or_else(|| "* OK".into()),
-                    send: c.send.clone().unwrap_or_else(|| "a1 LOGOUT\r\n".into()),
-                },
-                Some(143),
+        if let Some(check) = validate_check(cx, &c, name, defaults) {
+            out.push(check);
+        }
+    }
+    out
+}
+
+/// One `[[check]]`: its dialogue, port and timing.
+fn validate_check(
+    cx: &mut Cx<'_>,
+    c: &RawCheck,
+    name: String,
+    defaults: &Defaults,
+) -> Option<CheckDef> {
+    let kind_s = c.kind.get_ref().as_str();
+    let (kind, default_port) = check_kind(cx, c, &name, defaults)?;
+    let http_only = c.path.is_some() || c.host.is_some() || c.expect_status.is_some();
+    if http_only && !matches!(kind, CheckKind::Http { .. }) {
+        cx.err(
+            Some(c.kind.span()),
+            format!(
+                "check '{name}': path, host and expect_status apply to http and https checks only"
             ),
-            "pop3" => (
-                CheckKind::Banner {
-                    expect: c.expect.clone().unwrap_or_else(|| "+OK".into()),
-                    send: c.send.clone().unwrap_or_else(|| "QUIT\r\n".into()),
-                },
-                Some(110),
-            ),
-            "banner" => {
-                let Some(expect) = c.expect.clone() else {
-                    cx.err(
-                        Some(c.kind.span()),
-                        format!(
-                            "check '{name}': a banner check needs `expect` (the greeting's prefix)"
-                        ),
-                    );
-                    continue;
-                };
-                (
-                    CheckKind::Banner {
-                        expect,
-                        send: c.send.clone().unwrap_or_default(),
-                    },
-                    None,
-                )
-            }
-            "smtp" => (
-                CheckKind::Smtp {
-                    ehlo: ehlo.clone(),
-                    mail_from: c.mail_from.clone(),
-                },
-                Some(25),
-            ),
-            "http" | "https" => {
-                let tls = (kind_s == "https").then(|| TlsCheck {
-                    verify: c.tls_verify.unwrap_or(true),
-                    ca_file: c.ca_file.as_ref().map(|f| base.join(f)),
-                });
-                let path = c.path.clone().unwrap_or_else(|| "/".into());
-                if !path.starts_with('/') {
-                    cx.err(
-                        Some(c.kind.span()),
-                        format!("check '{name}': path must start with '/'"),
-                    );
-                }
-                // Host and SNI default to the namespace (the first zone's name), as a client
-                // reaching the server through the load-balanced name would send.
-                let host = c.host.clone().or_else(|| {
-                    zones
-                        .first()
-                        .map(|z| z.to_ascii().trim_end_matches('.').to_string())
-                });
-                (
-                    CheckKind::Http {
-                        path,
-                        host,
-                        expect_status: c.expect_status.unwrap_or(200),
-                        expect_body: c.expect.clone(),
-                        tls,
-                    },
-                    Some(if kind_s == "https" { 443 } else { 80 }),
-                )
-            }
-            other => {
+        );
+    }
+    let Some(port) = c.port.or(default_port) else {
+        cx.err(
+            Some(c.kind.span()),
+            format!("check '{name}': a {kind_s} check needs a port"),
+        );
+        return None;
+    };
+    let inherited = &defaults.timing;
+    let timing = Timing {
+        interval: cx.duration(&c.interval, "check.interval", inherited.interval),
+        timeout: cx.duration(&c.timeout, "check.timeout", inherited.timeout),
+        rise: c.rise.unwrap_or(inherited.rise).max(1),
+        fall: c.fall.unwrap_or(inherited.fall).max(1),
+        fast_interval: cx.duration(
+            &c.fast_interval,
+            "check.fast_interval",
+            inherited.fast_interval,
+        ),
+    };
+    Some(CheckDef {
+        name,
+        kind,
+        port,
+        timing,
+    })
+}
+
+/// A check's dialogue from its `kind`, and the kind's usual port (None: the check must say).
+fn check_kind(
+    cx: &mut Cx<'_>,
+    c: &RawCheck,
+    name: &str,
+    defaults: &Defaults,
+) -> Option<(CheckKind, Option<u16>)> {
+    let banner = |expect: &str, send: &str| CheckKind::Banner {
+        expect: c.expect.clone().unwrap_or_else(|| expect.into()),
+        send: c.send.clone().unwrap_or_else(|| send.into()),
+    };
+    match c.kind.get_ref().as_str() {
+        "tcp" => Some((CheckKind::Tcp, None)),
+        "imap" => Some((banner("* OK", "a1 LOGOUT\r\n"), Some(143))),
+        "pop3" => Some((banner("+OK", "QUIT\r\n"), Some(110))),
+        "banner" => {
+            if c.expect.is_none() {
                 cx.err(
                     Some(c.kind.span()),
-                    format!("check '{name}': unknown kind '{other}' (tcp, banner, imap, pop3, smtp, http, https)"),
+                    format!(
+                        "check '{name}': a banner check needs `expect` (the greeting's prefix)"
+                    ),
                 );
-                continue;
+                return None;
             }
-        };
-        if http_only && !matches!(kind, CheckKind::Http { .. }) {
-            cx.err(Some(c.kind.span()), format!("check '{name}': path, host and expect_status apply to http and https checks only"));
+            Some((banner("", ""), None))
         }
-        let Some(port) = c.port.or(default_port) else {
+        "smtp" => Some((
+            CheckKind::Smtp {
+                ehlo: defaults.ehlo.clone(),
+                mail_from: c.mail_from.clone(),
+            },
+            Some(25),
+        )),
+        "http" => Some((http_kind(cx, c, name, defaults, false), Some(80))),
+        "https" => Some((http_kind(cx, c, name, defaults, true), Some(443))),
+        other => {
             cx.err(
                 Some(c.kind.span()),
-                format!("check '{name}': a {kind_s} check needs a port"),
+                format!("check '{name}': unknown kind '{other}' (tcp, banner, imap, pop3, smtp, http, https)"),
             );
-            continue;
-        };
-        let timing = Timing {
-            interval: cx.duration(&c.interval, "check.interval", defaults.interval),
-            timeout: cx.duration(&c.timeout, "check.timeout", defaults.timeout),
-            rise: c.rise.unwrap_or(defaults.rise).max(1),
-            fall: c.fall.unwrap_or(defaults.fall).max(1),
-            fast_interval: cx.duration(
-                &c.fast_interval,
-                "check.fast_interval",
-                defaults.fast_interval,
-            ),
-        };
-        out_checks.push(CheckDef {
-            name,
-            kind,
-            port,
-            timing,
-        });
+            None
+        }
     }
+}
 
-    let mut out_servers: Vec<ServerDef> = Vec::new();
+/// An http or https check's request and what it expects back.
+fn http_kind(
+    cx: &mut Cx<'_>,
+    c: &RawCheck,
+    name: &str,
+    defaults: &Defaults,
+    https: bool,
+) -> CheckKind {
+    let tls = https.then(|| TlsCheck {
+        verify: c.tls_verify.unwrap_or(true),
+        ca_file: c.ca_file.as_ref().map(|f| defaults.base.join(f)),
+    });
+    let path = c.path.clone().unwrap_or_else(|| "/".into());
+    if !path.starts_with('/') {
+        cx.err(
+            Some(c.kind.span()),
+            format!("check '{name}': path must start with '/'"),
+        );
+    }
+    CheckKind::Http {
+        path,
+        host: c.host.clone().or_else(|| defaults.host.clone()),
+        expect_status: c.expect_status.unwrap_or(200),
+        expect_body: c.expect.clone(),
+        tls,
+    }
+}
+
+/// The `[[server]]` tables: each name once, each address owned by one server.
+fn validate_servers(cx: &mut Cx<'_>, servers: Vec<RawServer>) -> Vec<ServerDef> {
+    let mut out: Vec<ServerDef> = Vec::new();
     let mut owner: HashMap<IpAddr, String> = HashMap::new();
     for s in servers {
         let name = s.name.get_ref().clone();
-        if out_servers.iter().any(|x| x.name == name) {
+        if out.iter().any(|x| x.name == name) {
             cx.err(
                 Some(s.name.span()),
                 format!("server '{name}' is defined twice"),
             );
             continue;
         }
-        let mut addresses = Vec::new();
-        for a in &s.addresses {
-            match a.get_ref().parse::<IpAddr>() {
-                Ok(ip) => {
-                    if let Some(other) = owner.insert(ip, name.clone()) {
-                        cx.err(
-                            Some(a.span()),
-                            format!(
-                                "server '{name}': address {ip} already belongs to server '{other}'"
-                            ),
-                        );
-                    }
-                    addresses.push(ip);
-                }
-                Err(_) => cx.err(
-                    Some(a.span()),
-                    format!("server '{name}': '{}' is not an IP address", a.get_ref()),
-                ),
-            }
-        }
+        let addresses = server_addresses(cx, &s, &name, &mut owner);
         let admin = match &s.state {
             None => AdminState::Ready,
             Some(st) => AdminState::parse(st.get_ref()).unwrap_or_else(|| {
@@ -564,7 +600,7 @@ pub(super) fn validate(
                 AdminState::Ready
             }),
         };
-        out_servers.push(ServerDef {
+        out.push(ServerDef {
             name,
             addresses,
             site: s.site,
@@ -572,12 +608,50 @@ pub(super) fn validate(
             admin,
         });
     }
-    let sites: HashSet<&str> = out_servers
-        .iter()
-        .filter_map(|s| s.site.as_deref())
-        .collect();
+    out
+}
 
-    let mut out_services: Vec<ServiceDef> = Vec::new();
+/// A server's addresses; `owner` records which server each address belongs to so far.
+fn server_addresses(
+    cx: &mut Cx<'_>,
+    s: &RawServer,
+    name: &str,
+    owner: &mut HashMap<IpAddr, String>,
+) -> Vec<IpAddr> {
+    let mut addresses = Vec::new();
+    for a in &s.addresses {
+        match a.get_ref().parse::<IpAddr>() {
+            Ok(ip) => {
+                if let Some(other) = owner.insert(ip, name.to_string()) {
+                    cx.err(
+                        Some(a.span()),
+                        format!(
+                            "server '{name}': address {ip} already belongs to server '{other}'"
+                        ),
+                    );
+                }
+                addresses.push(ip);
+            }
+            Err(_) => cx.err(
+                Some(a.span()),
+                format!("server '{name}': '{}' is not an IP address", a.get_ref()),
+            ),
+        }
+    }
+    addresses
+}
+
+/// The `[[service]]` tables: names inside a configured zone, each once, naming known checks
+/// and sites.
+fn validate_services(
+    cx: &mut Cx<'_>,
+    services: Vec<RawService>,
+    checks: &[CheckDef],
+    servers: &[ServerDef],
+    zones: &[Name],
+) -> Vec<ServiceDef> {
+    let sites: HashSet<&str> = servers.iter().filter_map(|s| s.site.as_deref()).collect();
+    let mut out: Vec<ServiceDef> = Vec::new();
     for s in services {
         let span = Some(s.name.span());
         let name = match super::fqdn_lower(s.name.get_ref()) {
@@ -596,119 +670,300 @@ pub(super) fn validate(
                 format!("service {name} is in none of the configured zones"),
             );
         }
-        if out_services.iter().any(|x| x.name == name) {
-            cx.err(span.clone(), format!("service {name} is defined twice"));
+        if out.iter().any(|x| x.name == name) {
+            cx.err(span, format!("service {name} is defined twice"));
             continue;
         }
-        for c in s.checks.get_ref() {
-            if !out_checks.iter().any(|x| &x.name == c) {
-                cx.err(
-                    Some(s.checks.span()),
-                    format!("service {name}: unknown check '{c}'"),
-                );
-            }
-        }
-        if let Some(site) = &s.site {
-            if !sites.contains(site.as_str()) {
-                cx.err(
-                    span.clone(),
-                    format!("service {name}: no server is in site '{site}'"),
-                );
-            }
-        }
-        let other_sites = match s.other_sites.as_ref().map(|o| o.get_ref().as_str()) {
-            None | Some("failover") => OtherSites::Failover,
-            Some("include") => OtherSites::Include,
-            Some(o) => {
-                cx.err(
-                    s.other_sites.as_ref().map(Spanned::span),
-                    format!("service {name}: other_sites '{o}' is not failover or include"),
-                );
-                OtherSites::Failover
-            }
-        };
-        let mut relay_addresses = Vec::new();
-        for a in s.relay_addresses.iter().flatten() {
-            match a.get_ref().parse::<IpAddr>() {
-                Ok(ip) => relay_addresses.push(ip),
-                Err(_) => cx.err(
-                    Some(a.span()),
-                    format!(
-                        "service {name}: relay address '{}' is not an IP address",
-                        a.get_ref()
-                    ),
-                ),
-            }
-        }
-        let fallback = match &s.fallback {
-            None => vec![Fallback::OtherSites, Fallback::Relay, Fallback::Zone],
-            Some(f) => {
-                let mut v = Vec::new();
-                for step in f.get_ref() {
-                    match Fallback::parse(step) {
-                        Some(x) => v.push(x),
-                        None => cx.err(
-                            Some(f.span()),
-                            format!("service {name}: unknown fallback step '{step}' (other-sites, relay, zone, empty, servfail)"),
-                        ),
-                    }
-                }
-                if v.contains(&Fallback::Relay)
-                    && relay_addresses.is_empty()
-                    && s.fallback.is_some()
-                {
-                    cx.err(
-                        Some(f.span()),
-                        format!("service {name}: fallback 'relay' needs relay_addresses"),
-                    );
-                }
-                v
-            }
-        };
-        let ttl = s.ttl.unwrap_or(30);
-        let max_answers = s.max_answers.unwrap_or(8).max(1);
-        let failover_delay = match &s.failover_delay {
-            None => Duration::ZERO,
-            Some(d) => match humantime::parse_duration(d.get_ref()) {
-                Ok(v) if v <= MAX_DURATION => v,
-                _ => {
-                    cx.err(
-                        Some(d.span()),
-                        format!(
-                        "service {name}: failover_delay '{}' is not a duration of at most a year",
-                        d.get_ref()
-                    ),
-                    );
-                    Duration::ZERO
-                }
-            },
-        };
-        out_services.push(ServiceDef {
-            name,
-            checks: s.checks.into_inner(),
-            ttl,
-            max_answers,
-            site: s.site,
-            other_sites,
-            failover_delay,
-            fallback,
-            relay_addresses,
-        });
+        out.push(validate_service(cx, s, name, checks, &sites));
     }
-    HealthConfig {
-        startup_timeout: cx.duration(
-            &raw.startup_timeout,
-            "health.startup_timeout",
-            Duration::from_secs(3),
-        ),
-        sentinels: raw.sentinels.unwrap_or(true),
-        sentinel_reprobe: cx.duration(
-            &raw.sentinel_reprobe,
-            "health.sentinel_reprobe",
-            Duration::from_millis(100),
-        ),
-        checks: out_checks,
-        servers: out_servers,
-        services: out_services,
+    out
+}
+
+/// One `[[service]]` whose name is valid and new: its checks, site, fallback chain and policy.
+fn validate_service(
+    cx: &mut Cx<'_>,
+    s: RawService,
+    name: Name,
+    checks: &[CheckDef],
+    sites: &HashSet<&str>,
+) -> ServiceDef {
+    for c in s.checks.get_ref() {
+        if !checks.iter().any(|x| &x.name == c) {
+            cx.err(
+                Some(s.checks.span()),
+                format!("service {name}: unknown check '{c}'"),
+            );
+        }
+    }
+    if let Some(site) = &s.site {
+        if !sites.contains(site.as_str()) {
+            cx.err(
+                Some(s.name.span()),
+                format!("service {name}: no server is in site '{site}'"),
+            );
+        }
+    }
+    let other_sites = match s.other_sites.as_ref().map(|o| o.get_ref().as_str()) {
+        None | Some("failover") => OtherSites::Failover,
+        Some("include") => OtherSites::Include,
+        Some(o) => {
+            cx.err(
+                s.other_sites.as_ref().map(Spanned::span),
+                format!("service {name}: other_sites '{o}' is not failover or include"),
+            );
+            OtherSites::Failover
+        }
+    };
+    let relay_addresses = relay_addresses(cx, &s, &name);
+    let fallback = fallback_chain(cx, &s, &name, &relay_addresses);
+    let failover_delay = failover_delay(cx, &s, &name);
+    ServiceDef {
+        name,
+        checks: s.checks.into_inner(),
+        ttl: s.ttl.unwrap_or(30),
+        max_answers: s.max_answers.unwrap_or(8).max(1),
+        site: s.site,
+        other_sites,
+        failover_delay,
+        fallback,
+        relay_addresses,
+    }
+}
+
+/// A service's `relay_addresses` (answered by the `relay` fallback step).
+fn relay_addresses(cx: &mut Cx<'_>, s: &RawService, name: &Name) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for a in s.relay_addresses.iter().flatten() {
+        match a.get_ref().parse::<IpAddr>() {
+            Ok(ip) => out.push(ip),
+            Err(_) => cx.err(
+                Some(a.span()),
+                format!(
+                    "service {name}: relay address '{}' is not an IP address",
+                    a.get_ref()
+                ),
+            ),
+        }
+    }
+    out
+}
+
+/// A service's fallback chain: the config's steps, or other-sites, relay, zone.
+fn fallback_chain(
+    cx: &mut Cx<'_>,
+    s: &RawService,
+    name: &Name,
+    relay_addresses: &[IpAddr],
+) -> Vec<Fallback> {
+    let Some(f) = &s.fallback else {
+        return vec![Fallback::OtherSites, Fallback::Relay, Fallback::Zone];
+    };
+    let mut v = Vec::new();
+    for step in f.get_ref() {
+        match Fallback::parse(step) {
+            Some(x) => v.push(x),
+            None => cx.err(
+                Some(f.span()),
+                format!("service {name}: unknown fallback step '{step}' (other-sites, relay, zone, empty, servfail)"),
+            ),
+        }
+    }
+    if v.contains(&Fallback::Relay) && relay_addresses.is_empty() {
+        cx.err(
+            Some(f.span()),
+            format!("service {name}: fallback 'relay' needs relay_addresses"),
+        );
+    }
+    v
+}
+
+/// How long a service waits before failing over to other sites (none by default).
+fn failover_delay(cx: &mut Cx<'_>, s: &RawService, name: &Name) -> Duration {
+    let Some(d) = &s.failover_delay else {
+        return Duration::ZERO;
+    };
+    match humantime::parse_duration(d.get_ref()) {
+        Ok(v) if v <= MAX_DURATION => v,
+        _ => {
+            cx.err(
+                Some(d.span()),
+                format!(
+                    "service {name}: failover_delay '{}' is not a duration of at most a year",
+                    d.get_ref()
+                ),
+            );
+            Duration::ZERO
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::testing::{errors, has, valid};
+
+    #[test]
+    fn checks_inherit_health_and_take_their_kind_defaults() {
+        let c = valid(concat!(
+            "[health]\ninterval = \"5s\"\nrise = 3\n",
+            "[[check]]\nname = \"owa\"\nkind = \"https\"\npath = \"/owa/healthcheck.htm\"\n",
+            "[[check]]\nname = \"imap\"\nkind = \"imap\"\nfall = 4\n",
+            "[[check]]\nname = \"smtp\"\nkind = \"smtp\"\n",
+        ));
+        let h = &c.health;
+        let owa = h.check("owa").unwrap();
+        assert_eq!(owa.port, 443);
+        assert_eq!(owa.timing.interval, Duration::from_secs(5), "from [health]");
+        assert_eq!(owa.timing.rise, 3);
+        assert_eq!(
+            owa.timing.timeout,
+            Duration::from_millis(1500),
+            "the default"
+        );
+        let CheckKind::Http {
+            host, tls, path, ..
+        } = &owa.kind
+        else {
+            panic!("{:?}", owa.kind)
+        };
+        assert_eq!(host.as_deref(), Some("z.test"), "the namespace");
+        assert_eq!(path, "/owa/healthcheck.htm");
+        assert!(
+            tls.as_ref().is_some_and(|t| t.verify),
+            "verified by default"
+        );
+        let imap = h.check("imap").unwrap();
+        assert_eq!(imap.port, 143);
+        assert_eq!(imap.timing.fall, 4);
+        assert_eq!(
+            imap.kind,
+            CheckKind::Banner {
+                expect: "* OK".into(),
+                send: "a1 LOGOUT\r\n".into()
+            }
+        );
+        let smtp = h.check("smtp").unwrap();
+        assert_eq!(smtp.port, 25);
+        assert!(matches!(&smtp.kind, CheckKind::Smtp { ehlo, .. } if ehlo == "mailns.invalid"));
+        assert!(h.sentinels, "on by default");
+        assert_eq!(h.startup_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn check_errors_name_the_line() {
+        let e = errors(concat!(
+            "[[check]]\nname = \"a\"\nkind = \"tcp\"\nport = 1\n",
+            "[[check]]\nname = \"a\"\nkind = \"tcp\"\nport = 1\n",
+            "[[check]]\nname = \"p\"\nkind = \"tcp\"\n",
+            "[[check]]\nname = \"b\"\nkind = \"banner\"\nport = 1\n",
+            "[[check]]\nname = \"c\"\nkind = \"ping\"\n",
+            "[[check]]\nname = \"d\"\nkind = \"tcp\"\nport = 1\npath = \"/x\"\n",
+            "[[check]]\nname = \"e\"\nkind = \"http\"\npath = \"x\"\ninterval = \"soon\"\n",
+        ));
+        assert!(has(&e, 9, "check 'a' is defined twice"), "{e:?}");
+        assert!(has(&e, 14, "check 'p': a tcp check needs a port"), "{e:?}");
+        assert!(has(&e, 17, "a banner check needs `expect`"), "{e:?}");
+        assert!(has(&e, 21, "unknown kind 'ping' (tcp, banner"), "{e:?}");
+        assert!(has(&e, 24, "apply to http and https checks only"), "{e:?}");
+        assert!(has(&e, 29, "check 'e': path must start with '/'"), "{e:?}");
+        assert!(
+            has(&e, 31, "check.interval: 'soon' is not a positive duration"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn servers() {
+        let c = valid(concat!(
+            "[[server]]\nname = \"ex1\"\naddresses = [\"127.0.1.1\", \"::1\"]\nsite = \"a\"\nweight = 40\nstate = \"drain\"\n",
+            "[[server]]\nname = \"ex2\"\naddresses = [\"127.0.1.2\"]\n",
+        ));
+        let ex1 = &c.health.servers[0];
+        assert_eq!(ex1.addresses.len(), 2);
+        assert_eq!(ex1.weight, 16, "capped");
+        assert_eq!(ex1.admin, AdminState::Drain);
+        let ex2 = &c.health.servers[1];
+        assert_eq!((ex2.weight, ex2.admin), (1, AdminState::Ready));
+        assert_eq!(
+            c.health
+                .server_of("127.0.1.2".parse().unwrap())
+                .map(|s| s.name.as_str()),
+            Some("ex2")
+        );
+    }
+
+    #[test]
+    fn server_errors() {
+        let e = errors(concat!(
+            "[[server]]\nname = \"ex1\"\naddresses = [\"127.0.1.1\"]\n",
+            "[[server]]\nname = \"ex2\"\naddresses = [\"127.0.1.1\", \"cas\"]\nstate = \"off\"\n",
+            "[[server]]\nname = \"ex1\"\naddresses = []\n",
+        ));
+        assert!(
+            has(&e, 9, "address 127.0.1.1 already belongs to server 'ex1'"),
+            "{e:?}"
+        );
+        assert!(has(&e, 9, "'cas' is not an IP address"), "{e:?}");
+        assert!(
+            has(&e, 10, "state 'off' is not ready, drain or maint"),
+            "{e:?}"
+        );
+        assert!(has(&e, 12, "server 'ex1' is defined twice"), "{e:?}");
+    }
+
+    #[test]
+    fn services() {
+        let c = valid(concat!(
+            "[[check]]\nname = \"owa\"\nkind = \"tcp\"\nport = 443\n",
+            "[[service]]\nname = \"OWA.z.test\"\nchecks = [\"owa\"]\n",
+            "[[service]]\nname = \"mail.z.test\"\nchecks = []\nfallback = [\"relay\", \"servfail\"]\n",
+            "relay_addresses = [\"127.0.2.1\"]\nfailover_delay = \"30s\"\nother_sites = \"include\"\n",
+        ));
+        let owa = &c.health.services[0];
+        assert_eq!(
+            owa.name.to_ascii(),
+            "owa.z.test.",
+            "lowercase, fully qualified"
+        );
+        assert_eq!((owa.ttl, owa.max_answers), (30, 8));
+        assert_eq!(
+            owa.fallback,
+            [Fallback::OtherSites, Fallback::Relay, Fallback::Zone]
+        );
+        assert_eq!(owa.failover_delay, Duration::ZERO);
+        let mail = &c.health.services[1];
+        assert_eq!(mail.fallback, [Fallback::Relay, Fallback::Servfail]);
+        assert_eq!(mail.failover_delay, Duration::from_secs(30));
+        assert_eq!(mail.other_sites, OtherSites::Include);
+        assert_eq!(mail.relay_addresses.len(), 1);
+    }
+
+    #[test]
+    fn service_errors() {
+        let e = errors(concat!(
+            "[[service]]\nname = \"owa.elsewhere.test\"\nchecks = [\"nope\"]\nsite = \"moon\"\n",
+            "[[service]]\nname = \"a.z.test\"\nchecks = []\nfallback = [\"relay\", \"pray\"]\n",
+            "failover_delay = \"later\"\nother_sites = \"never\"\n",
+            "[[service]]\nname = \"A.z.test\"\nchecks = []\n",
+        ));
+        assert!(has(&e, 5, "is in none of the configured zones"), "{e:?}");
+        assert!(has(&e, 6, "unknown check 'nope'"), "{e:?}");
+        assert!(has(&e, 5, "no server is in site 'moon'"), "{e:?}");
+        assert!(has(&e, 11, "unknown fallback step 'pray'"), "{e:?}");
+        assert!(
+            has(&e, 11, "fallback 'relay' needs relay_addresses"),
+            "{e:?}"
+        );
+        assert!(
+            has(&e, 12, "failover_delay 'later' is not a duration"),
+            "{e:?}"
+        );
+        assert!(
+            has(&e, 13, "other_sites 'never' is not failover or include"),
+            "{e:?}"
+        );
+        assert!(has(&e, 15, "service a.z.test. is defined twice"), "{e:?}");
     }
 }

@@ -21,6 +21,7 @@ use crate::zone::{load_zone, Zone};
 pub mod admin;
 pub mod edge;
 pub mod health;
+pub mod redirect;
 pub mod relay;
 
 pub use health::{
@@ -58,7 +59,7 @@ struct RawConfig {
     relays: Vec<relay::RawRelay>,
     /// The port 80 listener.
     #[serde(default)]
-    redirect: crate::redirect::RawRedirect,
+    redirect: redirect::RawRedirect,
     /// The dashboard, API and metrics listener.
     #[serde(default)]
     admin: admin::RawAdmin,
@@ -88,9 +89,9 @@ struct RawTsigKey {
 pub struct TsigKey {
     /// Its name, lowercase, fully qualified.
     pub name: Name,
-    /// Its algorithm.
+    /// The MAC algorithm (hmac-sha256 and friends).
     pub algorithm: hickory_proto::rr::rdata::tsig::TsigAlgorithm,
-    /// The secret.
+    /// The shared secret, decoded from base64.
     pub secret: Vec<u8>,
 }
 
@@ -198,6 +199,177 @@ struct RawZone {
     serial: Option<Spanned<String>>,
 }
 
+/// `dns.listen`: each address once (127.0.0.1:5353 when the list is empty).
+fn dns_listen(cx: &mut health::Cx<'_>, raw: Vec<Spanned<String>>) -> Vec<SocketAddr> {
+    let raw = if raw.is_empty() {
+        vec![Spanned::new(0..0, "127.0.0.1:5353".to_string())]
+    } else {
+        raw
+    };
+    let mut listen = Vec::new();
+    for l in raw {
+        match l.get_ref().parse::<SocketAddr>() {
+            Ok(a) if listen.contains(&a) => {
+                cx.error(Some(l.span()), format!("dns.listen: {a} is listed twice"));
+            }
+            Ok(a) => listen.push(a),
+            Err(_) => cx.error(
+                Some(l.span()),
+                format!("dns.listen: '{}' is not an address:port (e.g. \"127.0.0.1:5353\" or \"[::1]:53\")", l.get_ref()),
+            ),
+        }
+    }
+    listen
+}
+
+/// `dns.tcp_idle_timeout` (10 s by default).
+fn tcp_idle_timeout(cx: &mut health::Cx<'_>, raw: Option<&Spanned<String>>) -> Duration {
+    let default = Duration::from_secs(10);
+    let Some(s) = raw else {
+        return default;
+    };
+    match humantime::parse_duration(s.get_ref()) {
+        Ok(d) if !d.is_zero() && d <= health::MAX_DURATION => d,
+        _ => {
+            cx.error(
+                Some(s.span()),
+                format!("dns.tcp_idle_timeout: '{}' is not a positive duration of at most a year (e.g. \"10s\")", s.get_ref()),
+            );
+            default
+        }
+    }
+}
+
+/// The `[[zone]]` tables: each origin once.
+fn validate_zones(
+    cx: &mut health::Cx<'_>,
+    base: &Path,
+    raw: Vec<RawZone>,
+    keys: &[TsigKey],
+) -> Vec<ZoneConfig> {
+    let mut zones = Vec::new();
+    let mut seen = HashSet::new();
+    for z in raw {
+        let origin = match fqdn_lower(z.name.get_ref()) {
+            Ok(n) => n,
+            Err(e) => {
+                cx.error(
+                    Some(z.name.span()),
+                    format!("zone name '{}' is not a domain name: {e}", z.name.get_ref()),
+                );
+                continue;
+            }
+        };
+        if !seen.insert(origin.clone()) {
+            cx.error(
+                Some(z.name.span()),
+                format!("zone {origin} is configured twice"),
+            );
+            continue;
+        }
+        zones.push(validate_zone(cx, base, &z, origin, keys));
+    }
+    zones
+}
+
+/// One `[[zone]]` whose origin is valid and new: its file, transfers, NOTIFY and serial.
+fn validate_zone(
+    cx: &mut health::Cx<'_>,
+    base: &Path,
+    z: &RawZone,
+    origin: Name,
+    keys: &[TsigKey],
+) -> ZoneConfig {
+    let mut allow_transfer = Vec::new();
+    for a in &z.allow_transfer {
+        let s = a.get_ref();
+        let net = s
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match net {
+            Ok(n) => allow_transfer.push(n),
+            Err(_) => cx.error(
+                Some(a.span()),
+                format!("zone {origin}: allow_transfer: '{s}' is not an address or network (e.g. \"127.0.0.1\", \"127.0.0.0/8\")"),
+            ),
+        }
+    }
+    let transfer_key = z.transfer_key.as_ref().and_then(|k| {
+        let want = fqdn_lower(k.get_ref()).ok();
+        let found = keys.iter().find(|x| Some(&x.name) == want.as_ref());
+        if found.is_none() {
+            cx.error(
+                Some(k.span()),
+                format!(
+                    "zone {origin}: transfer_key '{}' is not a [[tsig_key]]",
+                    k.get_ref()
+                ),
+            );
+        }
+        found.cloned()
+    });
+    let mut notify = Vec::new();
+    for n in &z.notify {
+        let s = n.get_ref();
+        let addr = s.parse::<SocketAddr>().or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        });
+        match addr {
+            Ok(a) => notify.push(a),
+            Err(_) => cx.error(
+                Some(n.span()),
+                format!("zone {origin}: notify: '{s}' is not an address or address:port"),
+            ),
+        }
+    }
+    let serial_auto = match &z.serial {
+        None => false,
+        Some(s) if s.get_ref() == "auto" => true,
+        Some(s) => {
+            cx.error(
+                Some(s.span()),
+                format!("zone {origin}: serial: '{}' is not \"auto\" (leave it out to use the zone file's)", s.get_ref()),
+            );
+            false
+        }
+    };
+    ZoneConfig {
+        file: base.join(z.file.get_ref()),
+        line: line_of(cx.text, z.file.span().start),
+        origin,
+        allow_transfer,
+        transfer_key,
+        notify,
+        serial_auto,
+    }
+}
+
+/// `[process]`: the shutdown grace (30 s by default) and file watching.
+fn process_config(cx: &mut health::Cx<'_>, raw: &RawProcess) -> ProcessConfig {
+    let default = Duration::from_secs(30);
+    let shutdown_grace = match &raw.shutdown_grace {
+        None => default,
+        Some(s) => match humantime::parse_duration(s.get_ref()) {
+            Ok(d) if d <= health::MAX_DURATION => d,
+            _ => {
+                cx.error(
+                    Some(s.span()),
+                    format!(
+                        "process.shutdown_grace: '{}' is not a duration of at most a year (e.g. \"30s\", \"0s\")",
+                        s.get_ref()
+                    ),
+                );
+                default
+            }
+        },
+    };
+    ProcessConfig {
+        shutdown_grace,
+        watch: raw.watch,
+    }
+}
+
 /// A configured domain name: fully qualified, lowercase (how every table compares names).
 pub(crate) fn fqdn_lower(s: &str) -> Result<Name, hickory_proto::ProtoError> {
     let mut n = Name::from_ascii(s)?;
@@ -219,7 +391,7 @@ pub struct Config {
     /// TCP relays.
     pub relays: Vec<relay::RelayDef>,
     /// The port 80 listener (http to https, Outlook's autodiscover redirect).
-    pub redirect: crate::redirect::RedirectConfig,
+    pub redirect: redirect::RedirectConfig,
     /// The dashboard, API and metrics listener.
     pub admin: admin::AdminConfig,
     /// Process life.
@@ -301,153 +473,23 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut diags = Vec::new();
-        let at = |span: Range<usize>| Some(line_of(text, span.start));
-
-        let mut listen = Vec::new();
-        let raw_listen = if raw.dns.listen.is_empty() {
-            vec![Spanned::new(0..0, "127.0.0.1:5353".to_string())]
-        } else {
-            raw.dns.listen
-        };
-        for l in raw_listen {
-            match l.get_ref().parse::<SocketAddr>() {
-                Ok(a) if listen.contains(&a) => diags.push(Diagnostic::error(
-                    path,
-                    at(l.span()),
-                    format!("dns.listen: {a} is listed twice"),
-                )),
-                Ok(a) => listen.push(a),
-                Err(_) => diags.push(Diagnostic::error(
-                    path,
-                    at(l.span()),
-                    format!("dns.listen: '{}' is not an address:port (e.g. \"127.0.0.1:5353\" or \"[::1]:53\")", l.get_ref()),
-                )),
-            }
-        }
-        let tcp_idle_timeout = match raw.dns.tcp_idle_timeout {
-            None => Duration::from_secs(10),
-            Some(s) => match humantime::parse_duration(s.get_ref()) {
-                Ok(d) if !d.is_zero() && d <= health::MAX_DURATION => d,
-                _ => {
-                    diags.push(Diagnostic::error(
-                        path,
-                        at(s.span()),
-                        format!("dns.tcp_idle_timeout: '{}' is not a positive duration of at most a year (e.g. \"10s\")", s.get_ref()),
-                    ));
-                    Duration::from_secs(10)
-                }
-            },
-        };
-        if raw.dns.tcp_max_connections == 0 {
-            diags.push(Diagnostic::error(
-                path,
-                None,
-                "dns.tcp_max_connections must be at least 1",
-            ));
-        }
-        let udp_workers = match raw.dns.udp_workers {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        };
-
-        let keys = Self::tsig_keys(path, text, base, raw.tsig_keys, &mut diags);
-        let mut zones = Vec::new();
-        let mut seen = HashSet::new();
-        for z in raw.zones {
-            let line = line_of(text, z.file.span().start);
-            let origin = match fqdn_lower(z.name.get_ref()) {
-                Ok(n) => n,
-                Err(e) => {
-                    diags.push(Diagnostic::error(
-                        path,
-                        at(z.name.span()),
-                        format!("zone name '{}' is not a domain name: {e}", z.name.get_ref()),
-                    ));
-                    continue;
-                }
-            };
-            if !seen.insert(origin.clone()) {
-                diags.push(Diagnostic::error(
-                    path,
-                    at(z.name.span()),
-                    format!("zone {origin} is configured twice"),
-                ));
-                continue;
-            }
-            let mut allow_transfer = Vec::new();
-            for a in &z.allow_transfer {
-                let s = a.get_ref();
-                let net = s
-                    .parse::<ipnet::IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-                match net {
-                    Ok(n) => allow_transfer.push(n),
-                    Err(_) => diags.push(Diagnostic::error(
-                        path,
-                        at(a.span()),
-                        format!("zone {origin}: allow_transfer: '{s}' is not an address or network (e.g. \"127.0.0.1\", \"127.0.0.0/8\")"),
-                    )),
-                }
-            }
-            let transfer_key = z.transfer_key.as_ref().and_then(|k| {
-                let want = fqdn_lower(k.get_ref()).ok();
-                let found = keys.iter().find(|x| Some(&x.name) == want.as_ref());
-                if found.is_none() {
-                    diags.push(Diagnostic::error(
-                        path,
-                        at(k.span()),
-                        format!(
-                            "zone {origin}: transfer_key '{}' is not a [[tsig_key]]",
-                            k.get_ref()
-                        ),
-                    ));
-                }
-                found.cloned()
-            });
-            let mut notify = Vec::new();
-            for n in &z.notify {
-                let s = n.get_ref();
-                let addr = s.parse::<SocketAddr>().or_else(|_| {
-                    s.parse::<std::net::IpAddr>()
-                        .map(|ip| SocketAddr::new(ip, 53))
-                });
-                match addr {
-                    Ok(a) => notify.push(a),
-                    Err(_) => diags.push(Diagnostic::error(
-                        path,
-                        at(n.span()),
-                        format!("zone {origin}: notify: '{s}' is not an address or address:port"),
-                    )),
-                }
-            }
-            let serial_auto = match &z.serial {
-                None => false,
-                Some(s) if s.get_ref() == "auto" => true,
-                Some(s) => {
-                    diags.push(Diagnostic::error(
-                        path,
-                        at(s.span()),
-                        format!("zone {origin}: serial: '{}' is not \"auto\" (leave it out to use the zone file's)", s.get_ref()),
-                    ));
-                    false
-                }
-            };
-            zones.push(ZoneConfig {
-                origin,
-                file: base.join(z.file.get_ref()),
-                line,
-                allow_transfer,
-                transfer_key,
-                notify,
-                serial_auto,
-            });
-        }
-        let origins: Vec<Name> = zones.iter().map(|z| z.origin.clone()).collect();
         let mut cx = health::Cx {
             path,
             text,
             diags: &mut diags,
         };
+        let listen = dns_listen(&mut cx, raw.dns.listen);
+        let tcp_idle_timeout = tcp_idle_timeout(&mut cx, raw.dns.tcp_idle_timeout.as_ref());
+        if raw.dns.tcp_max_connections == 0 {
+            cx.error(None, "dns.tcp_max_connections must be at least 1".into());
+        }
+        let udp_workers = match raw.dns.udp_workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let keys = Self::tsig_keys(path, text, base, raw.tsig_keys, &mut *cx.diags);
+        let zones = validate_zones(&mut cx, base, raw.zones, &keys);
+        let origins: Vec<Name> = zones.iter().map(|z| z.origin.clone()).collect();
         let health = health::validate(
             &mut cx,
             raw.health,
@@ -457,7 +499,7 @@ impl Config {
             &origins,
         );
         let relays = relay::validate(&mut cx, raw.relays, &health, &listen);
-        let redirect = relay::validate_redirect(&mut cx, raw.redirect, &relays, &listen);
+        let redirect = redirect::validate(&mut cx, raw.redirect, &relays, &listen);
         let admin = admin::validate(&mut cx, raw.admin, &relays, &listen, &redirect.listen);
         let dns_edge = edge::dns_edge(
             &mut cx,
@@ -472,57 +514,37 @@ impl Config {
             raw.dns.tcp_max_connections.max(1),
             base,
         );
-        let process = ProcessConfig {
-            shutdown_grace: match &raw.process.shutdown_grace {
-                None => Duration::from_secs(30),
-                Some(s) => match humantime::parse_duration(s.get_ref()) {
-                    Ok(d) if d <= health::MAX_DURATION => d,
-                    _ => {
-                        cx.error(
-                            Some(s.span()),
-                            format!(
-                                "process.shutdown_grace: '{}' is not a duration of at most a year (e.g. \"30s\", \"0s\")",
-                                s.get_ref()
-                            ),
-                        );
-                        Duration::from_secs(30)
-                    }
-                },
-            },
-            watch: raw.process.watch,
-        };
+        let process = process_config(&mut cx, &raw.process);
         if zones.is_empty() {
-            diags.push(Diagnostic::error(
-                path,
+            cx.error(
                 None,
-                "no [[zone]] configured: there is nothing to serve",
-            ));
+                "no [[zone]] configured: there is nothing to serve".into(),
+            );
         }
-        if !diags.iter().any(Diagnostic::is_error) {
-            Ok(Self {
-                path: path.to_path_buf(),
-                dns: DnsConfig {
-                    listen,
-                    udp_workers,
-                    tcp_idle_timeout,
-                    tcp_max_connections: raw.dns.tcp_max_connections,
-                    tcp_max_per_client: dns_edge.tcp_max_per_client,
-                    tcp_io_timeout: dns_edge.tcp_io_timeout,
-                    client_prefixes: dns_edge.client_prefixes,
-                    rrl: dns_edge.rrl,
-                    cookies: dns_edge.cookies,
-                },
-                zones,
-                health,
-                relays,
-                redirect,
-                admin,
-                process,
-                warnings: diags,
-            })
-        } else {
-            Err(diags)
+        if diags.iter().any(Diagnostic::is_error) {
+            return Err(diags);
         }
+        Ok(Self {
+            path: path.to_path_buf(),
+            dns: DnsConfig {
+                listen,
+                udp_workers,
+                tcp_idle_timeout,
+                tcp_max_connections: raw.dns.tcp_max_connections,
+                tcp_max_per_client: dns_edge.tcp_max_per_client,
+                tcp_io_timeout: dns_edge.tcp_io_timeout,
+                client_prefixes: dns_edge.client_prefixes,
+                rrl: dns_edge.rrl,
+                cookies: dns_edge.cookies,
+            },
+            zones,
+            health,
+            relays,
+            redirect,
+            admin,
+            process,
+            warnings: diags,
+        })
     }
 
     /// Validates the `[[tsig_key]]` tables.
@@ -679,5 +701,159 @@ impl Config {
             }
         }
         out
+    }
+}
+
+/// Helpers for the per-table unit tests: a config of one zone plus the table under test.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::Path;
+
+    use super::Config;
+    use crate::diag::Diagnostic;
+
+    /// The zone every test config has (its file is never read: `parse` loads no zones).
+    pub(crate) const ZONE: &str = "[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n";
+
+    /// `ZONE` then `rest`, validated as `/cfg/m.toml`.
+    pub(crate) fn parse(rest: &str) -> Result<Config, Vec<Diagnostic>> {
+        Config::parse(Path::new("/cfg/m.toml"), &format!("{ZONE}{rest}"))
+    }
+
+    /// The config, which must be valid.
+    pub(crate) fn valid(rest: &str) -> Config {
+        match parse(rest) {
+            Ok(c) => c,
+            Err(d) => panic!("expected a valid config, got {d:#?}"),
+        }
+    }
+
+    /// The errors of an invalid config, as (line, message).
+    pub(crate) fn errors(rest: &str) -> Vec<(Option<usize>, String)> {
+        match parse(rest) {
+            Ok(c) => panic!("expected errors, got a valid config: {c:#?}"),
+            Err(d) => d
+                .into_iter()
+                .filter(Diagnostic::is_error)
+                .map(|d| (d.line, d.message))
+                .collect(),
+        }
+    }
+
+    /// True when one error is at `line` and contains `text`.
+    pub(crate) fn has(errors: &[(Option<usize>, String)], line: usize, text: &str) -> bool {
+        errors
+            .iter()
+            .any(|(l, m)| *l == Some(line) && m.contains(text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use super::testing::{errors, has, valid, ZONE};
+    use super::Config;
+
+    #[test]
+    fn dns_defaults() {
+        let c = valid("");
+        let local: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        assert_eq!(c.dns.listen, [local]);
+        assert_eq!(c.dns.tcp_idle_timeout, Duration::from_secs(10));
+        assert!(c.dns.udp_workers >= 1, "0 means one per CPU");
+        assert_eq!(c.process.shutdown_grace, Duration::from_secs(30));
+        assert!(!c.process.watch);
+    }
+
+    #[test]
+    fn dns_listen_errors_name_the_line() {
+        let e = errors(
+            "[dns]\nlisten = [\"127.0.0.1:5300\", \"127.0.0.1:5300\", \"nowhere\"]\ntcp_idle_timeout = \"0s\"\ntcp_max_connections = 0\n",
+        );
+        assert!(
+            has(&e, 5, "dns.listen: 127.0.0.1:5300 is listed twice"),
+            "{e:?}"
+        );
+        assert!(has(&e, 5, "'nowhere' is not an address:port"), "{e:?}");
+        assert!(
+            has(
+                &e,
+                6,
+                "dns.tcp_idle_timeout: '0s' is not a positive duration"
+            ),
+            "{e:?}"
+        );
+        assert!(e
+            .iter()
+            .any(|(_, m)| m.contains("tcp_max_connections must be at least 1")));
+    }
+
+    #[test]
+    fn zone_table() {
+        let c = valid(
+            "allow_transfer = [\"127.0.0.2\", \"127.0.1.0/24\"]\nnotify = [\"127.0.0.3\", \"127.0.0.4:5300\"]\nserial = \"auto\"\n",
+        );
+        let z = &c.zones[0];
+        assert_eq!(z.origin.to_ascii(), "z.test.");
+        assert_eq!(
+            z.file,
+            std::path::Path::new("/cfg/z.zone"),
+            "relative to the config"
+        );
+        assert_eq!(z.line, 3, "the line of `file`");
+        assert_eq!(z.allow_transfer.len(), 2);
+        assert_eq!(
+            z.notify[0],
+            "127.0.0.3:53".parse::<SocketAddr>().unwrap(),
+            "port 53 by default"
+        );
+        assert_eq!(z.notify[1].port(), 5300);
+        assert!(z.serial_auto);
+    }
+
+    #[test]
+    fn zone_errors() {
+        let e = errors(
+            "allow_transfer = [\"everyone\"]\ntransfer_key = \"k\"\nnotify = [\"x\"]\nserial = \"1\"\n[[zone]]\nname = \"Z.test.\"\nfile = \"again.zone\"\n",
+        );
+        assert!(
+            has(
+                &e,
+                4,
+                "allow_transfer: 'everyone' is not an address or network"
+            ),
+            "{e:?}"
+        );
+        assert!(
+            has(&e, 5, "transfer_key 'k' is not a [[tsig_key]]"),
+            "{e:?}"
+        );
+        assert!(has(&e, 6, "notify: 'x' is not an address"), "{e:?}");
+        assert!(has(&e, 7, "serial: '1' is not \"auto\""), "{e:?}");
+        assert!(has(&e, 9, "zone z.test. is configured twice"), "{e:?}");
+    }
+
+    #[test]
+    fn no_zone_and_bad_grace() {
+        let e = match Config::parse(
+            std::path::Path::new("/cfg/m.toml"),
+            "[process]\nshutdown_grace = \"forever\"\n",
+        ) {
+            Err(d) => d,
+            Ok(_) => panic!("valid"),
+        };
+        let text: Vec<String> = e.iter().map(|d| d.message.clone()).collect();
+        assert!(
+            text.iter().any(|m| m.contains("no [[zone]] configured")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|m| m.contains("process.shutdown_grace: 'forever'")),
+            "{text:?}"
+        );
+        assert!(ZONE.starts_with("[[zone]]"));
     }
 }

@@ -5,20 +5,21 @@
 //! across all of them (Exchange 2010 RPC: 135 and the two static ports must reach one server).
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::health::{Cx, HealthConfig, TlsCheck};
+use super::health::{Cx, HealthConfig};
+use crate::tls::client::TlsCheck;
+use crate::tls::front::{FrontTls, TlsMode};
 
 // The value types a relay's settings are made of live here, with the settings: config depends
 // on nothing above it, and the relay code imports them from here.
 
 /// Timeouts of one relayed connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// No bytes in either direction for this long: close.
     pub idle: Duration,
@@ -88,33 +89,6 @@ pub(super) struct RawCert {
     key: String,
 }
 
-/// Who terminates TLS on an HTTPS relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// Nobody in between: bytes pass untouched (the default, and Exchange's recommendation).
-    Passthrough,
-    /// mailns terminates TLS and relays plain HTTP to the backend.
-    Offload,
-    /// mailns terminates TLS and opens TLS to the backend.
-    Reencrypt,
-}
-
-/// TLS termination settings of a relay (`offload` or `reencrypt`).
-#[derive(Debug, Clone)]
-pub struct FrontTls {
-    /// Offload or re-encrypt.
-    pub mode: TlsMode,
-    /// (chain, key) PEM files; the first is the default certificate.
-    pub certificates: Vec<(PathBuf, PathBuf)>,
-    /// A client must finish its handshake within this.
-    pub handshake_timeout: Duration,
-    /// Re-encrypt: how the backend's certificate is checked.
-    pub backend: TlsCheck,
-    /// Re-encrypt: the name sent to and verified for the backend (None: the client's SNI, else
-    /// the first zone's name).
-    pub backend_sni: Option<String>,
-}
-
 /// `[[relay.route]]`: TLS server names and the servers for them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,9 +118,9 @@ pub enum OnServerDown {
 }
 
 /// A validated relay.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayDef {
-    /// Its name.
+    /// The name the dashboard, metrics and logs use; unique among relays.
     pub name: String,
     /// Plain TCP or SMTP VIP.
     pub kind: RelayKind,
@@ -190,7 +164,8 @@ pub struct RelayDef {
     pub tls: Option<FrontTls>,
 }
 
-fn euid_is_root() -> bool {
+/// mailns runs as root: ports below 1024 need no capability.
+pub(super) fn euid_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -212,272 +187,372 @@ pub(super) fn validate(
     let root = euid_is_root();
     for r in raw {
         let name = r.name.get_ref().clone();
-        let at = Some(r.name.span());
         if out.iter().any(|x| x.name == name) {
-            cx.error(at.clone(), format!("relay '{name}' is defined twice"));
+            cx.error(
+                Some(r.name.span()),
+                format!("relay '{name}' is defined twice"),
+            );
             continue;
         }
-        let kind = match r.kind.as_ref().map(|k| k.get_ref().as_str()) {
-            None | Some("tcp") => RelayKind::Tcp,
-            Some("smtp") => RelayKind::Smtp,
-            Some(other) => {
-                cx.error(
-                    r.kind.as_ref().map(Spanned::span),
-                    format!("relay '{name}': unknown kind '{other}' (tcp, smtp)"),
-                );
-                continue;
-            }
+        let Some(kind) = relay_kind(cx, &r, &name) else {
+            continue;
         };
-        let mut listen = Vec::new();
-        for l in r.listen.get_ref() {
-            match l.parse::<SocketAddr>() {
-                Ok(a) => {
-                    let clash = out
-                        .iter()
-                        .find(|x| x.listen.iter().any(|y| overlaps(*y, a)));
-                    if let Some(other) = clash {
-                        cx.error(
-                            Some(r.listen.span()),
-                            format!(
-                                "relay '{name}': {a} overlaps a listener of relay '{}'",
-                                other.name
-                            ),
-                        );
-                    } else if dns.iter().any(|d| overlaps(*d, a) && a.port() != 0) {
-                        cx.error(
-                            Some(r.listen.span()),
-                            format!(
-                                "relay '{name}': {a} overlaps the DNS listener (DNS also uses TCP)"
-                            ),
-                        );
-                    } else if listen.iter().any(|y| overlaps(*y, a)) {
-                        cx.error(
-                            Some(r.listen.span()),
-                            format!("relay '{name}': {a} is listed twice"),
-                        );
-                    } else {
-                        if a.port() != 0 && a.port() < 1024 && !root {
-                            cx.warn(
-                                Some(r.listen.span()),
-                                format!("relay '{name}': port {} needs root or CAP_NET_BIND_SERVICE (see the systemd unit)", a.port()),
-                            );
-                        }
-                        listen.push(a);
-                    }
-                }
-                Err(_) => cx.error(
-                    Some(r.listen.span()),
-                    format!("relay '{name}': '{l}' is not an address:port"),
-                ),
-            }
-        }
-        if listen.is_empty() {
-            cx.error(
-                Some(r.listen.span()),
-                format!("relay '{name}' has no listen address"),
-            );
-        }
-        let mut servers: Vec<(String, IpAddr, u32)> = Vec::new();
-        // The index of server `s` in `servers`, added on first use.
-        let mut index_of = |cx: &mut Cx<'_>, s: &String, span: std::ops::Range<usize>| {
-            if let Some(i) = servers.iter().position(|x| &x.0 == s) {
-                return Some(i);
-            }
-            match health.servers.iter().find(|x| &x.name == s) {
-                Some(def) => match def.addresses.first() {
-                    Some(&ip) => {
-                        servers.push((def.name.clone(), ip, def.weight));
-                        Some(servers.len() - 1)
-                    }
-                    None => {
-                        cx.error(
-                            Some(span),
-                            format!("relay '{name}': server '{s}' has no address"),
-                        );
-                        None
-                    }
-                },
-                None => {
-                    cx.error(
-                        Some(span),
-                        format!(
-                            "relay '{name}': unknown server '{s}' (define it in a [[server]] table)"
-                        ),
-                    );
-                    None
-                }
-            }
+        let taken = Taken {
+            relays: &out,
+            dns,
+            root,
         };
-        let mut default_pool = Vec::new();
-        if let Some(list) = &r.servers {
-            for s in list.get_ref() {
-                if let Some(i) = index_of(cx, s, list.span()) {
-                    default_pool.push(i);
-                }
-            }
-        }
-        let mut routes = Vec::new();
-        for rt in &r.route {
-            let mut pool = Vec::new();
-            for s in rt.servers.get_ref() {
-                if let Some(i) = index_of(cx, s, rt.servers.span()) {
-                    pool.push(i);
-                }
-            }
-            let mut names = Vec::new();
-            for n in rt.sni.get_ref() {
-                let n = n.trim_end_matches('.').to_ascii_lowercase();
-                let bare = n.strip_prefix("*.").unwrap_or(&n);
-                if bare.is_empty()
-                    || bare.contains('*')
-                    || !bare.split('.').all(|l| {
-                        !l.is_empty()
-                            && l.bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    })
-                {
-                    cx.error(
-                        Some(rt.sni.span()),
-                        format!("relay '{name}': '{n}' is not a host name or *.suffix"),
-                    );
-                    continue;
-                }
-                names.push(n);
-            }
-            if names.is_empty() || pool.is_empty() {
-                cx.error(
-                    Some(rt.sni.span()),
-                    format!("relay '{name}': a route needs sni names and servers"),
-                );
-            }
-            routes.push(Route {
-                names,
-                servers: pool,
-            });
-        }
-        if servers.is_empty() {
-            cx.error(at.clone(), format!("relay '{name}' has no servers"));
-        }
-        if !routes.is_empty() && kind == RelayKind::Smtp {
-            cx.error(
-                at.clone(),
-                format!("relay '{name}': SNI routes need TLS from the first byte; an SMTP relay has none"),
-            );
-        }
-        let checks = r
-            .checks
-            .as_ref()
-            .map(|c| c.get_ref().clone())
-            .unwrap_or_default();
-        for c in &checks {
-            if health.check(c).is_none() {
-                cx.error(
-                    r.checks.as_ref().map(Spanned::span),
-                    format!("relay '{name}': unknown check '{c}'"),
-                );
-            }
-        }
-        let balance = match r.balance.as_ref().map(|b| b.get_ref().as_str()) {
-            None | Some("source-hash") => Balance::SourceHash,
-            Some("round-robin") => Balance::RoundRobin,
-            Some("least-connections") => Balance::LeastConnections,
-            Some(o) => {
-                cx.error(r.balance.as_ref().map(Spanned::span), format!("relay '{name}': unknown balance '{o}' (source-hash, round-robin, least-connections)"));
-                Balance::SourceHash
-            }
-        };
-        let mut allow = Vec::new();
-        for a in r.allow.iter().flat_map(|a| a.get_ref()) {
-            let net = a
-                .parse::<IpNet>()
-                .or_else(|_| a.parse::<IpAddr>().map(IpNet::from));
-            match net {
-                Ok(n) => allow.push(n),
-                Err(_) => cx.error(
-                    r.allow.as_ref().map(Spanned::span),
-                    format!("relay '{name}': '{a}' is not an address or CIDR"),
-                ),
-            }
-        }
-        if kind == RelayKind::Smtp && allow.is_empty() {
-            cx.error(
-                at.clone(),
-                format!("relay '{name}': an SMTP relay needs `allow` (client addresses or CIDRs); without it the VIP would be an open relay"),
-            );
-        }
-        // Offload speaks plain HTTP to the backend: port 80 unless told otherwise.
-        let offload = r.tls.as_ref().is_some_and(|t| t.get_ref() == "offload");
-        let backend_port = r.backend_port.or(offload.then_some(80));
-        let backend_ports: Vec<Option<u16>> = match &r.backend_ports {
-            Some(p) if p.get_ref().len() == listen.len() => {
-                p.get_ref().iter().map(|&x| Some(x)).collect()
-            }
-            Some(p) => {
-                cx.error(
-                    Some(p.span()),
-                    format!("relay '{name}': backend_ports needs one port per listen address"),
-                );
-                vec![backend_port; listen.len()]
-            }
-            None => vec![backend_port; listen.len()],
-        };
-        let on_server_down = match r.on_server_down.as_ref().map(|o| o.get_ref().as_str()) {
-            None | Some("keep") => OnServerDown::Keep,
-            Some("close") => OnServerDown::Close,
-            Some(o) => {
-                cx.error(
-                    r.on_server_down.as_ref().map(Spanned::span),
-                    format!("relay '{name}': unknown on_server_down '{o}' (keep, close)"),
-                );
-                OnServerDown::Keep
-            }
-        };
-        let tls = front_tls(cx, &r, &name, kind);
-        let dur = |cx: &mut Cx<'_>, v: &Option<Spanned<String>>, key: &str, d: Duration| {
-            cx.duration(v, &format!("relay.{key}"), d)
-        };
-        out.push(RelayDef {
-            name,
-            kind,
-            listen,
-            servers,
-            default_pool,
-            routes,
-            sni_timeout: dur(cx, &r.sni_timeout, "sni_timeout", Duration::from_secs(5)),
-            backend_ports,
-            checks,
-            balance,
-            hash_key: r.hash_key.unwrap_or_else(|| "mailns".into()).into_bytes(),
-            connect_timeout: dur(
-                cx,
-                &r.connect_timeout,
-                "connect_timeout",
-                Duration::from_secs(1),
-            ),
-            retries: r.retries.unwrap_or(2),
-            timeouts: Timeouts {
-                idle: dur(
-                    cx,
-                    &r.idle_timeout,
-                    "idle_timeout",
-                    Duration::from_secs(3600),
-                ),
-                half_closed: dur(
-                    cx,
-                    &r.half_close_timeout,
-                    "half_close_timeout",
-                    Duration::from_secs(60),
-                ),
-            },
-            max_connections: r.max_connections.unwrap_or(10_000).max(1),
-            max_per_client: r.max_per_client.unwrap_or(1_000).max(1),
-            allow,
-            proxy_protocol: r.proxy_protocol.unwrap_or(false),
-            on_server_down,
-            tls,
-        });
+        let listen = listen_addresses(cx, &r, &name, &taken);
+        let def = validate_relay(cx, r, name, kind, listen, health);
+        out.push(def);
     }
     out
+}
+
+/// What a relay's listeners must not overlap, and whether low ports can be bound.
+struct Taken<'a> {
+    /// The relays validated so far.
+    relays: &'a [RelayDef],
+    /// The DNS listeners (DNS uses TCP too).
+    dns: &'a [SocketAddr],
+    /// mailns runs as root (ports below 1024 need no capability).
+    root: bool,
+}
+
+/// One relay whose name is new and whose kind is known, with its validated listen addresses.
+fn validate_relay(
+    cx: &mut Cx<'_>,
+    r: RawRelay,
+    name: String,
+    kind: RelayKind,
+    listen: Vec<SocketAddr>,
+    health: &HealthConfig,
+) -> RelayDef {
+    let at = Some(r.name.span());
+    let mut pools = Pools::default();
+    let default_pool = match &r.servers {
+        Some(list) => pools.indices(cx, health, &name, list.get_ref(), list.span()),
+        None => Vec::new(),
+    };
+    let routes: Vec<Route> = r
+        .route
+        .iter()
+        .map(|rt| route(cx, rt, &name, health, &mut pools))
+        .collect();
+    if pools.servers.is_empty() {
+        cx.error(at.clone(), format!("relay '{name}' has no servers"));
+    }
+    if !routes.is_empty() && kind == RelayKind::Smtp {
+        cx.error(
+            at.clone(),
+            format!(
+                "relay '{name}': SNI routes need TLS from the first byte; an SMTP relay has none"
+            ),
+        );
+    }
+    let checks = relay_checks(cx, &r, &name, health);
+    let balance = balance(cx, &r, &name);
+    let allow = allow_list(cx, &r, &name);
+    if kind == RelayKind::Smtp && allow.is_empty() {
+        cx.error(
+            at,
+            format!("relay '{name}': an SMTP relay needs `allow` (client addresses or CIDRs); without it the VIP would be an open relay"),
+        );
+    }
+    let backend_ports = backend_ports(cx, &r, &name, listen.len());
+    let on_server_down = on_server_down(cx, &r, &name);
+    let tls = front_tls(cx, &r, &name, kind);
+    let dur = |cx: &mut Cx<'_>, v: &Option<Spanned<String>>, key: &str, d: Duration| {
+        cx.duration(v, &format!("relay.{key}"), d)
+    };
+    RelayDef {
+        kind,
+        listen,
+        servers: pools.servers,
+        default_pool,
+        routes,
+        sni_timeout: dur(cx, &r.sni_timeout, "sni_timeout", Duration::from_secs(5)),
+        backend_ports,
+        checks,
+        balance,
+        hash_key: r.hash_key.unwrap_or_else(|| "mailns".into()).into_bytes(),
+        connect_timeout: dur(
+            cx,
+            &r.connect_timeout,
+            "connect_timeout",
+            Duration::from_secs(1),
+        ),
+        retries: r.retries.unwrap_or(2),
+        timeouts: Timeouts {
+            idle: dur(
+                cx,
+                &r.idle_timeout,
+                "idle_timeout",
+                Duration::from_secs(3600),
+            ),
+            half_closed: dur(
+                cx,
+                &r.half_close_timeout,
+                "half_close_timeout",
+                Duration::from_secs(60),
+            ),
+        },
+        max_connections: r.max_connections.unwrap_or(10_000).max(1),
+        max_per_client: r.max_per_client.unwrap_or(1_000).max(1),
+        allow,
+        proxy_protocol: r.proxy_protocol.unwrap_or(false),
+        on_server_down,
+        tls,
+        name,
+    }
+}
+
+/// A relay's `kind` (tcp by default); None, reported, for an unknown one.
+fn relay_kind(cx: &mut Cx<'_>, r: &RawRelay, name: &str) -> Option<RelayKind> {
+    match r.kind.as_ref().map(|k| k.get_ref().as_str()) {
+        None | Some("tcp") => Some(RelayKind::Tcp),
+        Some("smtp") => Some(RelayKind::Smtp),
+        Some(other) => {
+            cx.error(
+                r.kind.as_ref().map(Spanned::span),
+                format!("relay '{name}': unknown kind '{other}' (tcp, smtp)"),
+            );
+            None
+        }
+    }
+}
+
+/// A relay's listen addresses: each once, overlapping no other relay's and no DNS listener.
+fn listen_addresses(
+    cx: &mut Cx<'_>,
+    r: &RawRelay,
+    name: &str,
+    taken: &Taken<'_>,
+) -> Vec<SocketAddr> {
+    let span = Some(r.listen.span());
+    let mut listen = Vec::new();
+    for l in r.listen.get_ref() {
+        let Ok(a) = l.parse::<SocketAddr>() else {
+            cx.error(
+                span.clone(),
+                format!("relay '{name}': '{l}' is not an address:port"),
+            );
+            continue;
+        };
+        let clash = taken
+            .relays
+            .iter()
+            .find(|x| x.listen.iter().any(|y| overlaps(*y, a)));
+        if let Some(other) = clash {
+            cx.error(
+                span.clone(),
+                format!(
+                    "relay '{name}': {a} overlaps a listener of relay '{}'",
+                    other.name
+                ),
+            );
+        } else if taken.dns.iter().any(|d| overlaps(*d, a) && a.port() != 0) {
+            cx.error(
+                span.clone(),
+                format!("relay '{name}': {a} overlaps the DNS listener (DNS also uses TCP)"),
+            );
+        } else if listen.iter().any(|y| overlaps(*y, a)) {
+            cx.error(span.clone(), format!("relay '{name}': {a} is listed twice"));
+        } else {
+            if a.port() != 0 && a.port() < 1024 && !taken.root {
+                cx.warn(
+                    span.clone(),
+                    format!("relay '{name}': port {} needs root or CAP_NET_BIND_SERVICE (see the systemd unit)", a.port()),
+                );
+            }
+            listen.push(a);
+        }
+    }
+    if listen.is_empty() {
+        cx.error(span, format!("relay '{name}' has no listen address"));
+    }
+    listen
+}
+
+/// The servers a relay's pools name, each once, in the order first named.
+#[derive(Default)]
+struct Pools {
+    /// (name, first address, weight).
+    servers: Vec<(String, IpAddr, u32)>,
+}
+
+impl Pools {
+    /// The indices of `names` in [`Pools::servers`], each added on first use; an unknown or
+    /// address-less server is reported and left out.
+    fn indices(
+        &mut self,
+        cx: &mut Cx<'_>,
+        health: &HealthConfig,
+        relay: &str,
+        names: &[String],
+        span: std::ops::Range<usize>,
+    ) -> Vec<usize> {
+        names
+            .iter()
+            .filter_map(|s| self.index_of(cx, health, relay, s, span.clone()))
+            .collect()
+    }
+
+    fn index_of(
+        &mut self,
+        cx: &mut Cx<'_>,
+        health: &HealthConfig,
+        relay: &str,
+        s: &str,
+        span: std::ops::Range<usize>,
+    ) -> Option<usize> {
+        if let Some(i) = self.servers.iter().position(|x| x.0 == s) {
+            return Some(i);
+        }
+        let Some(def) = health.servers.iter().find(|x| x.name == s) else {
+            cx.error(
+                Some(span),
+                format!("relay '{relay}': unknown server '{s}' (define it in a [[server]] table)"),
+            );
+            return None;
+        };
+        let Some(&ip) = def.addresses.first() else {
+            cx.error(
+                Some(span),
+                format!("relay '{relay}': server '{s}' has no address"),
+            );
+            return None;
+        };
+        self.servers.push((def.name.clone(), ip, def.weight));
+        Some(self.servers.len() - 1)
+    }
+}
+
+/// One `[[relay.route]]`: SNI names (a host name or `*.suffix`) and the servers they go to.
+fn route(
+    cx: &mut Cx<'_>,
+    rt: &RawRoute,
+    relay: &str,
+    health: &HealthConfig,
+    pools: &mut Pools,
+) -> Route {
+    let pool = pools.indices(cx, health, relay, rt.servers.get_ref(), rt.servers.span());
+    let mut names = Vec::new();
+    for n in rt.sni.get_ref() {
+        let n = n.trim_end_matches('.').to_ascii_lowercase();
+        if !is_sni_pattern(&n) {
+            cx.error(
+                Some(rt.sni.span()),
+                format!("relay '{relay}': '{n}' is not a host name or *.suffix"),
+            );
+            continue;
+        }
+        names.push(n);
+    }
+    if names.is_empty() || pool.is_empty() {
+        cx.error(
+            Some(rt.sni.span()),
+            format!("relay '{relay}': a route needs sni names and servers"),
+        );
+    }
+    Route {
+        names,
+        servers: pool,
+    }
+}
+
+/// A lowercase host name, or `*.` and one: labels of letters, digits, `-` and `_`.
+fn is_sni_pattern(n: &str) -> bool {
+    let bare = n.strip_prefix("*.").unwrap_or(n);
+    !bare.is_empty()
+        && !bare.contains('*')
+        && bare.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// A relay's `checks`, each one defined.
+fn relay_checks(cx: &mut Cx<'_>, r: &RawRelay, name: &str, health: &HealthConfig) -> Vec<String> {
+    let checks = r
+        .checks
+        .as_ref()
+        .map(|c| c.get_ref().clone())
+        .unwrap_or_default();
+    for c in &checks {
+        if health.check(c).is_none() {
+            cx.error(
+                r.checks.as_ref().map(Spanned::span),
+                format!("relay '{name}': unknown check '{c}'"),
+            );
+        }
+    }
+    checks
+}
+
+/// A relay's `balance` (source-hash by default).
+fn balance(cx: &mut Cx<'_>, r: &RawRelay, name: &str) -> Balance {
+    match r.balance.as_ref().map(|b| b.get_ref().as_str()) {
+        None | Some("source-hash") => Balance::SourceHash,
+        Some("round-robin") => Balance::RoundRobin,
+        Some("least-connections") => Balance::LeastConnections,
+        Some(o) => {
+            cx.error(r.balance.as_ref().map(Spanned::span), format!("relay '{name}': unknown balance '{o}' (source-hash, round-robin, least-connections)"));
+            Balance::SourceHash
+        }
+    }
+}
+
+/// A relay's client allow-list: addresses and CIDRs.
+fn allow_list(cx: &mut Cx<'_>, r: &RawRelay, name: &str) -> Vec<IpNet> {
+    let mut allow = Vec::new();
+    for a in r.allow.iter().flat_map(|a| a.get_ref()) {
+        let net = a
+            .parse::<IpNet>()
+            .or_else(|_| a.parse::<IpAddr>().map(IpNet::from));
+        match net {
+            Ok(n) => allow.push(n),
+            Err(_) => cx.error(
+                r.allow.as_ref().map(Spanned::span),
+                format!("relay '{name}': '{a}' is not an address or CIDR"),
+            ),
+        }
+    }
+    allow
+}
+
+/// The backend port per listen address (None: the client's destination port).
+fn backend_ports(cx: &mut Cx<'_>, r: &RawRelay, name: &str, listeners: usize) -> Vec<Option<u16>> {
+    // Offload speaks plain HTTP to the backend: port 80 unless told otherwise.
+    let offload = r.tls.as_ref().is_some_and(|t| t.get_ref() == "offload");
+    let backend_port = r.backend_port.or(offload.then_some(80));
+    match &r.backend_ports {
+        Some(p) if p.get_ref().len() == listeners => p.get_ref().iter().map(|&x| Some(x)).collect(),
+        Some(p) => {
+            cx.error(
+                Some(p.span()),
+                format!("relay '{name}': backend_ports needs one port per listen address"),
+            );
+            vec![backend_port; listeners]
+        }
+        None => vec![backend_port; listeners],
+    }
+}
+
+/// What happens to open connections to a server that fails a check (kept by default).
+fn on_server_down(cx: &mut Cx<'_>, r: &RawRelay, name: &str) -> OnServerDown {
+    match r.on_server_down.as_ref().map(|o| o.get_ref().as_str()) {
+        None | Some("keep") => OnServerDown::Keep,
+        Some("close") => OnServerDown::Close,
+        Some(o) => {
+            cx.error(
+                r.on_server_down.as_ref().map(Spanned::span),
+                format!("relay '{name}': unknown on_server_down '{o}' (keep, close)"),
+            );
+            OnServerDown::Keep
+        }
+    }
 }
 
 /// The `tls` settings of relay `name`; certificates are loaded here so `mailns check` reports
@@ -574,77 +649,132 @@ fn front_tls(cx: &mut Cx<'_>, r: &RawRelay, name: &str, kind: RelayKind) -> Opti
     })
 }
 
-/// The `[redirect]` table: its listeners must not collide with the relays' or DNS's.
-pub(super) fn validate_redirect(
-    cx: &mut Cx<'_>,
-    raw: crate::redirect::RawRedirect,
-    relays: &[RelayDef],
-    dns: &[SocketAddr],
-) -> crate::redirect::RedirectConfig {
-    let mut listen = Vec::new();
-    for l in &raw.listen {
-        match l.get_ref().parse::<SocketAddr>() {
-            Ok(a) => {
-                if let Some(r) = relays
-                    .iter()
-                    .find(|r| r.listen.iter().any(|y| overlaps(*y, a)))
-                {
-                    cx.error(
-                        Some(l.span()),
-                        format!(
-                            "redirect.listen: {a} overlaps a listener of relay '{}'",
-                            r.name
-                        ),
-                    );
-                } else if dns.iter().any(|d| overlaps(*d, a)) {
-                    cx.error(
-                        Some(l.span()),
-                        format!("redirect.listen: {a} overlaps the DNS listener"),
-                    );
-                } else {
-                    if a.port() != 0 && a.port() < 1024 && !euid_is_root() {
-                        cx.warn(
-                            Some(l.span()),
-                            format!(
-                                "redirect.listen: port {} needs root or CAP_NET_BIND_SERVICE",
-                                a.port()
-                            ),
-                        );
-                    }
-                    listen.push(a);
-                }
-            }
-            Err(_) => cx.error(
-                Some(l.span()),
-                format!("redirect.listen: '{}' is not an address:port", l.get_ref()),
-            ),
-        }
-    }
-    let lower = |s: &String| s.trim_end_matches('.').to_ascii_lowercase();
-    if raw.root.as_ref().is_some_and(|r| !r.starts_with('/')) {
-        cx.error(
-            None,
-            "redirect.root must start with '/' (e.g. \"/owa\")".into(),
-        );
-    }
-    if !raw.accepted_domains.is_empty() && raw.autodiscover_host.is_none() {
-        cx.error(
-            None,
-            "redirect: accepted_domains needs autodiscover_host (where Outlook is sent)".into(),
-        );
-    }
-    crate::redirect::RedirectConfig {
-        listen,
-        host: raw.host.as_ref().map(lower),
-        root: raw.root.clone(),
-        autodiscover_host: raw.autodiscover_host.as_ref().map(lower),
-        accepted_domains: raw.accepted_domains.iter().map(lower).collect(),
-    }
-}
-
 /// True when two listeners would collide (same port, same or wildcard address).
 pub(super) fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port()
         && a.port() != 0
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::testing::{errors, has, valid};
+
+    const SERVERS: &str = concat!(
+        "[[server]]\nname = \"ex1\"\naddresses = [\"127.0.1.1\"]\n",
+        "[[server]]\nname = \"ex2\"\naddresses = [\"127.0.1.2\"]\nweight = 3\n",
+    );
+
+    #[test]
+    fn a_relay_and_its_defaults() {
+        let c = valid(&format!(
+            "{SERVERS}{}",
+            concat!(
+                "[[relay]]\nname = \"rpc\"\nlisten = [\"127.0.0.1:6135\", \"127.0.0.1:6136\"]\n",
+                "servers = [\"ex1\", \"ex2\"]\nbackend_ports = [135, 6001]\n",
+                "[[relay.route]]\nsni = [\"OWA.z.test.\", \"*.z.test\"]\nservers = [\"ex2\"]\n",
+            )
+        ));
+        let r = &c.relays[0];
+        assert_eq!(r.kind, RelayKind::Tcp);
+        assert_eq!(r.listen.len(), 2);
+        assert_eq!(
+            r.servers,
+            [
+                ("ex1".to_string(), "127.0.1.1".parse().unwrap(), 1),
+                ("ex2".to_string(), "127.0.1.2".parse().unwrap(), 3)
+            ]
+        );
+        assert_eq!(r.default_pool, [0, 1]);
+        assert_eq!(
+            r.routes,
+            [Route {
+                names: vec!["owa.z.test".into(), "*.z.test".into()],
+                servers: vec![1]
+            }],
+            "a server named twice is one server"
+        );
+        assert_eq!(r.backend_ports, [Some(135), Some(6001)]);
+        assert_eq!(r.balance, Balance::SourceHash);
+        assert_eq!(r.retries, 2);
+        assert_eq!(r.connect_timeout, Duration::from_secs(1));
+        assert_eq!(
+            r.timeouts,
+            Timeouts {
+                idle: Duration::from_secs(3600),
+                half_closed: Duration::from_secs(60)
+            }
+        );
+        assert_eq!(r.on_server_down, OnServerDown::Keep);
+        assert_eq!(r.hash_key, b"mailns");
+        assert!(r.tls.is_none() && r.allow.is_empty() && !r.proxy_protocol);
+    }
+
+    #[test]
+    fn relay_errors_name_the_line() {
+        let e = errors(&format!(
+            "{SERVERS}{}",
+            concat!(
+                "[[relay]]\nname = \"smtp\"\nkind = \"smtp\"\nlisten = [\"127.0.0.1:5353\"]\n",
+                "servers = [\"ex1\", \"ghost\"]\nbalance = \"random\"\non_server_down = \"explode\"\n",
+                "backend_ports = [1, 2]\n",
+                "[[relay.route]]\nsni = [\"bad name!\"]\nservers = [\"ex1\"]\n",
+                "[[relay]]\nname = \"smtp\"\nlisten = [\"127.0.0.1:6000\"]\nservers = [\"ex1\"]\n",
+                "[[relay]]\nname = \"x\"\nkind = \"udp\"\nlisten = [\"127.0.0.1:6001\"]\n",
+            )
+        ));
+        // SERVERS takes lines 4 to 10; the first relay starts at line 11.
+        assert!(
+            has(&e, 14, "127.0.0.1:5353 overlaps the DNS listener"),
+            "{e:?}"
+        );
+        assert!(has(&e, 14, "relay 'smtp' has no listen address"), "{e:?}");
+        assert!(has(&e, 15, "unknown server 'ghost'"), "{e:?}");
+        assert!(has(&e, 16, "unknown balance 'random'"), "{e:?}");
+        assert!(has(&e, 17, "unknown on_server_down 'explode'"), "{e:?}");
+        assert!(
+            has(&e, 18, "backend_ports needs one port per listen address"),
+            "{e:?}"
+        );
+        assert!(has(&e, 12, "an SMTP relay needs `allow`"), "{e:?}");
+        assert!(
+            has(&e, 12, "SNI routes need TLS from the first byte"),
+            "{e:?}"
+        );
+        assert!(
+            has(&e, 20, "'bad name!' is not a host name or *.suffix"),
+            "{e:?}"
+        );
+        assert!(has(&e, 23, "relay 'smtp' is defined twice"), "{e:?}");
+        assert!(has(&e, 28, "unknown kind 'udp' (tcp, smtp)"), "{e:?}");
+    }
+
+    #[test]
+    fn sni_patterns() {
+        for ok in ["owa.z.test", "*.z.test", "a_b-c.test", "test"] {
+            assert!(is_sni_pattern(ok), "{ok}");
+        }
+        for bad in [
+            "", "*.", "*", "a.*.test", "a..test", "a b.test", "ä.test", "**.test",
+        ] {
+            assert!(!is_sni_pattern(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn listeners_overlap_on_the_same_port_unless_the_addresses_differ() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(overlaps(sa("127.0.0.1:80"), sa("127.0.0.1:80")));
+        assert!(overlaps(sa("0.0.0.0:80"), sa("127.0.0.1:80")));
+        assert!(overlaps(sa("127.0.0.1:80"), sa("[::]:80")));
+        assert!(!overlaps(sa("127.0.0.1:80"), sa("127.0.0.2:80")));
+        assert!(!overlaps(sa("127.0.0.1:80"), sa("127.0.0.1:81")));
+        assert!(
+            !overlaps(sa("127.0.0.1:0"), sa("127.0.0.1:0")),
+            "port 0 is any port"
+        );
+    }
 }

@@ -7,14 +7,10 @@
 //! negative lookups, the wrong negative-answer TTL, AA=1 referrals without glue, OPT dropped on
 //! truncation, an uncapped EDNS payload and no TCP connection limit.
 
-pub mod cookie;
-pub mod fast;
-pub mod lookup;
 pub mod notify;
 pub mod rrl;
 pub mod tcp;
 pub mod udp;
-pub mod wire;
 pub mod xfr;
 
 use std::net::IpAddr;
@@ -25,8 +21,10 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::health::answer::Step;
+use crate::query::fast::{tag, UNTAGGED};
+use crate::query::wire::{self, Parsed, Query};
+use crate::query::{cookie, lookup};
 use crate::state::Snapshot;
-use wire::{Parsed, Query};
 
 /// Which transport a query came over: it sets the size limit and ANY handling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +44,6 @@ pub const SLOT_BADVERS: usize = 16;
 pub const SLOT_BADCOOKIE: usize = 17;
 /// Service names whose answers are counted per fallback step (the first this many registered).
 pub const SERVICE_SLOTS: usize = 64;
-/// Tag of a prebuilt answer that is not a service name's A/AAAA.
-pub const UNTAGGED: u16 = u16::MAX;
 const TAGS: usize = SERVICE_SLOTS * 2 * Step::ALL.len();
 
 /// Stands for a counter that does not exist (an index out of range) in [`Stats::sum`]: always 0.
@@ -190,11 +186,6 @@ impl Stats {
     }
 }
 
-/// The counter tag of a service name's answer: slot, family and fallback step.
-pub fn tag(slot: u16, v6: bool, step: Step) -> u16 {
-    (slot * 2 + u16::from(v6)) * Step::ALL.len() as u16 + step.index() as u16
-}
-
 /// The edge policy in force: response rate limiting and DNS cookies (swapped on reload; the
 /// rate limiter's table is kept across reloads that leave its settings alone).
 #[derive(Debug, Default)]
@@ -234,7 +225,7 @@ impl Edge {
 pub struct Origin {
     /// The client's address, v4-mapped IPv6 addresses folded to IPv4.
     pub ip: IpAddr,
-    /// The transport.
+    /// UDP or TCP: decides the size limit and whether rate limiting applies.
     pub transport: Transport,
     /// Unix time in seconds (cookie timestamps).
     pub unix: u32,
@@ -245,7 +236,7 @@ pub struct Origin {
 /// What one worker (a UDP thread, or a TCP connection) carries from query to query.
 #[derive(Debug)]
 pub struct Worker<'a> {
-    /// Its counters.
+    /// This worker's counter shard.
     pub stats: &'a Counters,
     /// Picks the rotation of health-driven answers; advanced per query.
     pub rotation: usize,

@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::xfr::{self, TransferPolicy};
-use super::{handle_parsed, is_transfer, wire, Edge, Origin, Stats, Transport, Worker};
+use super::{handle_parsed, is_transfer, Edge, Origin, Stats, Transport, Worker};
 use crate::limits::{Caps, Slot, Slots};
+use crate::query::wire;
 use crate::state::Store;
 
 /// Rotation counter shared by TCP connections (UDP workers keep their own).
@@ -48,7 +49,7 @@ pub struct TcpOptions {
 pub struct Sources {
     /// The serving snapshot.
     pub store: Store,
-    /// Counters.
+    /// The query counters (DNS over TCP has its own shard).
     pub stats: Arc<Stats>,
     /// Who may transfer which zone.
     pub transfers: Arc<ArcSwap<TransferPolicy>>,

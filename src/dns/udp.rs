@@ -56,7 +56,7 @@ pub struct Sources {
     pub store: Store,
     /// Rate limiting and cookies.
     pub edge: Arc<ArcSwap<Edge>>,
-    /// Counters.
+    /// The query counters, one shard per worker.
     pub stats: Arc<Stats>,
 }
 

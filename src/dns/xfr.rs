@@ -318,7 +318,21 @@ fn error(id: u16, q: Option<&Query>, rcode: ResponseCode) -> Vec<u8> {
 }
 
 fn packet_id(p: &[u8]) -> u16 {
-    super::wire::u16_at(p, 0).unwrap_or(0)
+    crate::query::wire::u16_at(p, 0).unwrap_or(0)
+}
+
+/// Why a transfer's messages could not be signed: the transfer is then not sent at all.
+#[derive(Debug, thiserror::Error)]
+enum SignError {
+    /// The first message's to-be-signed data could not be encoded.
+    #[error("TSIG encoding: {0}")]
+    Tbs(#[from] hickory_proto::ProtoError),
+    /// The MAC could not be computed.
+    #[error("TSIG signing: {0}")]
+    Mac(#[from] hickory_proto::dnssec::DnsSecError),
+    /// The signed message did not fit (or was empty).
+    #[error("message {0} could not be encoded")]
+    Encode(usize),
 }
 
 /// Signs each message (RFC 8945 §5.3.1): the first over the request's MAC, the message and the
@@ -331,7 +345,7 @@ fn sign_all(
     signer: &TSigner,
     request_mac: &[u8],
     now: u64,
-) -> Result<(), String> {
+) -> Result<(), SignError> {
     let mut prev = request_mac.to_vec();
     for (i, msg) in messages.iter_mut().enumerate() {
         let id = packet_id(msg);
@@ -345,9 +359,7 @@ fn sign_all(
             Vec::new(),
         );
         let tbs = if i == 0 {
-            signer
-                .encode_response_tbs(&prev, msg, &stub)
-                .map_err(|e| e.to_string())?
+            signer.encode_response_tbs(&prev, msg, &stub)?
         } else {
             let mut t = Vec::with_capacity(prev.len() + msg.len() + 10);
             t.extend_from_slice(&(prev.len() as u16).to_be_bytes());
@@ -358,10 +370,10 @@ fn sign_all(
             t.extend_from_slice(&signer.fudge().to_be_bytes());
             t
         };
-        let mac = signer.sign(&tbs).map_err(|e| e.to_string())?;
+        let mac = signer.sign(&tbs)?;
         let record = make_tsig_record(signer.signer_name().clone(), stub.set_mac(mac.clone()));
         if msg.is_empty() || !append_record(msg, &record) {
-            return Err(format!("message {i} could not be encoded"));
+            return Err(SignError::Encode(i));
         }
         prev = mac;
     }

@@ -14,7 +14,7 @@ use crate::config::{AdminState, Fallback, OtherSites, ServiceDef};
 /// say of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
-    /// The address.
+    /// The member's address, from the zone.
     pub addr: IpAddr,
     /// Its server's site.
     pub site: Option<String>,

@@ -9,14 +9,16 @@
 //! - A reload keeps every probe it does not change running: its task is rebound to the new
 //!   engine (results, sentinel, TLS settings), so the probe in flight and the schedule carry on
 //!   and a reload never delays detection. Only changed or removed probes stop.
-//! - A sentinel holds one idle TCP connection to a checked port while its probes pass. The kernel
-//!   reports a dead process, a stopped service or a rebooted host as a close or reset at once;
-//!   the sentinel then wakes every probe on that port. A close from the server's own idle timeout
-//!   just causes a probe that passes.
+//! - One sentinel per checked port ([`super::sentinel`]) wakes its probes when the server
+//!   closes the connection it holds.
+//!
+//! Its parts each have their file: what is probed ([`super::plan`]), what is reported
+//! ([`super::report`]), when a probe runs next ([`super::schedule`]), the relay backend rule
+//! ([`super::backends`]) and what it hands on ([`super::view`]).
 
 #![allow(
     clippy::indexing_slicing,
-    reason = "pairs, probes, services and their slots are numbered when the engine is built, from the same lists that size every vector indexed here"
+    reason = "pairs, probes and services are numbered when the engine is built, from the same lists that size every vector indexed here"
 )]
 
 use std::collections::{HashMap, VecDeque};
@@ -24,119 +26,24 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use rand::Rng;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, Instrument};
 
 use super::answer::{select, Member};
+use super::backends::backend_view;
+use super::plan::Plan;
 use super::probe::{self, ProbeResult, TlsConfigs};
+use super::report::{same_probe, ProbeReport, ProbeSpec, Transition};
+use super::schedule::{next_probe, Pace};
+use super::sentinel::Sentinels;
+use super::view::{BackendView, Publish, ServiceView, View};
 use super::{PairState, Status, Thresholds};
-use crate::config::relay::{OnServerDown, RelayDef};
-use crate::config::{AdminState, CheckKind, Config, HealthConfig, Timing};
-use crate::dns::Stats;
-use crate::state::{BackendView, ServiceView, Snapshot, Store};
-use crate::zone::{wire_lower, Zone};
-
-/// One distinct probe.
-#[derive(Debug, Clone)]
-pub struct ProbeSpec {
-    /// Target address.
-    pub addr: IpAddr,
-    /// Target port.
-    pub port: u16,
-    /// Dialogue.
-    pub kind: CheckKind,
-    /// Timing of the first check that uses it.
-    pub timing: Timing,
-    /// Names of the checks it serves.
-    pub checks: Vec<String>,
-}
-
-/// The latest of one probe, as the engine knows it.
-#[derive(Debug, Clone)]
-pub struct ProbeReport {
-    /// What is probed.
-    pub spec: ProbeSpec,
-    /// Its state.
-    pub state: PairState,
-    /// Its last result.
-    pub last: Option<ProbeResult>,
-    /// When its last result came in.
-    pub last_at: Option<SystemTime>,
-    /// When its status last changed.
-    pub since: Option<SystemTime>,
-    /// Status changes since start (the first result included).
-    pub changes: u64,
-    /// Probe latencies.
-    pub latency: Latency,
-}
-
-impl ProbeReport {
-    fn new(spec: ProbeSpec) -> Self {
-        Self {
-            spec,
-            state: PairState::default(),
-            last: None,
-            last_at: None,
-            since: None,
-            changes: 0,
-            latency: Latency::default(),
-        }
-    }
-}
-
-/// Upper bounds (seconds) of the probe latency histogram's buckets: a loopback probe takes well
-/// under a millisecond, a slow IIS application pool seconds.
-pub const LATENCY_BOUNDS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
-
-/// A probe latency histogram: counts per bucket (non-cumulative; the last is +Inf) and the sum.
-#[derive(Debug, Clone, Default)]
-pub struct Latency {
-    /// Count per bucket of [`LATENCY_BOUNDS`], then one past the last bound.
-    pub counts: [u64; LATENCY_BOUNDS.len() + 1],
-    /// Sum of the observations, in seconds.
-    pub sum: f64,
-}
-
-impl Latency {
-    fn observe(&mut self, d: Duration) {
-        let v = d.as_secs_f64();
-        let i = LATENCY_BOUNDS
-            .iter()
-            .position(|b| v <= *b)
-            .unwrap_or(LATENCY_BOUNDS.len());
-        self.counts[i] += 1;
-        self.sum += v;
-    }
-
-    /// Number of observations.
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-}
-
-/// One entry of the recent-transitions list.
-#[derive(Debug, Clone)]
-pub struct Transition {
-    /// When.
-    pub at: SystemTime,
-    /// The server's name (its address when no `[[server]]` names it).
-    pub server: String,
-    /// What changed: the checks of a probe, or "admin".
-    pub what: String,
-    /// Previous state.
-    pub from: &'static str,
-    /// New state.
-    pub to: &'static str,
-    /// The failing probe's error, if any.
-    pub detail: String,
-}
+use crate::config::relay::RelayDef;
+use crate::config::{AdminState, CheckKind, Config, HealthConfig};
+use crate::tls::TlsError;
+use crate::zone::Zone;
 
 /// Transitions kept for the dashboard.
 pub const TRANSITIONS_KEPT: usize = 100;
@@ -157,10 +64,8 @@ pub struct AdminCmd {
 /// that carries the old one's probe states over).
 #[derive(Debug, Clone)]
 pub struct Outputs {
-    /// The serving snapshot.
-    pub store: Store,
-    /// DNS counters (service names get their counter slots here).
-    pub stats: Arc<Stats>,
+    /// Where every new view goes (the runtime's: it builds the serving snapshot).
+    pub sink: Arc<dyn Publish>,
     /// The latest probe reports (dashboard, metrics, carry-over on reload).
     pub reports: Arc<watch::Sender<Arc<Vec<ProbeReport>>>>,
     /// Counts the snapshots published: relays watch it to close connections to servers that
@@ -175,11 +80,10 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    /// Fresh outputs publishing into `store`.
-    pub fn new(store: Store, stats: Arc<Stats>, health: HealthConfig) -> Self {
+    /// Fresh outputs publishing to `sink`.
+    pub fn new(sink: Arc<dyn Publish>, health: HealthConfig) -> Self {
         Self {
-            store,
-            stats,
+            sink,
             reports: Arc::new(watch::channel(Arc::new(Vec::new())).0),
             published: Arc::new(watch::channel(0).0),
             first_round: Arc::new(watch::channel(false).0),
@@ -198,98 +102,6 @@ impl Outputs {
             list.pop_front();
         }
         list.push_back(t);
-    }
-}
-
-/// A service name and its members from the zone.
-#[derive(Debug, Clone)]
-struct ServicePlan {
-    idx: usize,
-    v4: Vec<IpAddr>,
-    v6: Vec<IpAddr>,
-}
-
-/// Who is probed, derived from the config and the zones.
-#[derive(Debug, Clone, Default)]
-pub struct Plan {
-    /// Distinct probes.
-    pub probes: Vec<ProbeSpec>,
-    /// (address, check name) → probe index.
-    pub pairs: HashMap<(IpAddr, String), usize>,
-    services: Vec<ServicePlan>,
-}
-
-impl Plan {
-    /// Builds the plan: every member address of every service name, times its checks, and every
-    /// relay backend times the relay's checks.
-    pub fn new(health: &HealthConfig, relays: &[RelayDef], zones: &[Zone]) -> Self {
-        let mut plan = Self::default();
-        for relay in relays {
-            for (_, addr, _) in &relay.servers {
-                for check in &relay.checks {
-                    plan.add_pair(health, *addr, check);
-                }
-            }
-        }
-        for (idx, svc) in health.services.iter().enumerate() {
-            let (mut v4, mut v6) = (Vec::new(), Vec::new());
-            let wire = wire_lower(&svc.name);
-            if let Some(node) = zones.iter().find_map(|z| z.node(&wire)) {
-                for set in &node.rrsets {
-                    for r in &set.records {
-                        if let Some(ip) = r.data.ip_addr() {
-                            if ip.is_ipv4() {
-                                v4.push(ip);
-                            } else {
-                                v6.push(ip);
-                            }
-                        }
-                    }
-                }
-            }
-            if v4.is_empty() && v6.is_empty() {
-                warn!(service = %svc.name, "service name has no A or AAAA records in its zone; nothing to check");
-            }
-            for &addr in v4.iter().chain(&v6) {
-                for check in &svc.checks {
-                    plan.add_pair(health, addr, check);
-                }
-            }
-            plan.services.push(ServicePlan { idx, v4, v6 });
-        }
-        plan
-    }
-
-    /// Adds the pair (addr, check), sharing a probe with an identical dialogue.
-    fn add_pair(&mut self, health: &HealthConfig, addr: IpAddr, check: &str) {
-        let Some(def) = health.check(check) else {
-            return;
-        };
-        let key = (addr, check.to_string());
-        if self.pairs.contains_key(&key) {
-            return;
-        }
-        let existing = self
-            .probes
-            .iter()
-            .position(|p| p.addr == addr && p.port == def.port && p.kind == def.kind);
-        let i = match existing {
-            Some(i) => {
-                self.probes[i].checks.push(check.to_string());
-                i
-            }
-            None => {
-                self.probes.push(ProbeSpec {
-                    addr,
-                    port: def.port,
-                    kind: def.kind.clone(),
-                    timing: def.timing,
-                    checks: vec![check.to_string()],
-                });
-                self.probes.len() - 1
-            }
-        };
-        self.pairs.insert(key, i);
     }
 }
 
@@ -332,7 +144,7 @@ pub struct Handle {
     pub admin: mpsc::Sender<AdminCmd>,
     /// Stops the aggregator and the sentinels.
     token: CancellationToken,
-    /// The aggregator.
+    /// The aggregator's task, awaited when the engine stops.
     task: tokio::task::JoinHandle<()>,
     probers: Vec<Prober>,
 }
@@ -359,16 +171,29 @@ impl Handle {
 /// The TLS client configs of a config's https checks, by check name.
 pub type TlsMap = HashMap<String, TlsConfigs>;
 
+/// An https check whose TLS settings cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("check '{check}': {source}")]
+pub struct CheckTlsError {
+    /// The check's name.
+    pub check: String,
+    /// What is wrong (a missing or empty CA file).
+    pub source: Box<TlsError>,
+}
+
 /// Builds the TLS client configs of every https check: the part of starting an engine that can
 /// fail, done before a reload stops the engine in force.
 ///
 /// # Errors
 /// An https check whose TLS settings cannot be loaded (a missing CA file).
-pub fn tls_configs(health: &HealthConfig) -> Result<TlsMap, String> {
+pub fn tls_configs(health: &HealthConfig) -> Result<TlsMap, CheckTlsError> {
     let mut tls = TlsMap::new();
     for c in &health.checks {
         if let CheckKind::Http { tls: Some(t), .. } = &c.kind {
-            let cfg = probe::tls_config(t).map_err(|e| format!("check '{}': {e}", c.name))?;
+            let cfg = crate::tls::client::config(t).map_err(|e| CheckTlsError {
+                check: c.name.clone(),
+                source: Box::new(e),
+            })?;
             tls.insert(c.name.clone(), cfg);
         }
     }
@@ -383,7 +208,7 @@ pub fn start(
     static_zones: Arc<Vec<Zone>>,
     out: &Outputs,
     carry: &[ProbeReport],
-    mut probers: Vec<Prober>,
+    probers: Vec<Prober>,
     tls: TlsMap,
     token: CancellationToken,
 ) -> Handle {
@@ -393,19 +218,7 @@ pub fn start(
     let (admin_tx, admin_rx) = mpsc::channel(16);
     // The aggregator and the sentinels stop with this engine; probe tasks may outlive it.
     let aggregator = token.child_token();
-    let initial: Vec<ProbeReport> = plan
-        .probes
-        .iter()
-        .map(|s| {
-            carry.iter().find(|r| same_probe(&r.spec, s)).map_or_else(
-                || ProbeReport::new(s.clone()),
-                |r| ProbeReport {
-                    spec: s.clone(),
-                    ..r.clone()
-                },
-            )
-        })
-        .collect();
+    let initial = carried_over(&plan, carry);
     let all_known = initial.iter().all(|r| r.state.status != Status::Unknown);
     out.first_round.send_if_modified(|done| {
         let was = *done;
@@ -415,81 +228,27 @@ pub fn start(
     out.reports.send_replace(Arc::new(initial.clone()));
 
     // Sentinels: one per (address, port), waking every probe on it.
-    let mut notifies: Vec<Arc<Notify>> = Vec::new();
-    let mut sentinel_up: HashMap<SocketAddr, watch::Sender<bool>> = HashMap::new();
-    let mut sentinel_of: Vec<SocketAddr> = Vec::new();
-    let mut by_port: HashMap<SocketAddr, Vec<Arc<Notify>>> = HashMap::new();
-    for spec in &plan.probes {
-        let n = Arc::new(Notify::new());
-        let sa = SocketAddr::new(spec.addr, spec.port);
-        by_port.entry(sa).or_default().push(n.clone());
-        notifies.push(n);
-        sentinel_of.push(sa);
-    }
-    if health.sentinels {
-        for (sa, ns) in by_port {
-            let (up_tx, up_rx) = watch::channel(false);
-            sentinel_up.insert(sa, up_tx);
-            let pause = plan
-                .probes
-                .iter()
-                .filter(|p| SocketAddr::new(p.addr, p.port) == sa)
-                .map(|p| p.timing.interval)
-                .min()
-                .unwrap_or(Duration::from_secs(2));
-            tokio::spawn(sentinel(sa, up_rx, ns, pause, aggregator.clone()));
-        }
-    }
+    let sentinels = Sentinels::start(&plan, health.sentinels, &aggregator);
 
     // A probe the previous engine ran too keeps its task (rebound here); the rest start.
-    let mut kept = Vec::with_capacity(plan.probes.len());
-    for (idx, spec) in plan.probes.iter().enumerate() {
-        let binding = Binding {
-            idx,
-            tx: tx.clone(),
-            wake: notifies[idx].clone(),
-            tls: spec.checks.iter().find_map(|c| tls.get(c)).cloned(),
-            reprobe: health.sentinel_reprobe,
-        };
-        let old = probers.iter().position(|p| same_probe(&p.spec, spec));
-        if let Some(i) = old {
-            let p = probers.swap_remove(i);
-            p.bind.send_replace(binding);
-            kept.push(p);
-            continue;
-        }
-        let (bind, rx) = watch::channel(binding);
-        let prober = Prober {
-            spec: spec.clone(),
-            bind,
-            token: token.child_token(),
-        };
-        tokio::spawn(probe_task(
-            spec.clone(),
-            initial[idx].state,
-            rx,
-            prober.token.clone(),
-        ));
-        kept.push(prober);
-    }
-    for gone in probers {
-        gone.token.cancel();
-    }
+    let bindings = plan.probes.iter().enumerate().map(|(idx, spec)| Binding {
+        idx,
+        tx: tx.clone(),
+        wake: sentinels.wake[idx].clone(),
+        tls: spec.checks.iter().find_map(|c| tls.get(c)).cloned(),
+        reprobe: health.sentinel_reprobe,
+    });
+    let kept = bind_probes(&plan, &initial, bindings, probers, &token);
     drop(tx);
 
     // Sentinels of carried-over pairs that are up connect at once.
-    for (r, sa) in initial.iter().zip(&sentinel_of) {
+    for (r, sa) in initial.iter().zip(&sentinels.of) {
         if r.state.status == Status::Up {
-            if let Some(tx) = sentinel_up.get(sa) {
+            if let Some(tx) = sentinels.up.get(sa) {
                 let _ = tx.send(true);
             }
         }
     }
-    let slots = health
-        .services
-        .iter()
-        .map(|s| out.stats.slot_of(&s.name.to_string()))
-        .collect();
     out.health.store(Arc::new(health.clone()));
     let mut engine = Aggregator {
         health,
@@ -497,11 +256,10 @@ pub fn start(
         plan,
         static_zones,
         out: out.clone(),
-        slots,
         reports: initial,
         down_since: HashMap::new(),
-        sentinel_up,
-        sentinel_of,
+        sentinel_up: sentinels.up,
+        sentinel_of: sentinels.of,
     };
     // The first snapshot (admin state applied, health unknown or carried over) is in place
     // before `start` returns, so no relay connection or DNS answer ever sees a `drain`/`maint`
@@ -516,9 +274,58 @@ pub fn start(
     }
 }
 
-/// Two probes ask the same thing of the same port, so one's state holds for the other.
-fn same_probe(a: &ProbeSpec, b: &ProbeSpec) -> bool {
-    a.addr == b.addr && a.port == b.port && a.kind == b.kind && a.timing == b.timing
+/// The reports the engine starts from: a probe identical to one of `carry` (the previous
+/// engine's) keeps its state, result and counters; the rest start unknown.
+fn carried_over(plan: &Plan, carry: &[ProbeReport]) -> Vec<ProbeReport> {
+    plan.probes
+        .iter()
+        .map(|s| {
+            carry.iter().find(|r| same_probe(&r.spec, s)).map_or_else(
+                || ProbeReport::new(s.clone()),
+                |r| ProbeReport {
+                    spec: s.clone(),
+                    ..r.clone()
+                },
+            )
+        })
+        .collect()
+}
+
+/// Binds each probe of `plan` to its binding: a task in `probers` (the previous engine's) that
+/// runs the same probe is rebound and kept, so its probe in flight and its schedule carry on;
+/// the other probes get a new task (starting from `initial`'s state). Probers left over stop.
+fn bind_probes(
+    plan: &Plan,
+    initial: &[ProbeReport],
+    bindings: impl Iterator<Item = Binding>,
+    mut probers: Vec<Prober>,
+    token: &CancellationToken,
+) -> Vec<Prober> {
+    let mut kept = Vec::with_capacity(plan.probes.len());
+    for ((spec, binding), report) in plan.probes.iter().zip(bindings).zip(initial) {
+        let old = probers.iter().position(|p| same_probe(&p.spec, spec));
+        if let Some(i) = old {
+            let p = probers.swap_remove(i);
+            p.bind.send_replace(binding);
+            kept.push(p);
+            continue;
+        }
+        let (bind, rx) = watch::channel(binding);
+        let prober = Prober {
+            spec: spec.clone(),
+            bind,
+            token: token.child_token(),
+        };
+        // Every event of the probe's task (and of its probes) carries what it probes.
+        let span = info_span!("probe", addr = %spec.addr, port = spec.port, checks = ?spec.checks);
+        let task = probe_task(spec.clone(), report.state, rx, prober.token.clone());
+        tokio::spawn(task.instrument(span));
+        kept.push(prober);
+    }
+    for gone in probers {
+        gone.token.cancel();
+    }
+    kept
 }
 
 /// One probe's loop: probe, decide the pair's state, report to whichever engine it is bound to.
@@ -552,9 +359,6 @@ async fn probe_task(
             }
             () = token.cancelled() => return,
         }
-        // Intervals count from the start of a probe, so a probe that timed out is followed by
-        // the fast re-probe at once: the worst case for a silent server is interval + fall ×
-        // timeout.
         let started = Instant::now();
         let (tls, reprobe) = {
             let b = bind.borrow();
@@ -568,20 +372,10 @@ async fn probe_task(
         if burst && !state.changing() {
             burst = false;
         }
-        next = if first {
-            first = false;
-            started
-                + spec
-                    .timing
-                    .interval
-                    .mul_f64(rand::rng().random_range(0.05..1.0))
-        } else if burst {
-            started + reprobe
-        } else if state.changing() {
-            started + spec.timing.fast_interval
-        } else {
-            started + spec.timing.interval
-        };
+        let pace = Pace::of(first, burst, state.changing());
+        first = false;
+        let phase = rand::random_range(0.05..1.0);
+        next = next_probe(started, pace, &spec.timing, reprobe, phase);
         let event = Event {
             idx: 0,
             state,
@@ -623,56 +417,12 @@ async fn report(
     }
 }
 
-async fn sentinel(
-    addr: SocketAddr,
-    mut up: watch::Receiver<bool>,
-    wake: Vec<Arc<Notify>>,
-    pause: Duration,
-    token: CancellationToken,
-) {
-    let mut buf = [0u8; 512];
-    loop {
-        tokio::select! {
-            r = up.wait_for(|u| *u) => if r.is_err() { return },
-            () = token.cancelled() => return,
-        }
-        let stream = match timeout(Duration::from_secs(2), TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            _ => {
-                for w in &wake {
-                    w.notify_one();
-                }
-                tokio::select! { () = sleep(pause) => continue, () = token.cancelled() => return }
-            }
-        };
-        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
-        let mut stream = stream;
-        loop {
-            tokio::select! {
-                r = stream.read(&mut buf) => match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => continue, // a greeting (SMTP, IMAP, POP3): ignore
-                },
-                () = token.cancelled() => return,
-            }
-        }
-        debug!(%addr, "sentinel closed; re-probing");
-        for w in &wake {
-            w.notify_one();
-        }
-        // Never reconnect faster than the check interval, whatever the server does.
-        tokio::select! { () = sleep(pause) => {}, () = token.cancelled() => return }
-    }
-}
-
 struct Aggregator {
     health: HealthConfig,
     relays: Vec<RelayDef>,
     plan: Plan,
     static_zones: Arc<Vec<Zone>>,
     out: Outputs,
-    /// Per service (config order): its DNS counter slot.
-    slots: Vec<Option<u16>>,
     reports: Vec<ProbeReport>,
     down_since: HashMap<(usize, bool), Instant>,
     sentinel_up: HashMap<SocketAddr, watch::Sender<bool>>,
@@ -880,7 +630,6 @@ impl Aggregator {
                 aaaa,
                 ttl: svc.ttl,
                 cap: svc.max_answers,
-                slot: self.slots[sp.idx],
             });
         }
         for v in &views {
@@ -888,8 +637,7 @@ impl Aggregator {
                 debug!(service = %v.name, step = sel.step.as_str(), "health: answer");
             }
         }
-        // Relays: a backend takes new connections when it passes every check of its relay (no
-        // result yet counts as passing: the start-up round comes first) and is ready.
+        // Relays: each backend by the relay backend rule.
         let relays: Vec<Vec<BackendView>> = self
             .relays
             .iter()
@@ -908,17 +656,16 @@ impl Aggregator {
                                 .map(|&i| self.reports[i].state.status)
                                 == Some(Status::Down)
                         });
-                        BackendView {
-                            usable: admin == AdminState::Ready && !failing,
-                            close: admin == AdminState::Maint
-                                || (failing && r.on_server_down == OnServerDown::Close),
-                        }
+                        backend_view(admin, failing, r.on_server_down)
                     })
                     .collect()
             })
             .collect();
-        let snap = Snapshot::build(self.static_zones.clone(), views, relays);
-        self.out.store.store(Arc::new(snap));
+        self.out.sink.publish(View {
+            static_zones: self.static_zones.clone(),
+            services: views,
+            relays,
+        });
         self.out.published.send_modify(|n| *n += 1);
         wake
     }
@@ -929,6 +676,14 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    /// A sink that drops every view.
+    #[derive(Debug)]
+    struct Discard;
+
+    impl Publish for Discard {
+        fn publish(&self, _: View) {}
+    }
 
     const CONFIG: &str = r#"
 [[zone]]
@@ -960,9 +715,8 @@ checks = ["owa-again", "ad"]
 
     #[test]
     fn transitions_keep_the_last_hundred() {
-        let store: Store = Arc::new(arc_swap::ArcSwap::from_pointee(Snapshot::new(vec![])));
         let cfg = Config::parse(Path::new("m.toml"), CONFIG).unwrap();
-        let out = Outputs::new(store, Arc::new(Stats::default()), cfg.health);
+        let out = Outputs::new(Arc::new(Discard), cfg.health);
         for i in 0..150 {
             out.record(Transition {
                 at: SystemTime::now(),
@@ -977,40 +731,5 @@ checks = ["owa-again", "ad"]
         assert_eq!(list.len(), TRANSITIONS_KEPT);
         assert_eq!(list.front().unwrap().server, "ex50");
         assert_eq!(list.back().unwrap().server, "ex149");
-    }
-
-    #[test]
-    fn latency_histogram_buckets() {
-        let mut l = Latency::default();
-        l.observe(Duration::from_micros(300));
-        l.observe(Duration::from_millis(3));
-        l.observe(Duration::from_secs(9));
-        assert_eq!(l.counts[0], 1, "≤ 0.5 ms");
-        assert_eq!(l.counts[3], 1, "≤ 5 ms");
-        assert_eq!(l.counts[LATENCY_BOUNDS.len()], 1, "+Inf");
-        assert_eq!(l.count(), 3);
-    }
-
-    #[test]
-    fn identical_dialogues_are_probed_once() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("z.zone"),
-            "$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.1\n\
-             owa A 127.0.1.1\nowa A 127.0.1.2\nautodiscover A 127.0.1.2\nautodiscover A 127.0.1.3\n",
-        )
-        .unwrap();
-        let cfg = Config::parse(&dir.path().join("m.toml"), CONFIG).unwrap();
-        let (zones, _) = cfg.load_zones().unwrap();
-        let plan = Plan::new(&cfg.health, &cfg.relays, &zones);
-        // Addresses 1..3; /owa/ on 1 and 2 (shared by "owa" and "owa-again" on 2), /Autodiscover/ on 1..3.
-        assert_eq!(plan.probes.len(), 6, "{:#?}", plan.probes);
-        let shared = plan.pairs[&("127.0.1.2".parse().unwrap(), "owa".to_string())];
-        assert_eq!(
-            plan.pairs[&("127.0.1.2".parse().unwrap(), "owa-again".to_string())],
-            shared
-        );
-        assert_eq!(plan.probes[shared].checks, ["owa", "owa-again"]);
-        let _ = Path::new(".");
     }
 }

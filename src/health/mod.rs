@@ -3,8 +3,14 @@
 //! its policy: which addresses a service name answers with, given the pairs' states.
 
 pub mod answer;
+mod backends;
 pub mod engine;
+pub mod plan;
 pub mod probe;
+pub mod report;
+mod schedule;
+mod sentinel;
 pub mod state;
+pub mod view;
 
 pub use state::{PairState, Status, Thresholds};

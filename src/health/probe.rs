@@ -17,12 +17,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
-use crate::config::health::TlsCheck;
 use crate::config::CheckKind;
 
 /// Largest body read for a body match; Exchange's healthcheck.htm is a few dozen bytes.
@@ -33,7 +32,7 @@ const MAX_LINE: usize = 4096;
 /// The outcome of one probe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeResult {
-    /// Passed.
+    /// The dialogue got what the check expects.
     pub ok: bool,
     /// Time taken.
     pub latency: Duration,
@@ -52,6 +51,83 @@ impl ProbeResult {
             .as_secs() as i64;
         Some((self.cert_not_after? - now).div_euclid(86_400))
     }
+}
+
+/// Why a probe failed; its text is what the dashboard, the metrics and the logs show.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// The TCP connection failed (refused, unreachable).
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    /// The check's host is no TLS server name.
+    #[error("bad TLS name {host}: {source}")]
+    TlsName {
+        /// The check's host.
+        host: String,
+        /// rustls's complaint.
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    /// The TLS handshake failed (a certificate that does not verify, say).
+    #[error("tls: {0}")]
+    Tls(std::io::Error),
+    /// An https check reached the prober without its client config (a bug, not the server's).
+    #[error("https check without a TLS config")]
+    NoTlsConfig,
+    /// Reading the server's reply failed.
+    #[error("read: {0}")]
+    Read(std::io::Error),
+    /// Writing a command failed.
+    #[error("write: {0}")]
+    Write(std::io::Error),
+    /// The server closed the connection before its reply.
+    #[error("connection closed by the server")]
+    Closed,
+    /// The greeting is not the expected one.
+    #[error("greeting {got:?} does not start with {expect:?}")]
+    Greeting {
+        /// The greeting line.
+        got: String,
+        /// The prefix the check expects.
+        expect: String,
+    },
+    /// A line that is no SMTP reply.
+    #[error("not an SMTP reply: {0:?}")]
+    NotSmtp(String),
+    /// The SMTP banner is not 2xx.
+    #[error("banner {0}")]
+    SmtpBanner(u16),
+    /// An SMTP command got an unexpected reply.
+    #[error("{what} answered {code}")]
+    SmtpReply {
+        /// The SMTP command (EHLO, MAIL FROM, RSET, QUIT).
+        what: &'static str,
+        /// The reply code.
+        code: u16,
+    },
+    /// The HTTP exchange failed.
+    #[error("http: {0}")]
+    Http(hyper::Error),
+    /// The request could not be built (a path that is no URI).
+    #[error("request: {0}")]
+    Request(hyper::http::Error),
+    /// An unexpected HTTP status.
+    #[error("status {got} (expected {expect})")]
+    Status {
+        /// The status received.
+        got: u16,
+        /// The status the check expects.
+        expect: u16,
+    },
+    /// The body lacks the expected text.
+    #[error("body does not contain {0:?}")]
+    Body(String),
+    /// The body could not be read (or exceeded the limit).
+    #[error("body: {0}")]
+    BodyRead(Box<dyn std::error::Error + Send + Sync>),
+    /// No answer within the check's timeout.
+    #[error("no answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
 }
 
 /// A TLS client config per check, built once.
@@ -74,11 +150,8 @@ pub async fn run(
     .await;
     let (ok, error) = match res {
         Ok(Ok(())) => (true, None),
-        Ok(Err(e)) => (false, Some(e)),
-        Err(_) => (
-            false,
-            Some(format!("no answer within {} ms", limit.as_millis())),
-        ),
+        Ok(Err(e)) => (false, Some(e.to_string())),
+        Err(_) => (false, Some(ProbeError::Timeout(limit).to_string())),
     };
     ProbeResult {
         ok,
@@ -93,10 +166,10 @@ async fn dialogue(
     addr: SocketAddr,
     tls: Option<&TlsConfigs>,
     cert_days: &mut Option<i64>,
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     let stream = TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(ProbeError::Connect)?;
     let _ = stream.set_nodelay(true);
     match kind {
         CheckKind::Tcp => Ok(()),
@@ -112,12 +185,16 @@ async fn dialogue(
             let host = host.clone().unwrap_or_else(|| addr.ip().to_string());
             match (tls_check, tls) {
                 (Some(_), Some(cfg)) => {
-                    let name = ServerName::try_from(host.clone())
-                        .map_err(|e| format!("bad TLS name {host}: {e}"))?;
+                    let name = ServerName::try_from(host.clone()).map_err(|source| {
+                        ProbeError::TlsName {
+                            host: host.clone(),
+                            source,
+                        }
+                    })?;
                     let conn = tokio_rustls::TlsConnector::from(cfg.clone())
                         .connect(name, stream)
                         .await
-                        .map_err(|e| format!("tls: {e}"))?;
+                        .map_err(ProbeError::Tls)?;
                     *cert_days = conn
                         .get_ref()
                         .1
@@ -126,7 +203,7 @@ async fn dialogue(
                         .and_then(not_after);
                     http(conn, &host, path, *expect_status, expect_body.as_deref()).await
                 }
-                (Some(_), None) => Err("https check without a TLS config".into()),
+                (Some(_), None) => Err(ProbeError::NoTlsConfig),
                 (None, _) => {
                     http(stream, &host, path, *expect_status, expect_body.as_deref()).await
                 }
@@ -138,30 +215,30 @@ async fn dialogue(
 async fn read_line<R: AsyncRead + Unpin>(
     r: &mut BufReader<R>,
     line: &mut String,
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     line.clear();
     let n = (&mut *r)
         .take(MAX_LINE as u64)
         .read_line(line)
         .await
-        .map_err(|e| format!("read: {e}"))?;
+        .map_err(ProbeError::Read)?;
     if n == 0 {
-        return Err("connection closed by the server".into());
+        return Err(ProbeError::Closed);
     }
     Ok(())
 }
 
 use tokio::io::AsyncReadExt;
 
-async fn banner(stream: TcpStream, expect: &str, send: &str) -> Result<(), String> {
+async fn banner(stream: TcpStream, expect: &str, send: &str) -> Result<(), ProbeError> {
     let mut r = BufReader::new(stream);
     let mut line = String::new();
     read_line(&mut r, &mut line).await?;
     if !line.starts_with(expect) {
-        return Err(format!(
-            "greeting {:?} does not start with {expect:?}",
-            line.trim_end()
-        ));
+        return Err(ProbeError::Greeting {
+            got: line.trim_end().to_string(),
+            expect: expect.to_string(),
+        });
     }
     if !send.is_empty() {
         let _ = r.get_mut().write_all(send.as_bytes()).await;
@@ -171,14 +248,14 @@ async fn banner(stream: TcpStream, expect: &str, send: &str) -> Result<(), Strin
 }
 
 /// Reads one (possibly multi-line) SMTP reply; returns its code.
-async fn smtp_reply<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<u16, String> {
+async fn smtp_reply<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<u16, ProbeError> {
     let mut line = String::new();
     loop {
         read_line(r, &mut line).await?;
         let code = line
             .get(..3)
             .and_then(|c| c.parse::<u16>().ok())
-            .ok_or_else(|| format!("not an SMTP reply: {:?}", line.trim_end()))?;
+            .ok_or_else(|| ProbeError::NotSmtp(line.trim_end().to_string()))?;
         // "250-..." continues, "250 ..." (or a bare "250") ends the reply.
         if line.as_bytes().get(3) != Some(&b'-') {
             return Ok(code);
@@ -186,11 +263,11 @@ async fn smtp_reply<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<u16, S
     }
 }
 
-async fn smtp(stream: TcpStream, ehlo: &str, mail_from: Option<&str>) -> Result<(), String> {
+async fn smtp(stream: TcpStream, ehlo: &str, mail_from: Option<&str>) -> Result<(), ProbeError> {
     let mut r = BufReader::new(stream);
     let code = smtp_reply(&mut r).await?;
     if !(200..300).contains(&code) {
-        return Err(format!("banner {code}"));
+        return Err(ProbeError::SmtpBanner(code));
     }
     smtp_step(&mut r, &format!("EHLO {ehlo}\r\n"), |c| c == 250, "EHLO").await?;
     if let Some(from) = mail_from {
@@ -212,17 +289,17 @@ async fn smtp_step(
     r: &mut BufReader<TcpStream>,
     cmd: &str,
     want: fn(u16) -> bool,
-    what: &str,
-) -> Result<(), String> {
+    what: &'static str,
+) -> Result<(), ProbeError> {
     r.get_mut()
         .write_all(cmd.as_bytes())
         .await
-        .map_err(|e| format!("write: {e}"))?;
+        .map_err(ProbeError::Write)?;
     let code = smtp_reply(r).await?;
     if want(code) {
         Ok(())
     } else {
-        Err(format!("{what} answered {code}"))
+        Err(ProbeError::SmtpReply { what, code })
     }
 }
 
@@ -232,31 +309,28 @@ async fn http<S>(
     path: &str,
     expect: u16,
     body: Option<&str>,
-) -> Result<(), String>
+) -> Result<(), ProbeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
             .await
-            .map_err(|e| format!("http: {e}"))?;
+            .map_err(ProbeError::Http)?;
     let driver = tokio::spawn(conn);
     let req = hyper::Request::get(path)
         .header(hyper::header::HOST, host)
         .header(hyper::header::USER_AGENT, "mailns-healthcheck")
         .header(hyper::header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("request: {e}"))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("http: {e}"));
+        .map_err(ProbeError::Request)?;
+    let resp = sender.send_request(req).await.map_err(ProbeError::Http);
     let result = match resp {
         Err(e) => Err(e),
-        Ok(resp) if resp.status().as_u16() != expect => Err(format!(
-            "status {} (expected {expect})",
-            resp.status().as_u16()
-        )),
+        Ok(resp) if resp.status().as_u16() != expect => Err(ProbeError::Status {
+            got: resp.status().as_u16(),
+            expect,
+        }),
         Ok(resp) => match body {
             None => Ok(()),
             Some(needle) => {
@@ -266,10 +340,10 @@ where
                         if memfind(&b.to_bytes(), needle.as_bytes()) {
                             Ok(())
                         } else {
-                            Err(format!("body does not contain {needle:?}"))
+                            Err(ProbeError::Body(needle.to_string()))
                         }
                     }
-                    Err(e) => Err(format!("body: {e}")),
+                    Err(e) => Err(ProbeError::BodyRead(e)),
                 }
             }
         },
@@ -286,89 +360,4 @@ fn memfind(hay: &[u8], needle: &[u8]) -> bool {
 fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     Some(parsed.validity().not_after.timestamp())
-}
-
-/// Builds the rustls client config of an https check.
-///
-/// # Errors
-/// An unreadable or empty CA file.
-pub fn tls_config(t: &TlsCheck) -> Result<TlsConfigs, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let cfg = if t.verify {
-        let file = t
-            .ca_file
-            .clone()
-            .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
-        let pem = std::fs::read(&file)
-            .map_err(|e| format!("cannot read CA file {}: {e}", file.display()))?;
-        let mut roots = rustls::RootCertStore::empty();
-        let certs: Vec<CertificateDer<'static>> =
-            rustls::pki_types::pem::PemObject::pem_slice_iter(&pem)
-                .filter_map(Result::ok)
-                .collect();
-        let (added, _) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(format!("no CA certificate in {}", file.display()));
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth()
-    };
-    Ok(Arc::new(cfg))
-}
-
-/// Accepts any certificate (the admin turned verification off), still checking handshake
-/// signatures so the session is a real TLS session.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        msg: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            msg,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        msg: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            msg,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

@@ -9,9 +9,9 @@
 pub enum Status {
     /// No result yet.
     Unknown,
-    /// Passing.
+    /// The pair passes its check (rise results in a row).
     Up,
-    /// Failing.
+    /// The pair fails its check (fall results in a row).
     Down,
 }
 

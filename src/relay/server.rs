@@ -17,13 +17,16 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
 use super::copy::{self, Bytes};
 use super::pick::{self, Candidate};
 use super::sni;
-use crate::config::relay::{FrontTls, RelayDef, RelayKind, TlsMode};
-use crate::state::{BackendView, Store};
+use crate::config::relay::{RelayDef, RelayKind};
+use crate::health::view::BackendView;
+use crate::state::Store;
+use crate::tls::front::Front;
+use crate::tls::TlsError;
 
 /// Counters of one backend of one relay.
 #[derive(Debug, Default)]
@@ -47,15 +50,25 @@ pub struct RelayStats {
     pub refused: AtomicU64,
 }
 
+/// A relay whose TLS front cannot be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("relay '{relay}': {source}")]
+pub struct RelayError {
+    /// The relay's name.
+    pub relay: String,
+    /// What is wrong with its certificates or CA file.
+    pub source: Box<TlsError>,
+}
+
 /// A relay's shared state.
 #[derive(Debug)]
 pub struct Relay {
-    /// Its config.
+    /// Its settings, as validated.
     pub def: RelayDef,
     /// Its position among the configured relays (index into the snapshot's relay views); a
     /// reload that removes an earlier relay moves it.
     index: AtomicUsize,
-    /// Counters.
+    /// Connections, bytes and refusals, for the dashboard and the metrics.
     pub stats: RelayStats,
     turn: AtomicU64,
     /// TLS termination (offload, re-encrypt); None: passthrough.
@@ -71,11 +84,12 @@ impl Relay {
     ///
     /// # Errors
     /// TLS termination whose certificates or CA file cannot be loaded.
-    pub fn new(def: RelayDef, index: usize, default_name: &str) -> Result<Arc<Self>, String> {
+    pub fn new(def: RelayDef, index: usize, default_name: &str) -> Result<Arc<Self>, RelayError> {
         let front = match &def.tls {
-            Some(tls) => Some(
-                Front::new(tls, default_name).map_err(|e| format!("relay '{}': {e}", def.name))?,
-            ),
+            Some(tls) => Some(Front::new(tls, default_name).map_err(|e| RelayError {
+                relay: def.name.clone(),
+                source: Box::new(e),
+            })?),
             None => None,
         };
         let stats = RelayStats {
@@ -202,16 +216,19 @@ fn connection(
     relay: Arc<Relay>,
     store: Store,
 ) -> impl std::future::Future<Output = ()> + 'static {
+    // Every event of the connection carries the relay, the client and (once picked) the server.
+    let span = info_span!("relay", relay = %relay.def.name, %peer, server = field::Empty);
     async move {
         let ended = match Box::pin(establish(client, peer, bound, port, &relay, &store)).await {
-            Ok(Some(est)) => relay_bytes(est, &relay, peer).await,
+            Ok(Some(est)) => relay_bytes(est, &relay).await,
             Ok(None) => Ok(()),
             Err(error) => Err(error),
         };
         if let Err(error) = ended {
-            debug!(relay = %relay.def.name, %peer, %error, "relay connection ended");
+            debug!(%error, "relay connection ended");
         }
     }
+    .instrument(span)
 }
 
 /// A relayed connection whose backend is connected: what the pump phase keeps.
@@ -236,7 +253,7 @@ struct Established<'r> {
     reason = "a server index comes from def.servers, and new() makes stats.servers and closers one per server"
 )]
 async fn establish<'r>(
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     bound: SocketAddr,
     port: u16,
@@ -244,90 +261,26 @@ async fn establish<'r>(
     store: &Store,
 ) -> io::Result<Option<Established<'r>>> {
     let def = &relay.def;
-    if !relay.allowed(peer.ip()) {
-        relay.stats.refused.fetch_add(1, Ordering::Relaxed);
-        if def.kind == RelayKind::Smtp {
-            let line = format!(
-                "554 5.7.1 <{}> is not allowed to relay through this address\r\n",
-                peer.ip()
-            );
-            let _ = client.write_all(line.as_bytes()).await;
-            let _ = client.shutdown().await;
-        }
-        debug!(relay = %def.name, %peer, "client not in the allow-list");
-        return Ok(None);
-    }
-    let Ok(permit) = relay.permits.clone().try_acquire_owned() else {
+    let Some((client, permit, client_slot)) = admit(relay, client, peer).await else {
         relay.stats.refused.fetch_add(1, Ordering::Relaxed);
         return Ok(None);
     };
-    let client_slot = match ClientSlot::take(relay, peer.ip()) {
-        Some(s) => s,
-        None => {
-            relay.stats.refused.fetch_add(1, Ordering::Relaxed);
-            return Ok(None);
-        }
-    };
-
-    // The pool, from the SNI: read from the ClientHello (passthrough, whose bytes then go to the
-    // backend first) or from the handshake mailns completes itself (offload, re-encrypt).
-    let (client, prefix, sni) = match &relay.front {
-        None if def.routes.is_empty() => (Client::Plain(client), Vec::new(), None),
-        None => {
-            let (prefix, name) = sni::read_hello(&mut client, def.sni_timeout).await?;
-            (Client::Plain(client), prefix, name)
-        }
-        Some(front) => {
-            let limit = front.handshake_timeout;
-            match timeout(limit, front.acceptor.accept(client)).await {
-                Ok(Ok(tls)) => {
-                    let name = tls.get_ref().1.server_name().map(str::to_owned);
-                    (Client::Tls(Box::new(tls)), Vec::new(), name)
-                }
-                Ok(Err(error)) => {
-                    debug!(relay = %def.name, %peer, %error, "TLS handshake failed");
-                    return Ok(None);
-                }
-                Err(_) => {
-                    debug!(relay = %def.name, %peer, ?limit, "TLS handshake timed out");
-                    return Ok(None);
-                }
-            }
-        }
+    let Some((client, prefix, sni)) = hello(relay, client).await? else {
+        return Ok(None);
     };
     let route = sni.as_deref().and_then(|n| sni::route(&def.routes, n));
     if !def.routes.is_empty() {
-        debug!(relay = %def.name, %peer, sni = ?sni, routed = route.is_some(), "client hello");
+        debug!(sni = ?sni, routed = route.is_some(), "client hello");
     }
     let pool = route.map_or(&def.default_pool, |r| &r.servers);
-    let server = connect_first(relay, store, pool, peer.ip(), port).await;
-    let Some((i, mut upstream)) = server else {
+    let Some((i, mut upstream)) = connect_first(relay, store, pool, peer.ip(), port).await else {
         // Refuse at once: the client tries its next address.
         relay.stats.refused.fetch_add(1, Ordering::Relaxed);
-        debug!(relay = %def.name, %peer, "no usable backend; closing");
+        debug!("no usable backend; closing");
         return Ok(None);
     };
-    if def.proxy_protocol {
-        // The address the client connected to: the listener's, unless it is a wildcard.
-        let local = if bound.ip().is_unspecified() {
-            client.tcp().local_addr().ok()
-        } else {
-            Some(bound)
-        };
-        if let Some(local) = local {
-            let header = ppp::v2::Builder::with_addresses(
-                ppp::v2::Version::Two | ppp::v2::Command::Proxy,
-                ppp::v2::Protocol::Stream,
-                (peer, local),
-            )
-            .build()
-            .map_err(|e| io::Error::other(e.to_string()))?;
-            upstream.write_all(&header).await?;
-        }
-    }
-    if !prefix.is_empty() {
-        upstream.write_all(&prefix).await?;
-    }
+    Span::current().record("server", def.servers[i].0.as_str());
+    preamble(relay, &client, &mut upstream, peer, bound, &prefix).await?;
     // Closed early if the server goes into maintenance (or down, with on_server_down = close).
     // The token is taken before the snapshot is read again, so a close published in between
     // is seen one way or the other.
@@ -352,6 +305,95 @@ async fn establish<'r>(
     }))
 }
 
+/// Admission: the allow-list (an SMTP client outside it gets a 554 first), the relay's
+/// connection cap and the per-client cap. None: refused.
+async fn admit(
+    relay: &Relay,
+    mut client: TcpStream,
+    peer: SocketAddr,
+) -> Option<(TcpStream, tokio::sync::OwnedSemaphorePermit, ClientSlot<'_>)> {
+    if !relay.allowed(peer.ip()) {
+        if relay.def.kind == RelayKind::Smtp {
+            let line = format!(
+                "554 5.7.1 <{}> is not allowed to relay through this address\r\n",
+                peer.ip()
+            );
+            let _ = client.write_all(line.as_bytes()).await;
+            let _ = client.shutdown().await;
+        }
+        debug!("client not in the allow-list");
+        return None;
+    }
+    let permit = relay.permits.clone().try_acquire_owned().ok()?;
+    let slot = ClientSlot::take(relay, peer.ip())?;
+    Some((client, permit, slot))
+}
+
+/// The name the client asked for, which picks the pool: read from the ClientHello
+/// (passthrough, whose bytes, returned, then go to the backend first) or from the handshake
+/// mailns completes itself (offload, re-encrypt). None: the handshake failed or timed out.
+async fn hello(
+    relay: &Relay,
+    mut client: TcpStream,
+) -> io::Result<Option<(Client, Vec<u8>, Option<String>)>> {
+    let Some(front) = &relay.front else {
+        if relay.def.routes.is_empty() {
+            return Ok(Some((Client::Plain(client), Vec::new(), None)));
+        }
+        let (prefix, name) = sni::read_hello(&mut client, relay.def.sni_timeout).await?;
+        return Ok(Some((Client::Plain(client), prefix, name)));
+    };
+    let limit = front.handshake_timeout;
+    match timeout(limit, front.acceptor.accept(client)).await {
+        Ok(Ok(tls)) => {
+            let name = tls.get_ref().1.server_name().map(str::to_owned);
+            Ok(Some((Client::Tls(Box::new(tls)), Vec::new(), name)))
+        }
+        Ok(Err(error)) => {
+            debug!(%error, "TLS handshake failed");
+            Ok(None)
+        }
+        Err(_) => {
+            debug!(?limit, "TLS handshake timed out");
+            Ok(None)
+        }
+    }
+}
+
+/// What the backend gets before the client's bytes: the PROXY v2 header (with
+/// `proxy_protocol`), then the ClientHello bytes a passthrough relay read.
+async fn preamble(
+    relay: &Relay,
+    client: &Client,
+    upstream: &mut TcpStream,
+    peer: SocketAddr,
+    bound: SocketAddr,
+    prefix: &[u8],
+) -> io::Result<()> {
+    if relay.def.proxy_protocol {
+        // The address the client connected to: the listener's, unless it is a wildcard.
+        let local = if bound.ip().is_unspecified() {
+            client.tcp().local_addr().ok()
+        } else {
+            Some(bound)
+        };
+        if let Some(local) = local {
+            let header = ppp::v2::Builder::with_addresses(
+                ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+                ppp::v2::Protocol::Stream,
+                (peer, local),
+            )
+            .build()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+            upstream.write_all(&header).await?;
+        }
+    }
+    if !prefix.is_empty() {
+        upstream.write_all(prefix).await?;
+    }
+    Ok(())
+}
+
 /// The pump phase: bytes both ways until the connection ends, counted against its server.
 ///
 /// A plain fn returning an async block, not an async fn: an async fn copies its arguments into
@@ -367,7 +409,6 @@ async fn establish<'r>(
 fn relay_bytes<'r>(
     est: Established<'r>,
     relay: &'r Relay,
-    peer: SocketAddr,
 ) -> impl std::future::Future<Output = io::Result<()>> + 'r {
     async move {
         // Named, so that the block takes them: it captures only the fields it uses, and would
@@ -376,9 +417,8 @@ fn relay_bytes<'r>(
         let def = &relay.def;
         // Fields are used in place, not destructured: locals moved out of `est` would be a
         // second copy in the task.
-        let i = est.server;
         let stop = &est.stop;
-        let stats = &relay.stats.servers[i];
+        let stats = &relay.stats.servers[est.server];
         stats.active.fetch_add(1, Ordering::Relaxed);
         stats.total.fetch_add(1, Ordering::Relaxed);
         let end = match (est.client, &relay.front) {
@@ -388,57 +428,78 @@ fn relay_bytes<'r>(
             (Client::Tls(tls), Some(front)) => match &front.connector {
                 // Offload. Boxed too: inline, a larger TLS pump would size every connection's task.
                 None => {
-                    Box::pin(copy::pump_io(
-                        tls,
-                        est.upstream,
-                        def.timeouts,
-                        &stats.bytes,
-                        stop,
-                    ))
-                    .await
+                    let pump = copy::pump_io(tls, est.upstream, def.timeouts, &stats.bytes, stop);
+                    Box::pin(pump).await
                 }
                 // Re-encrypt, boxed: the backend's TLS state is large (1.1 kB for the handshake's
                 // result alone), and inline it would sit in every relayed connection's task.
                 Some(connector) => {
-                    Box::pin(async {
-                    // The configured name, else the one the client asked for.
-                    let name = front
-                        .backend_sni
-                        .clone()
-                        .or(est.sni)
-                        .unwrap_or_else(|| front.default_name.clone());
-                    let server_name = match ServerName::try_from(name) {
-                        Ok(n) => n,
-                        Err(error) => {
-                            warn!(relay = %def.name, %error, "no usable TLS server name for the backend");
-                            return copy::End::Error;
-                        }
+                    let backend = Backend {
+                        upstream: est.upstream,
+                        sni: est.sni,
+                        stats,
+                        stop,
                     };
-                    let connect = connector.connect(server_name, est.upstream);
-                    match timeout(def.connect_timeout, connect).await {
-                        Ok(Ok(up)) => {
-                            copy::pump_io(tls, up, def.timeouts, &stats.bytes, stop).await
-                        }
-                        Ok(Err(error)) => {
-                            warn!(relay = %def.name, server = %def.servers[i].0, %error, "TLS to the backend failed");
-                            stats.failed_connects.fetch_add(1, Ordering::Relaxed);
-                            copy::End::Error
-                        }
-                        Err(_) => {
-                            warn!(relay = %def.name, server = %def.servers[i].0, "TLS to the backend timed out");
-                            stats.failed_connects.fetch_add(1, Ordering::Relaxed);
-                            copy::End::Error
-                        }
-                    }
-                })
-                .await
+                    Box::pin(reencrypt(tls, backend, relay, front, connector)).await
                 }
             },
             (Client::Tls(_), None) => unreachable!("a TLS client needs the relay's front"),
         };
         stats.active.fetch_sub(1, Ordering::Relaxed);
-        debug!(relay = %def.name, %peer, server = %def.servers[i].0, ?end, "relay connection closed");
+        debug!(?end, "relay connection closed");
         Ok(())
+    }
+}
+
+/// The backend side of a relayed connection, as re-encryption needs it.
+struct Backend<'a> {
+    upstream: TcpStream,
+    /// The name the client asked for.
+    sni: Option<String>,
+    stats: &'a ServerStats,
+    stop: &'a CancellationToken,
+}
+
+/// Re-encrypt: TLS to the backend (the configured name, else the client's, else the relay's
+/// default), then bytes both ways.
+async fn reencrypt(
+    tls: Box<tokio_rustls::server::TlsStream<TcpStream>>,
+    backend: Backend<'_>,
+    relay: &Relay,
+    front: &Front,
+    connector: &tokio_rustls::TlsConnector,
+) -> copy::End {
+    let def = &relay.def;
+    let name = front
+        .backend_sni
+        .clone()
+        .or(backend.sni)
+        .unwrap_or_else(|| front.default_name.clone());
+    let server_name = match ServerName::try_from(name) {
+        Ok(n) => n,
+        Err(error) => {
+            warn!(%error, "no usable TLS server name for the backend");
+            return copy::End::Error;
+        }
+    };
+    let stats = backend.stats;
+    match timeout(
+        def.connect_timeout,
+        connector.connect(server_name, backend.upstream),
+    )
+    .await
+    {
+        Ok(Ok(up)) => copy::pump_io(tls, up, def.timeouts, &stats.bytes, backend.stop).await,
+        Ok(Err(error)) => {
+            warn!(%error, "TLS to the backend failed");
+            stats.failed_connects.fetch_add(1, Ordering::Relaxed);
+            copy::End::Error
+        }
+        Err(_) => {
+            warn!("TLS to the backend timed out");
+            stats.failed_connects.fetch_add(1, Ordering::Relaxed);
+            copy::End::Error
+        }
     }
 }
 
@@ -551,9 +612,9 @@ async fn connect_first(
         match timeout(def.connect_timeout, connect(addr)).await {
             Ok(Ok(s)) => return Some((i, s)),
             Ok(Err(error)) => {
-                debug!(relay = %def.name, %addr, %error, "relay upstream connect failed")
+                debug!(%addr, %error, "relay upstream connect failed")
             }
-            Err(_) => debug!(relay = %def.name, %addr, "relay upstream connect timed out"),
+            Err(_) => debug!(%addr, "relay upstream connect timed out"),
         }
         relay.stats.servers[i]
             .failed_connects
@@ -589,131 +650,6 @@ impl Client {
             Self::Plain(s) => s,
             Self::Tls(t) => t.get_ref().0,
         }
-    }
-}
-
-/// What a relay that terminates TLS holds.
-pub struct Front {
-    acceptor: tokio_rustls::TlsAcceptor,
-    /// The certificates, swappable for reloads; their expiry is shown on the dashboard.
-    pub resolver: Arc<crate::tls::Resolver>,
-    /// Re-encrypt: TLS to the backends.
-    connector: Option<tokio_rustls::TlsConnector>,
-    backend_sni: Option<String>,
-    default_name: String,
-    handshake_timeout: std::time::Duration,
-    /// (chain, key) files and their modification times at the last load.
-    files: Vec<(std::path::PathBuf, std::path::PathBuf)>,
-    stamps: Mutex<Vec<Option<std::time::SystemTime>>>,
-}
-
-impl std::fmt::Debug for Front {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Front")
-            .field("reencrypt", &self.connector.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Front {
-    /// Loads the certificates and TLS configs of `tls`; `default_name` is the backend name
-    /// when neither the config nor the client gives one.
-    ///
-    /// # Errors
-    /// An unreadable certificate, key or CA file.
-    pub fn new(tls: &FrontTls, default_name: &str) -> Result<Self, String> {
-        let certs = tls
-            .certificates
-            .iter()
-            .map(|(c, k)| crate::tls::load(c, k))
-            .collect::<Result<Vec<_>, _>>()?;
-        let resolver = Arc::new(crate::tls::Resolver(ArcSwap::from_pointee(
-            crate::tls::CertSet::new(certs),
-        )));
-        let acceptor =
-            tokio_rustls::TlsAcceptor::from(crate::tls::server_config(resolver.clone())?);
-        let connector = match tls.mode {
-            TlsMode::Reencrypt => Some(tokio_rustls::TlsConnector::from(
-                crate::health::probe::tls_config(&tls.backend)?,
-            )),
-            _ => None,
-        };
-        let files = tls.certificates.clone();
-        let stamps = Mutex::new(stamps_of(&files));
-        Ok(Self {
-            files,
-            stamps,
-            acceptor,
-            resolver,
-            connector,
-            backend_sni: tls.backend_sni.clone(),
-            default_name: default_name.trim_end_matches('.').to_string(),
-            handshake_timeout: tls.handshake_timeout,
-        })
-    }
-}
-
-fn stamps_of(
-    files: &[(std::path::PathBuf, std::path::PathBuf)],
-) -> Vec<Option<std::time::SystemTime>> {
-    files
-        .iter()
-        .flat_map(|(c, k)| [c, k])
-        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-        .collect()
-}
-
-impl Front {
-    /// Loads the certificate files again without putting them in force: a reload checks them
-    /// before anything changes.
-    ///
-    /// # Errors
-    /// An unreadable or invalid certificate or key, naming the file.
-    pub fn load_files(&self) -> Result<Vec<crate::tls::LoadedCert>, String> {
-        self.files
-            .iter()
-            .map(|(c, k)| crate::tls::load(c, k))
-            .collect()
-    }
-
-    /// Puts certificates from [`Front::load_files`] in force.
-    pub fn install(&self, certs: Vec<crate::tls::LoadedCert>) {
-        *self
-            .stamps
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = stamps_of(&self.files);
-        self.resolver
-            .0
-            .store(Arc::new(crate::tls::CertSet::new(certs)));
-    }
-
-    /// Loads the certificate files again if one changed (or `force`), swapping the set for new
-    /// handshakes; established connections keep theirs. A broken file keeps the old set.
-    /// Returns None when nothing changed.
-    pub fn reload(&self, force: bool) -> Option<Result<usize, String>> {
-        let now = stamps_of(&self.files);
-        {
-            let mut seen = self
-                .stamps
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !force && *seen == now {
-                return None;
-            }
-            *seen = now;
-        }
-        let loaded = self
-            .files
-            .iter()
-            .map(|(c, k)| crate::tls::load(c, k))
-            .collect::<Result<Vec<_>, _>>();
-        Some(loaded.map(|certs| {
-            let n = certs.len();
-            self.resolver
-                .0
-                .store(Arc::new(crate::tls::CertSet::new(certs)));
-            n
-        }))
     }
 }
 

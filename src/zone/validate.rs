@@ -21,6 +21,9 @@ pub(crate) struct Placed {
     pub(crate) line: usize,
 }
 
+/// A zone's nodes by lowercase wire name.
+type Nodes = FxHashMap<Box<[u8]>, Node>;
+
 /// Groups records into nodes and RRsets and validates the result.
 pub(super) fn build(
     path: &Path,
@@ -28,11 +31,41 @@ pub(super) fn build(
     placed: Vec<Placed>,
     mut diags: Vec<Diagnostic>,
 ) -> Result<(Zone, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let (mut nodes, count) = group(origin, &placed, &mut diags);
+    let soa = check_apex(path, origin, &placed, &nodes, &mut diags);
+    check_cnames(&placed, &nodes, &mut diags);
+    let cuts = mark_cuts(origin, &mut nodes);
+    check_below_cuts(&placed, &cuts, &mut diags);
+    check_targets(origin, &placed, &nodes, &mut diags);
+    sort(&mut diags);
+    let Some(soa) = soa.filter(|_| !diags.iter().any(Diagnostic::is_error)) else {
+        return Err(diags);
+    };
     let origin_wire = wire_lower(origin);
-    let mut nodes: FxHashMap<Box<[u8]>, Node> = FxHashMap::default();
-    let mut count = 0usize;
+    add_empty_non_terminals(&origin_wire, &mut nodes);
+    let mut negative_soa = soa.clone();
+    let minimum = soa_of(&soa).map_or(0, |s| s.minimum);
+    negative_soa.ttl = soa.ttl.min(minimum);
+    Ok((
+        Zone {
+            origin: origin.clone(),
+            origin_wire,
+            nodes,
+            soa,
+            negative_soa,
+            file: path.to_path_buf(),
+            record_count: count,
+        },
+        diags,
+    ))
+}
 
-    for p in &placed {
+/// Groups the records inside the zone into nodes and RRsets (duplicates are one record; an
+/// RRset takes its first record's TTL); returns the nodes and the records kept.
+fn group(origin: &Name, placed: &[Placed], diags: &mut Vec<Diagnostic>) -> (Nodes, usize) {
+    let mut nodes: Nodes = FxHashMap::default();
+    let mut count = 0usize;
+    for p in placed {
         let name = &p.record.name;
         if !origin.zone_of(name) {
             diags.push(Diagnostic::error(
@@ -79,8 +112,17 @@ pub(super) fn build(
         }
         count += 1;
     }
+    (nodes, count)
+}
 
-    // SOA: exactly one, at the apex.
+/// SOA: exactly one, at the apex; NS at the apex. Returns the SOA record (None: reported).
+fn check_apex(
+    path: &Path,
+    origin: &Name,
+    placed: &[Placed],
+    nodes: &Nodes,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Record> {
     for p in placed
         .iter()
         .filter(|p| p.record.record_type() == RecordType::SOA)
@@ -96,7 +138,7 @@ pub(super) fn build(
             ));
         }
     }
-    let apex = nodes.get(&origin_wire);
+    let apex = nodes.get(&wire_lower(origin));
     let soa = apex
         .and_then(|n| n.rrset(RecordType::SOA))
         .and_then(|s| Some((s.records.first()?.clone(), s.records.len(), s.file.clone())));
@@ -108,7 +150,7 @@ pub(super) fn build(
         )),
         Some((_, n, file)) if *n > 1 => diags.push(Diagnostic::error(
             file,
-            Some(line_of_nth(&placed, origin, RecordType::SOA, 1)),
+            Some(line_of_nth(placed, origin, RecordType::SOA, 1)),
             format!("zone {origin} has more than one SOA record"),
         )),
         Some(_) => {}
@@ -120,7 +162,11 @@ pub(super) fn build(
             format!("zone {origin} has no NS records at its apex"),
         ));
     }
+    soa.map(|(record, _, _)| record)
+}
 
+/// A CNAME must stand alone, and be one record.
+fn check_cnames(placed: &[Placed], nodes: &Nodes, diags: &mut Vec<Diagnostic>) {
     // CNAME must stand alone.
     for node in nodes.values() {
         let Some(cname) = node.rrset(RecordType::CNAME) else {
@@ -129,7 +175,7 @@ pub(super) fn build(
         if cname.records.len() > 1 {
             diags.push(Diagnostic::error(
                 &cname.file,
-                Some(line_of_nth(&placed, &node.name, RecordType::CNAME, 1)),
+                Some(line_of_nth(placed, &node.name, RecordType::CNAME, 1)),
                 format!("{} has more than one CNAME record", node.name),
             ));
         }
@@ -151,8 +197,11 @@ pub(super) fn build(
             ));
         }
     }
+}
 
-    // Zone cuts.
+/// Marks every node below the apex with NS records as a zone cut; returns the cuts.
+fn mark_cuts(origin: &Name, nodes: &mut Nodes) -> Vec<Name> {
+    let origin_wire = wire_lower(origin);
     let mut cuts: Vec<Name> = Vec::new();
     for (wire, node) in nodes.iter_mut() {
         if **wire != *origin_wire && node.rrset(RecordType::NS).is_some() {
@@ -160,9 +209,12 @@ pub(super) fn build(
             cuts.push(node.name.clone());
         }
     }
+    cuts
+}
 
-    // Data at or below a cut: only NS at the cut and addresses (glue) below it are served.
-    for p in &placed {
+/// Data at or below a cut: only NS (and DS) at the cut and addresses (glue) are served.
+fn check_below_cuts(placed: &[Placed], cuts: &[Name], diags: &mut Vec<Diagnostic>) {
+    for p in placed {
         let name = &p.record.name;
         let rtype = p.record.record_type();
         let Some(cut) = cuts.iter().find(|c| c.zone_of(name)) else {
@@ -185,9 +237,11 @@ pub(super) fn build(
             ));
         }
     }
+}
 
-    // Targets: MX, SRV and NS targets must not be CNAMEs; in-bailiwick name servers need glue.
-    for p in &placed {
+/// MX, SRV and NS targets must not be CNAMEs; in-bailiwick name servers need glue.
+fn check_targets(origin: &Name, placed: &[Placed], nodes: &Nodes, diags: &mut Vec<Diagnostic>) {
+    for p in placed {
         let (kind, target) = match &p.record.data {
             RData::MX(mx) => ("MX", &mx.exchange),
             RData::SRV(srv) => ("SRV", &srv.target),
@@ -228,13 +282,10 @@ pub(super) fn build(
             ));
         }
     }
+}
 
-    if diags.iter().any(Diagnostic::is_error) {
-        sort(&mut diags);
-        return Err(diags);
-    }
-
-    // Empty non-terminals: every ancestor between an owner and the apex exists as a node.
+/// Empty non-terminals: every ancestor between an owner and the apex exists as a node.
+fn add_empty_non_terminals(origin_wire: &[u8], nodes: &mut Nodes) {
     let mut starts = Vec::new();
     let mut ents: BTreeSet<Box<[u8]>> = BTreeSet::new();
     for wire in nodes.keys() {
@@ -262,29 +313,6 @@ pub(super) fn build(
             },
         );
     }
-
-    let Some((soa, _, _)) = soa else {
-        // Reported above, which returned: not reached.
-        sort(&mut diags);
-        return Err(diags);
-    };
-    let mut negative_soa = soa.clone();
-    let minimum = soa_of(&soa).map_or(0, |s| s.minimum);
-    negative_soa.ttl = soa.ttl.min(minimum);
-
-    sort(&mut diags);
-    Ok((
-        Zone {
-            origin: origin.clone(),
-            origin_wire,
-            nodes,
-            soa,
-            negative_soa,
-            file: path.to_path_buf(),
-            record_count: count,
-        },
-        diags,
-    ))
 }
 
 fn line_of_nth(placed: &[Placed], name: &Name, rtype: RecordType, nth: usize) -> usize {

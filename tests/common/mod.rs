@@ -1,6 +1,10 @@
 //! Shared test harness: start the real `mailns` binary on 127.0.0.1 with an ephemeral port,
 //! find its port in the log, and talk DNS to it (and to peers) over real sockets.
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "shared by every test binary; each uses part of it"
+)]
 
 pub mod knot;
 

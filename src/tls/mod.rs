@@ -1,8 +1,16 @@
-//! Certificates for the HTTPS front (`tls = "offload"` or `"reencrypt"`): PEM chain and key files,
-//! several certificates picked by the client's SNI with the first as the default.
+//! Every TLS setting and config mailns makes, in one place:
+//! - here: certificates for the HTTPS front (`tls = "offload"` or `"reencrypt"`), PEM chain and
+//!   key files, several picked by the client's SNI with the first as the default, and the
+//!   server config over them;
+//! - [`client`]: the client configs of https checks and of re-encryption to the backends;
+//! - [`front`]: a relay's TLS front (acceptor, backend connector, certificate reload).
 //!
-//! The set sits behind an `ArcSwap`, so a reload swaps it for new handshakes while established
-//! connections keep the keys they negotiated.
+//! The certificate set sits behind an `ArcSwap`, so a reload swaps it for new handshakes while
+//! established connections keep the keys they negotiated. This module depends on nothing else
+//! in the crate: the config's TLS settings are its types.
+
+pub mod client;
+pub mod front;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,10 +18,90 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
+use rustls::pki_types::pem;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+
+/// What is wrong with a certificate, key or CA file, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file that could not be read.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A chain file that is not PEM.
+    #[error("{}: not a PEM certificate chain: {source}", path.display())]
+    NotPem {
+        /// The chain file.
+        path: PathBuf,
+        /// The PEM parser's complaint.
+        source: pem::Error,
+    },
+    /// A chain file with no certificate.
+    #[error("{}: no certificate in the file", path.display())]
+    NoCertificate {
+        /// The chain file.
+        path: PathBuf,
+    },
+    /// A leaf certificate that does not parse as X.509.
+    #[error("{}: the first certificate does not parse: {reason}", path.display())]
+    BadCertificate {
+        /// The chain file.
+        path: PathBuf,
+        /// The X.509 parser's complaint.
+        reason: String,
+    },
+    /// A key file with no PEM private key.
+    #[error("{}: no PEM private key: {source}", path.display())]
+    NoKey {
+        /// The key file.
+        path: PathBuf,
+        /// The PEM parser's complaint.
+        source: pem::Error,
+    },
+    /// A private key rustls cannot sign with.
+    #[error("{}: unusable private key: {source}", path.display())]
+    BadKey {
+        /// The key file.
+        path: PathBuf,
+        /// rustls's complaint.
+        source: rustls::Error,
+    },
+    /// A key that is not the certificate's.
+    #[error("{} and {}: the key does not belong to the certificate: {source}", cert.display(), key.display())]
+    KeyMismatch {
+        /// The chain file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// rustls's complaint.
+        source: rustls::Error,
+    },
+    /// A CA file could not be read.
+    #[error("cannot read CA file {}: {source}", path.display())]
+    ReadCa {
+        /// The CA file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A CA file with no usable certificate.
+    #[error("no CA certificate in {}", path.display())]
+    NoCa {
+        /// The CA file.
+        path: PathBuf,
+    },
+    /// rustls refused a config (the provider lacks the default protocol versions).
+    #[error("{0}")]
+    Config(#[from] rustls::Error),
+}
 
 /// One loaded certificate.
 #[derive(Debug, Clone)]
@@ -43,20 +131,30 @@ impl LoadedCert {
 ///
 /// # Errors
 /// A message naming the file and what is wrong with it.
-pub fn load(cert: &Path, key: &Path) -> Result<LoadedCert, String> {
-    let pem = std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+pub fn load(cert: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let pem = read(cert)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", cert.display()))?;
+        .map_err(|source| TlsError::NotPem {
+            path: cert.to_path_buf(),
+            source,
+        })?;
     let Some(leaf) = chain.first() else {
-        return Err(format!("{}: no certificate in the file", cert.display()));
+        return Err(TlsError::NoCertificate {
+            path: cert.to_path_buf(),
+        });
     };
-    let (_, x509) = x509_parser::parse_x509_certificate(leaf).map_err(|e| {
-        format!(
-            "{}: the first certificate does not parse: {e}",
-            cert.display()
-        )
-    })?;
+    let (_, x509) =
+        x509_parser::parse_x509_certificate(leaf).map_err(|e| TlsError::BadCertificate {
+            path: cert.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     let not_after = x509.validity().not_after.timestamp();
     let mut names = Vec::new();
     if let Ok(Some(san)) = x509.subject_alternative_name() {
@@ -66,22 +164,27 @@ pub fn load(cert: &Path, key: &Path) -> Result<LoadedCert, String> {
             }
         }
     }
-    let key_pem = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
-    let private = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| format!("{}: no PEM private key: {e}", key.display()))?;
+    let key_pem = read(key)?;
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::NoKey {
+        path: key.to_path_buf(),
+        source,
+    })?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
     let signing = provider
         .key_provider
         .load_private_key(private)
-        .map_err(|e| format!("{}: unusable private key: {e}", key.display()))?;
+        .map_err(|source| TlsError::BadKey {
+            path: key.to_path_buf(),
+            source,
+        })?;
     let certified = CertifiedKey::new(chain, signing);
-    certified.keys_match().map_err(|e| {
-        format!(
-            "{} and {}: the key does not belong to the certificate: {e}",
-            cert.display(),
-            key.display()
-        )
-    })?;
+    certified
+        .keys_match()
+        .map_err(|source| TlsError::KeyMismatch {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            source,
+        })?;
     Ok(LoadedCert {
         key: Arc::new(certified),
         names,
@@ -153,11 +256,10 @@ impl ResolvesServerCert for Resolver {
 ///
 /// # Errors
 /// Only if the provider lacks the default protocol versions.
-pub fn server_config(resolver: Arc<Resolver>) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(resolver: Arc<Resolver>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -203,15 +305,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = cert(&["a.z.test"], dir.path(), "a");
         let _ = cert(&["b.z.test"], dir.path(), "b");
-        let err = load(&dir.path().join("a.pem"), &dir.path().join("b.key")).unwrap_err();
+        let err = load(&dir.path().join("a.pem"), &dir.path().join("b.key"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not belong"), "{err}");
-        let err = load(&dir.path().join("nope.pem"), &dir.path().join("a.key")).unwrap_err();
+        let err = load(&dir.path().join("nope.pem"), &dir.path().join("a.key"))
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("cannot read ") && err.contains("nope.pem"),
             "{err}"
         );
         std::fs::write(dir.path().join("empty.pem"), "").unwrap();
-        let err = load(&dir.path().join("empty.pem"), &dir.path().join("a.key")).unwrap_err();
+        let err = load(&dir.path().join("empty.pem"), &dir.path().join("a.key"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no certificate"), "{err}");
         assert_eq!(a.names, ["a.z.test"]);
     }

@@ -12,7 +12,16 @@ use rustc_hash::FxHashMap;
 
 use super::lookup::{resolve, ZoneSet};
 use super::wire::{self, Edns, Query};
-use super::UNTAGGED;
+use crate::health::answer::Step;
+
+/// Tag of a prebuilt answer that is not a service name's A/AAAA.
+pub const UNTAGGED: u16 = u16::MAX;
+
+/// The counter tag of a service name's answer: slot, family and fallback step. The DNS counters
+/// decode it; the table only carries it, so the hot path counts without a name lookup.
+pub fn tag(slot: u16, v6: bool, step: Step) -> u16 {
+    (slot * 2 + u16::from(v6)) * Step::ALL.len() as u16 + step.index() as u16
+}
 
 /// Above this many prebuilt responses, further names are answered by the general path.
 const MAX_ENTRIES: usize = 1_000_000;

@@ -76,7 +76,7 @@ impl Query<'_> {
         self.flags_hi & RD != 0
     }
 
-    /// The opcode.
+    /// The opcode (QUERY 0, NOTIFY 4; others are answered NOTIMP).
     pub fn opcode(&self) -> u8 {
         (self.flags_hi >> 3) & 0x0f
     }

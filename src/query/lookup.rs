@@ -18,7 +18,7 @@ const MAX_CHAIN: usize = 8;
 /// Every zone served, found by the longest matching origin.
 #[derive(Debug, Default)]
 pub struct ZoneSet {
-    /// The zones.
+    /// The zones answered from, health applied.
     pub zones: Vec<Zone>,
     by_origin: FxHashMap<Box<[u8]>, usize>,
 }

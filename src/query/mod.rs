@@ -1,0 +1,12 @@
+//! The pure query core: a DNS message in, the answer's bytes out, with no I/O and no clock.
+//!
+//! [`wire`] parses a request and encodes answers and errors (truncation at the transport's
+//! limit included), [`lookup`] resolves a question against the zones, [`fast`] holds the
+//! answers prebuilt for the hot path, and [`cookie`] makes and checks DNS cookies. The serving
+//! snapshot builds its tables from here, and the DNS servers answer through it; it sits below
+//! both, so neither has to know the other to share the codec.
+
+pub mod cookie;
+pub mod fast;
+pub mod lookup;
+pub mod wire;
