@@ -673,8 +673,6 @@ impl Aggregator {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
     /// A sink that drops every view.
@@ -685,38 +683,10 @@ mod tests {
         fn publish(&self, _: View) {}
     }
 
-    const CONFIG: &str = r#"
-[[zone]]
-name = "z.test"
-file = "z.zone"
-[[check]]
-name = "owa"
-kind = "https"
-path = "/owa/healthcheck.htm"
-tls_verify = false
-[[check]]
-name = "owa-again"
-kind = "https"
-path = "/owa/healthcheck.htm"
-tls_verify = false
-interval = "5s"
-[[check]]
-name = "ad"
-kind = "https"
-path = "/Autodiscover/healthcheck.htm"
-tls_verify = false
-[[service]]
-name = "owa.z.test"
-checks = ["owa", "ad"]
-[[service]]
-name = "autodiscover.z.test"
-checks = ["owa-again", "ad"]
-"#;
-
     #[test]
     fn transitions_keep_the_last_hundred() {
-        let cfg = Config::parse(Path::new("m.toml"), CONFIG).unwrap();
-        let out = Outputs::new(Arc::new(Discard), cfg.health);
+        let health = crate::config::testing::valid("").health;
+        let out = Outputs::new(Arc::new(Discard), health);
         for i in 0..150 {
             out.record(Transition {
                 at: SystemTime::now(),
