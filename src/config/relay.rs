@@ -768,7 +768,7 @@ mod tests {
     fn listeners_overlap_on_the_same_port_unless_the_addresses_differ() {
         let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
         assert!(overlaps(sa("127.0.0.1:80"), sa("127.0.0.1:80")));
-        assert!(overlaps(sa("0.0.0.0:80"), sa("127.0.0.1:80")));
+        assert!(overlaps(sa("[::]:80"), sa("[::1]:80")));
         assert!(overlaps(sa("127.0.0.1:80"), sa("[::]:80")));
         assert!(!overlaps(sa("127.0.0.1:80"), sa("127.0.0.2:80")));
         assert!(!overlaps(sa("127.0.0.1:80"), sa("127.0.0.1:81")));
