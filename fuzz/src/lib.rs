@@ -160,8 +160,9 @@ transfer_key = "xfr"
         ]
     };
     // Each service name counts in its own slot, numbered in the views' order.
+    let names: Vec<Name> = views().into_iter().map(|v| v.name).collect();
     let slot_of = |name: &Name| {
-        let at = views().iter().position(|v| v.name == *name)?;
+        let at = names.iter().position(|n| n == name)?;
         u16::try_from(at).ok()
     };
     let snap = Snapshot::build(zones.clone(), views(), Vec::new(), slot_of);
