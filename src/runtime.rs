@@ -86,7 +86,10 @@ pub fn load_snapshot(config: &Config, previous: &[Zone]) -> Result<Snapshot, Vec
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as u32);
     for (z, zc) in zones.iter_mut().zip(&config.zones) {
-        let old = previous.iter().find(|o| o.origin == z.origin);
+        // The same zone entry: a split-horizon config has one origin in several files.
+        let old = previous
+            .iter()
+            .find(|o| o.origin == z.origin && o.file == z.file);
         let same = old.is_some_and(|o| o.content_digest() == z.content_digest());
         if zc.serial_auto {
             let serial = match old {
@@ -108,7 +111,13 @@ pub fn load_snapshot(config: &Config, previous: &[Zone]) -> Result<Snapshot, Vec
         }
         info!(zone = %z.origin, serial = z.serial(), records = z.record_count, "zone loaded");
     }
-    Ok(Snapshot::new(zones))
+    Ok(Snapshot::build(
+        Arc::new(zones),
+        Arc::new(config.views.clone()),
+        Vec::new(),
+        Vec::new(),
+        |_, _| None,
+    ))
 }
 
 /// Sends NOTIFY for every zone of `config` with secondaries whose serial differs from
@@ -120,15 +129,16 @@ fn notify_changed(
     transfers: &TransferPolicy,
     token: &CancellationToken,
 ) {
-    for zc in config.zones.iter().filter(|z| !z.notify.is_empty()) {
-        let Some(z) = zones.iter().find(|z| z.origin == zc.origin) else {
+    // Zones are in config order: one entry per (origin, view set).
+    for (i, (zc, z)) in config.zones.iter().zip(zones).enumerate() {
+        if zc.notify.is_empty() {
             continue;
-        };
+        }
         let unchanged = previous
             .iter()
-            .any(|o| o.origin == z.origin && o.serial() == z.serial());
+            .any(|o| o.origin == z.origin && o.file == z.file && o.serial() == z.serial());
         if !unchanged {
-            let signer = transfers.signer(&z.origin_wire).cloned();
+            let signer = transfers.signer(i).cloned();
             dns::notify::spawn(&z.soa, &zc.notify, signer, token);
         }
     }
@@ -177,7 +187,7 @@ fn assemble(
     let stats = Arc::new(Stats::new(
         config.dns.listen.len() * config.dns.udp_workers + 1,
     ));
-    let transfers = Arc::new(ArcSwap::from_pointee(TransferPolicy::new(&config.zones)));
+    let transfers = Arc::new(ArcSwap::from_pointee(TransferPolicy::new(&config.zones, &config.views)));
     let cookie_fallback: crate::query::cookie::Secret = rand::random();
     if config.dns.cookies.enabled && config.dns.cookies.secret.is_none() {
         info!("dns.cookies: no secret_file; using a random secret (nodes of one namespace should share one)");
@@ -208,7 +218,9 @@ fn assemble(
     // drain or maint, checks or not). Service names are answered from the zone's full set until
     // each member has a result.
     let slots = stats.clone();
-    let publisher = Publisher::new(store.clone(), move |name| slots.slot_of(&name.to_string()));
+    let publisher = Publisher::new(store.clone(), move |view, name| {
+        slots.slot_of(view, &name.to_string())
+    });
     let out = Outputs::new(Arc::new(publisher), serving.health.clone());
     let handle = crate::health::engine::start(
         &serving,
@@ -624,7 +636,7 @@ async fn prepare_reload(live: &Arc<Live>) -> Result<Config, ReloadError> {
             info!(relay = %relay.def.name, certificates = n, "certificates reloaded");
         }
     }
-    let policy = TransferPolicy::new(&new.zones);
+    let policy = TransferPolicy::new(&new.zones, &new.views);
     notify_changed(&new, &snap.static_zones, &previous, &policy, &live.token);
     live.transfers.store(Arc::new(policy));
     let edge = dns::Edge::new(&new.dns, Some(&live.edge.load()), live.cookie_fallback);
@@ -673,7 +685,7 @@ mod tests {
         let first = load_snapshot(&config, &[]).unwrap();
         let s1 = first.static_zones[0].serial();
         assert!(s1 > 1_700_000_000, "derived from the load time: {s1}");
-        assert_eq!(first.zones.zones[0].serial(), s1, "answers carry it too");
+        assert_eq!(first.views[0].zones.zones[0].serial(), s1, "answers carry it too");
         // Same content: same serial, however often it is reloaded.
         let again = load_snapshot(&config, &first.static_zones).unwrap();
         assert_eq!(again.static_zones[0].serial(), s1);

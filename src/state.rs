@@ -16,6 +16,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use crate::health::answer::{rotate, rotation_count, Selection, Step};
 use crate::health::view::{BackendView, Publish, ServiceView, View};
 use crate::query::fast::{tag, FastTable, UNTAGGED};
+use crate::config::view::Views;
 use crate::query::lookup::ZoneSet;
 use crate::zone::{wire_lower, Node, RRset, Zone};
 
@@ -25,13 +26,13 @@ const MAX_ROTATIONS: usize = 64;
 /// Immutable serving state.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// The zones as answered (health applied), for the general lookup path.
-    pub zones: ZoneSet,
-    /// Prebuilt responses, for the hot path.
-    pub fast: FastTable,
-    /// The zones as loaded from their files.
+    /// Per view (config order; one without `[[view]]`): what its clients are answered.
+    pub views: Vec<ViewSnap>,
+    /// Who gets which view, and which zones each view serves.
+    pub layout: Arc<Views>,
+    /// The zones as loaded from their files (config order).
     pub static_zones: Arc<Vec<Zone>>,
-    /// What health selected per service name.
+    /// What health selected per service name and zone.
     pub services: Vec<ServiceView>,
     /// Per relay (config order), per backend (the relay's order): what the relay may do with it.
     /// Empty before health runs: every backend then counts as usable.
@@ -40,50 +41,124 @@ pub struct Snapshot {
     pub built_at: SystemTime,
 }
 
+/// What one view's clients are answered.
+#[derive(Debug, Default)]
+pub struct ViewSnap {
+    /// The view's zones as answered (health applied), for the general lookup path.
+    pub zones: ZoneSet,
+    /// Prebuilt responses, for the hot path.
+    pub fast: FastTable,
+    /// Per zone of `zones` (its order): the index of the static zone it derives from.
+    pub sources: Vec<usize>,
+}
+
 impl Snapshot {
-    /// A snapshot of static zones, with no health applied.
+    /// A snapshot of static zones in one view, with no health applied.
     pub fn new(zones: Vec<Zone>) -> Self {
-        Self::build(Arc::new(zones), Vec::new(), Vec::new(), |_| None)
+        let layout = Views::single(zones.len());
+        Self::build(Arc::new(zones), Arc::new(layout), Vec::new(), Vec::new(), |_, _| None)
     }
 
-    /// Builds a snapshot: `views` applied to `static_zones`, prebuilt answers included. A
-    /// service name's prebuilt A/AAAA answers carry its counter slot (`slot_of`, None: not
-    /// counted per step), so the hot path counts them without a lookup.
+    /// Builds a snapshot: `services` applied to `static_zones`, then each view's zones and
+    /// prebuilt answers. A service name's prebuilt A/AAAA answers carry its counter slot
+    /// (`slot_of(view, name)`, None: not counted per step), so the hot path counts them without
+    /// a lookup. A zone in several views is derived once and copied into each.
     pub fn build(
         static_zones: Arc<Vec<Zone>>,
-        views: Vec<ServiceView>,
+        layout: Arc<Views>,
+        services: Vec<ServiceView>,
         relays: Vec<Vec<BackendView>>,
-        slot_of: impl Fn(&Name) -> Option<u16>,
+        slot_of: impl Fn(&str, &Name) -> Option<u16>,
     ) -> Self {
-        let derived: Vec<Zone> = static_zones.iter().map(|z| derive(z, &views)).collect();
-        let zones = ZoneSet::new(derived);
-        let tags: rustc_hash::FxHashMap<(Box<[u8]>, RecordType), u16> = views
+        let derived: Vec<Zone> = static_zones
             .iter()
-            .filter_map(|v| Some((v, slot_of(&v.name)?)))
-            .flat_map(|(v, slot)| {
-                let wire = wire_lower(&v.name);
-                [
-                    (RecordType::A, &v.a, false),
-                    (RecordType::AAAA, &v.aaaa, true),
-                ]
-                .into_iter()
-                .filter_map(move |(t, sel, v6)| {
-                    let tag = tag(slot, v6, sel.as_ref()?.step);
-                    Some(((wire.clone(), t), tag))
-                })
+            .enumerate()
+            .map(|(i, z)| derive(z, services.iter().filter(|v| v.zone == i)))
+            .collect();
+        let views = layout
+            .defs
+            .iter()
+            .enumerate()
+            .map(|(v, def)| {
+                let label = if layout.implicit { "" } else { def.name.as_str() };
+                build_view(&derived, &layout, v, &services, |n| slot_of(label, n))
             })
             .collect();
-        let fast = FastTable::build(&zones, |wire, t| {
-            tags.get(&(Box::from(wire), t)).copied().unwrap_or(UNTAGGED)
-        });
         Self {
-            zones,
-            fast,
+            views,
+            layout,
             static_zones,
-            services: views,
+            services,
             relays,
             built_at: SystemTime::now(),
         }
+    }
+
+    /// The view a client at `ip` gets (None: no view matches it).
+    pub fn view_of(&self, ip: IpAddr) -> Option<&ViewSnap> {
+        self.views.get(self.layout.by_source(ip)?)
+    }
+
+    /// The first view: the only one of a config without `[[view]]`.
+    pub fn first(&self) -> Option<&ViewSnap> {
+        self.views.first()
+    }
+}
+
+impl ViewSnap {
+    /// The static zone (index) that answers `qname` (lowercase wire form) in this view.
+    pub fn source_of(&self, qname: &[u8]) -> Option<usize> {
+        let origin = self.zones.origin_of(qname)?;
+        let i = self.zones.zones.iter().position(|z| *z.origin_wire == *origin)?;
+        self.sources.get(i).copied()
+    }
+}
+
+/// View `v`'s zones (from the derived ones) and prebuilt answers, service names tagged.
+fn build_view(
+    derived: &[Zone],
+    layout: &Views,
+    v: usize,
+    services: &[ServiceView],
+    slot_of: impl Fn(&Name) -> Option<u16>,
+) -> ViewSnap {
+    let sources: Vec<usize> = layout
+        .zone_views
+        .iter()
+        .enumerate()
+        .filter(|(_, vs)| vs.contains(&v))
+        .map(|(i, _)| i)
+        .collect();
+    let zones = ZoneSet::new(
+        sources
+            .iter()
+            .filter_map(|&i| derived.get(i).cloned())
+            .collect(),
+    );
+    let tags: rustc_hash::FxHashMap<(Box<[u8]>, RecordType), u16> = services
+        .iter()
+        .filter(|s| sources.contains(&s.zone))
+        .filter_map(|s| Some((s, slot_of(&s.name)?)))
+        .flat_map(|(s, slot)| {
+            let wire = wire_lower(&s.name);
+            [
+                (RecordType::A, &s.a, false),
+                (RecordType::AAAA, &s.aaaa, true),
+            ]
+            .into_iter()
+            .filter_map(move |(t, sel, v6)| {
+                let tag = tag(slot, v6, sel.as_ref()?.step);
+                Some(((wire.clone(), t), tag))
+            })
+        })
+        .collect();
+    let fast = FastTable::build(&zones, |wire, t| {
+        tags.get(&(Box::from(wire), t)).copied().unwrap_or(UNTAGGED)
+    });
+    ViewSnap {
+        zones,
+        fast,
+        sources,
     }
 }
 
@@ -96,14 +171,15 @@ pub struct Publisher {
     slot_of: SlotOf,
 }
 
-/// Gives a service name its counter slot (the DNS counters register names as they come).
-type SlotOf = Box<dyn Fn(&Name) -> Option<u16> + Send + Sync>;
+/// Gives a (view, service name) its counter slot (the DNS counters register them as they
+/// come; the view is "" without `[[view]]`).
+type SlotOf = Box<dyn Fn(&str, &Name) -> Option<u16> + Send + Sync>;
 
 impl Publisher {
     /// Publishes into `store`, tagging service names' answers with `slot_of`'s slots.
     pub fn new(
         store: Store,
-        slot_of: impl Fn(&Name) -> Option<u16> + Send + Sync + 'static,
+        slot_of: impl Fn(&str, &Name) -> Option<u16> + Send + Sync + 'static,
     ) -> Self {
         Self {
             store,
@@ -120,17 +196,20 @@ impl std::fmt::Debug for Publisher {
 
 impl Publish for Publisher {
     fn publish(&self, view: View) {
-        let snap = Snapshot::build(view.static_zones, view.services, view.relays, &self.slot_of);
+        let snap = Snapshot::build(
+            view.static_zones,
+            view.layout,
+            view.services,
+            view.relays,
+            &self.slot_of,
+        );
         self.store.store(Arc::new(snap));
     }
 }
 
-/// `zone` as answered under `views`.
-fn derive(zone: &Zone, views: &[ServiceView]) -> Zone {
-    let mine: Vec<&ServiceView> = views
-        .iter()
-        .filter(|v| zone.origin.zone_of(&v.name))
-        .collect();
+/// `zone` as answered under `views` (those of its service names).
+fn derive<'v>(zone: &Zone, views: impl Iterator<Item = &'v ServiceView>) -> Zone {
+    let mine: Vec<&ServiceView> = views.collect();
     if mine.is_empty() {
         return zone.clone();
     }

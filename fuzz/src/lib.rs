@@ -130,6 +130,7 @@ transfer_key = "xfr"
         };
         let view = |name: &str, a: Option<Selection>, aaaa: Option<Selection>| ServiceView {
             name: Name::from_ascii(name).unwrap(),
+            zone: 0,
             a,
             aaaa,
             ttl: 5,
@@ -161,13 +162,16 @@ transfer_key = "xfr"
     };
     // Each service name counts in its own slot, numbered in the views' order.
     let names: Vec<Name> = views().into_iter().map(|v| v.name).collect();
-    let slot_of = |name: &Name| {
+    let slot_of = |_: &str, name: &Name| {
         let at = names.iter().position(|n| n == name)?;
         u16::try_from(at).ok()
     };
-    let snap = Snapshot::build(zones.clone(), views(), Vec::new(), slot_of);
-    let mut slow = Snapshot::build(zones, views(), Vec::new(), slot_of);
-    slow.fast = FastTable::default();
+    let layout = Arc::new(config.views.clone());
+    let snap = Snapshot::build(zones.clone(), layout.clone(), views(), Vec::new(), slot_of);
+    let mut slow = Snapshot::build(zones, layout, views(), Vec::new(), slot_of);
+    for v in &mut slow.views {
+        v.fast = FastTable::default();
+    }
     let signer = TSigner::new(
         XFR_SECRET.to_vec(),
         TsigAlgorithm::HmacSha256,
@@ -177,7 +181,7 @@ transfer_key = "xfr"
     .unwrap();
     Fixture {
         edge: Edge::new(&config.dns, None, [7; 16]),
-        policy: TransferPolicy::new(&config.zones),
+        policy: TransferPolicy::new(&config.zones, &config.views),
         snap,
         slow,
         signer,

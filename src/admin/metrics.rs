@@ -293,15 +293,17 @@ fn dns_families(out: &mut Vec<MetricFamily>, dns: &Stats, snap: &Snapshot) {
         "A/AAAA answers for health-driven names, by the fallback step in force.",
         dns.service_answers()
             .into_iter()
-            .map(|(name, v6, step, n)| {
-                (
-                    vec![
-                        ("service", name),
-                        ("type", if v6 { "AAAA" } else { "A" }.to_string()),
-                        ("step", step.as_str().to_string()),
-                    ],
-                    n,
-                )
+            .map(|(view, name, v6, step, n)| {
+                let mut labels = vec![
+                    ("service", name),
+                    ("type", if v6 { "AAAA" } else { "A" }.to_string()),
+                    ("step", step.as_str().to_string()),
+                ];
+                // Only a split-horizon config has views to tell apart.
+                if !view.is_empty() {
+                    labels.push(("view", view));
+                }
+                (labels, n)
             }),
     );
     gauges(
@@ -309,18 +311,29 @@ fn dns_families(out: &mut Vec<MetricFamily>, dns: &Stats, snap: &Snapshot) {
         "mailns_service_step",
         "1 for the fallback step each health-driven name answers with now.",
         snap.services.iter().flat_map(|v| {
-            [("A", &v.a), ("AAAA", &v.aaaa)]
+            let views: Vec<Option<String>> = if snap.layout.implicit {
+                vec![None]
+            } else {
+                snap.layout.names_of_zone(v.zone).into_iter().map(Some).collect()
+            };
+            let rows: Vec<(&str, &crate::health::answer::Selection)> = [("A", &v.a), ("AAAA", &v.aaaa)]
                 .into_iter()
-                .filter_map(|(t, sel)| {
-                    let sel = sel.as_ref()?;
-                    Some((
-                        vec![
+                .filter_map(|(t, sel)| Some((t, sel.as_ref()?)))
+                .collect();
+            views
+                .into_iter()
+                .flat_map(|view| {
+                    rows.iter().map(move |(t, sel)| {
+                        let mut labels = vec![
                             ("service", v.name.to_string()),
                             ("type", t.to_string()),
                             ("step", sel.step.as_str().to_string()),
-                        ],
-                        1.0,
-                    ))
+                        ];
+                        if let Some(view) = &view {
+                            labels.push(("view", view.clone()));
+                        }
+                        (labels, 1.0)
+                    })
                 })
                 .collect::<Vec<_>>()
         }),

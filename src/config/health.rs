@@ -81,6 +81,9 @@ pub(super) struct RawCheck {
 pub(super) struct RawServer {
     name: Spanned<String>,
     addresses: Vec<Spanned<String>>,
+    /// Addresses answered for this server but never probed (a NAT in front of it).
+    #[serde(default)]
+    public_addresses: Vec<Spanned<String>>,
     site: Option<String>,
     weight: Option<u32>,
     state: Option<Spanned<String>>,
@@ -204,8 +207,12 @@ impl AdminState {
 pub struct ServerDef {
     /// The name the dashboard, metrics and the admin API use.
     pub name: String,
-    /// Its addresses: a zone record at one of them is this server.
+    /// Its addresses: a zone record at one of them is this server; they are probed.
     pub addresses: Vec<IpAddr>,
+    /// Addresses that reach it through a NAT or proxy (what external views answer). A zone
+    /// record at one is this server too, with its health; they are never probed, because from
+    /// mailns's side of the NAT they may not lead anywhere.
+    pub public_addresses: Vec<IpAddr>,
     /// Its site, if any.
     pub site: Option<String>,
     /// Relative share of first places in rotated answers (1..=16).
@@ -308,9 +315,29 @@ impl HealthConfig {
         self.checks.iter().find(|c| c.name == name)
     }
 
-    /// The server owning `addr`.
+    /// The server owning `addr`, one of its addresses or public addresses.
     pub fn server_of(&self, addr: IpAddr) -> Option<&ServerDef> {
-        self.servers.iter().find(|s| s.addresses.contains(&addr))
+        self.servers
+            .iter()
+            .find(|s| s.addresses.contains(&addr) || s.public_addresses.contains(&addr))
+    }
+
+    /// The address probed for `addr`: itself, or for a server's public address the server's
+    /// first address of the same family (else its first address), whose health it shares.
+    pub fn probed_address(&self, addr: IpAddr) -> IpAddr {
+        let Some(s) = self
+            .servers
+            .iter()
+            .find(|s| s.public_addresses.contains(&addr))
+        else {
+            return addr;
+        };
+        s.addresses
+            .iter()
+            .find(|a| a.is_ipv4() == addr.is_ipv4())
+            .or_else(|| s.addresses.first())
+            .copied()
+            .unwrap_or(addr)
     }
 }
 
@@ -586,7 +613,14 @@ fn validate_servers(cx: &mut Cx<'_>, servers: Vec<RawServer>) -> Vec<ServerDef> 
             );
             continue;
         }
-        let addresses = server_addresses(cx, &s, &name, &mut owner);
+        let addresses = server_addresses(cx, &s.addresses, &name, &mut owner);
+        let public_addresses = server_addresses(cx, &s.public_addresses, &name, &mut owner);
+        if addresses.is_empty() && !public_addresses.is_empty() {
+            cx.err(
+                Some(s.name.span()),
+                format!("server '{name}': public_addresses need at least one address to probe (addresses)"),
+            );
+        }
         let admin = match &s.state {
             None => AdminState::Ready,
             Some(st) => AdminState::parse(st.get_ref()).unwrap_or_else(|| {
@@ -603,6 +637,7 @@ fn validate_servers(cx: &mut Cx<'_>, servers: Vec<RawServer>) -> Vec<ServerDef> 
         out.push(ServerDef {
             name,
             addresses,
+            public_addresses,
             site: s.site,
             weight: s.weight.unwrap_or(1).clamp(1, 16),
             admin,
@@ -614,12 +649,12 @@ fn validate_servers(cx: &mut Cx<'_>, servers: Vec<RawServer>) -> Vec<ServerDef> 
 /// A server's addresses; `owner` records which server each address belongs to so far.
 fn server_addresses(
     cx: &mut Cx<'_>,
-    s: &RawServer,
+    raw: &[Spanned<String>],
     name: &str,
     owner: &mut HashMap<IpAddr, String>,
 ) -> Vec<IpAddr> {
     let mut addresses = Vec::new();
-    for a in &s.addresses {
+    for a in raw {
         match a.get_ref().parse::<IpAddr>() {
             Ok(ip) => {
                 if let Some(other) = owner.insert(ip, name.to_string()) {

@@ -23,6 +23,7 @@ pub mod edge;
 pub mod health;
 pub mod redirect;
 pub mod relay;
+pub mod view;
 
 pub use health::{
     AdminState, CheckDef, CheckKind, Fallback, HealthConfig, OtherSites, ServerDef, ServiceDef,
@@ -69,6 +70,9 @@ struct RawConfig {
     /// TSIG keys for zone transfers.
     #[serde(default, rename = "tsig_key")]
     tsig_keys: Vec<RawTsigKey>,
+    /// Split horizon: which clients get which zones.
+    #[serde(default, rename = "view")]
+    views: Vec<view::RawView>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +201,8 @@ struct RawZone {
     /// "auto": the SOA serial is derived from the load time, and increases whenever the
     /// zone's content changes.
     serial: Option<Spanned<String>>,
+    /// The `[[view]]`s it is served in (every view when left out).
+    views: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `dns.listen`: each address once (127.0.0.1:5353 when the list is empty).
@@ -240,15 +246,15 @@ fn tcp_idle_timeout(cx: &mut health::Cx<'_>, raw: Option<&Spanned<String>>) -> D
     }
 }
 
-/// The `[[zone]]` tables: each origin once.
+/// The `[[zone]]` tables: each origin once per view.
 fn validate_zones(
     cx: &mut health::Cx<'_>,
     base: &Path,
     raw: Vec<RawZone>,
     keys: &[TsigKey],
+    views: &mut view::Views,
 ) -> Vec<ZoneConfig> {
-    let mut zones = Vec::new();
-    let mut seen = HashSet::new();
+    let mut zones: Vec<ZoneConfig> = Vec::new();
     for z in raw {
         let origin = match fqdn_lower(z.name.get_ref()) {
             Ok(n) => n,
@@ -260,16 +266,107 @@ fn validate_zones(
                 continue;
             }
         };
-        if !seen.insert(origin.clone()) {
-            cx.error(
-                Some(z.name.span()),
-                format!("zone {origin} is configured twice"),
-            );
+        let in_views = zone_views(cx, &z, &origin, views);
+        let twice = zones
+            .iter()
+            .zip(&views.zone_views)
+            .find(|(o, vs)| o.origin == origin && vs.iter().any(|v| in_views.contains(v)));
+        if let Some((_, vs)) = twice {
+            let both = vs.iter().find(|v| in_views.contains(v));
+            let name = both.and_then(|&v| views.defs.get(v)).map(|d| d.name.clone());
+            let msg = match name {
+                Some(n) if !views.implicit => format!("zone {origin} is configured twice in view '{n}'"),
+                _ => format!("zone {origin} is configured twice"),
+            };
+            cx.error(Some(z.name.span()), msg);
             continue;
         }
         zones.push(validate_zone(cx, base, &z, origin, keys));
+        views.zone_views.push(in_views);
     }
+    partial_zones(cx, &zones, views);
     zones
+}
+
+/// A zone's `views`: names of `[[view]]`s (every view when left out).
+fn zone_views(
+    cx: &mut health::Cx<'_>,
+    z: &RawZone,
+    origin: &Name,
+    views: &view::Views,
+) -> Vec<usize> {
+    let all = || (0..views.defs.len()).collect();
+    let Some(list) = &z.views else {
+        return all();
+    };
+    if views.implicit {
+        cx.error(
+            Some(list.span()),
+            format!("zone {origin}: views: the config defines no [[view]]; leave views out, or add the views"),
+        );
+        return all();
+    }
+    if list.get_ref().is_empty() {
+        cx.error(
+            Some(list.span()),
+            format!("zone {origin}: views is empty: leave it out to serve the zone in every view"),
+        );
+    }
+    let mut out = Vec::new();
+    for v in list.get_ref() {
+        match views.defs.iter().position(|d| d.name == *v.get_ref()) {
+            Some(i) if !out.contains(&i) => out.push(i),
+            Some(_) => {}
+            None => {
+                let known: Vec<&str> = views.defs.iter().map(|d| d.name.as_str()).collect();
+                cx.error(
+                    Some(v.span()),
+                    format!(
+                        "zone {origin}: views: there is no [[view]] named '{}' (known: {})",
+                        v.get_ref(),
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Warns of a zone name served in some views but not in others: clients of those get REFUSED
+/// (or the parent zone's answer) for it, which split horizon rarely means.
+fn partial_zones(cx: &mut health::Cx<'_>, zones: &[ZoneConfig], views: &view::Views) {
+    let mut warned: HashSet<&Name> = HashSet::new();
+    for z in zones {
+        if !warned.insert(&z.origin) {
+            continue;
+        }
+        let mut served: Vec<usize> = zones
+            .iter()
+            .zip(&views.zone_views)
+            .filter(|(o, _)| o.origin == z.origin)
+            .flat_map(|(_, vs)| vs.iter().copied())
+            .collect();
+        served.sort_unstable();
+        served.dedup();
+        let missing: Vec<&str> = views
+            .defs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !served.contains(i))
+            .map(|(_, d)| d.name.as_str())
+            .collect();
+        if !missing.is_empty() {
+            cx.warn(
+                None,
+                format!(
+                    "zone {} is not served in view(s) {}: their clients get REFUSED for it (or a parent zone's answer)",
+                    z.origin,
+                    missing.join(", ")
+                ),
+            );
+        }
+    }
 }
 
 /// One `[[zone]]` whose origin is valid and new: its file, transfers, NOTIFY and serial.
@@ -386,6 +483,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Zones to serve.
     pub zones: Vec<ZoneConfig>,
+    /// The views and which zones each serves (one implicit view without `[[view]]`).
+    pub views: view::Views,
     /// Health checks and health-driven names.
     pub health: HealthConfig,
     /// TCP relays.
@@ -488,7 +587,8 @@ impl Config {
             n => n,
         };
         let keys = Self::tsig_keys(path, text, base, raw.tsig_keys, &mut *cx.diags);
-        let zones = validate_zones(&mut cx, base, raw.zones, &keys);
+        let mut views = view::validate(&mut cx, raw.views, &keys);
+        let zones = validate_zones(&mut cx, base, raw.zones, &keys, &mut views);
         let origins: Vec<Name> = zones.iter().map(|z| z.origin.clone()).collect();
         let health = health::validate(
             &mut cx,
@@ -538,6 +638,7 @@ impl Config {
                 cookies: dns_edge.cookies,
             },
             zones,
+            views,
             health,
             relays,
             redirect,
@@ -679,15 +780,27 @@ impl Config {
         Ok((zones, diags))
     }
 
-    /// Warnings about service names the zones give nothing to check.
+    /// Warnings about service names the zones give nothing to check, and, in a split-horizon
+    /// config, about service addresses no `[[server]]` owns (a NAT address nobody claims is
+    /// probed as it is, from the wrong side of the NAT).
     fn check_services(&self, zones: &[Zone]) -> Vec<Diagnostic> {
+        use hickory_proto::rr::RecordType;
+        let split = !self.views.implicit
+            || self
+                .health
+                .servers
+                .iter()
+                .any(|s| !s.public_addresses.is_empty());
         let mut out = Vec::new();
         for svc in &self.health.services {
             let wire = crate::zone::wire_lower(&svc.name);
-            let node = zones.iter().find_map(|z| z.node(&wire));
-            let has_addr = node.is_some_and(|n| {
-                n.rrset(hickory_proto::rr::RecordType::A).is_some()
-                    || n.rrset(hickory_proto::rr::RecordType::AAAA).is_some()
+            let nodes: Vec<(usize, &crate::zone::Node)> = zones
+                .iter()
+                .enumerate()
+                .filter_map(|(i, z)| Some((i, z.node(&wire)?)))
+                .collect();
+            let has_addr = nodes.iter().any(|(_, n)| {
+                n.rrset(RecordType::A).is_some() || n.rrset(RecordType::AAAA).is_some()
             });
             if !has_addr {
                 out.push(Diagnostic::warning(
@@ -698,6 +811,22 @@ impl Config {
                         svc.name
                     ),
                 ));
+            }
+            if !split {
+                continue;
+            }
+            for (_, node) in nodes {
+                for set in &node.rrsets {
+                    for ip in set.records.iter().filter_map(|r| r.data.ip_addr()) {
+                        if self.health.server_of(ip).is_none() {
+                            out.push(Diagnostic::warning(
+                                &set.file,
+                                Some(set.line),
+                                format!("service {}: {ip} is no [[server]]'s address or public address: it is probed as it is, and no server's health or admin state applies (list it in a server's public_addresses if it is a NAT address)", svc.name),
+                            ));
+                        }
+                    }
+                }
             }
         }
         out

@@ -23,8 +23,8 @@ use hickory_proto::rr::RecordType;
 use crate::health::answer::Step;
 use crate::query::fast::{tag, UNTAGGED};
 use crate::query::wire::{self, Parsed, Query};
-use crate::query::{cookie, lookup};
-use crate::state::Snapshot;
+use crate::query::{cookie, ecs, lookup};
+use crate::state::{Snapshot, ViewSnap};
 
 /// Which transport a query came over: it sets the size limit and ANY handling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,9 +101,10 @@ impl Default for Counters {
 #[derive(Debug)]
 pub struct Stats {
     shards: Box<[Counters]>,
-    /// Service names in slot order; a slot, once given, keeps its name for the process's life,
-    /// so counters stay monotonic across health changes and reloads.
-    names: Mutex<Vec<String>>,
+    /// (View, service name) in slot order; a slot, once given, keeps its name for the
+    /// process's life, so counters stay monotonic across health changes and reloads. The view
+    /// is "" without `[[view]]`.
+    names: Mutex<Vec<(String, String)>>,
 }
 
 impl Default for Stats {
@@ -139,19 +140,19 @@ impl Stats {
         &self.shards[k]
     }
 
-    /// The slot of service `name`, registering it; None once every slot is taken.
-    pub fn slot_of(&self, name: &str) -> Option<u16> {
+    /// The slot of service `name` in `view`, registering it; None once every slot is taken.
+    pub fn slot_of(&self, view: &str, name: &str) -> Option<u16> {
         let mut names = self
             .names
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(i) = names.iter().position(|n| n == name) {
+        if let Some(i) = names.iter().position(|(v, n)| v == view && n == name) {
             return Some(i as u16);
         }
         if names.len() >= SERVICE_SLOTS {
             return None;
         }
-        names.push(name.to_string());
+        names.push((view.to_string(), name.to_string()));
         Some((names.len() - 1) as u16)
     }
 
@@ -163,21 +164,21 @@ impl Stats {
             .sum()
     }
 
-    /// Every non-zero service-answer count: (name, is AAAA, step, count).
-    pub fn service_answers(&self) -> Vec<(String, bool, Step, u64)> {
+    /// Every non-zero service-answer count: (view, name, is AAAA, step, count).
+    pub fn service_answers(&self) -> Vec<(String, String, bool, Step, u64)> {
         let names = self
             .names
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         let mut out = Vec::new();
-        for (slot, name) in names.iter().enumerate() {
+        for (slot, (view, name)) in names.iter().enumerate() {
             for v6 in [false, true] {
                 for step in Step::ALL {
                     let t = usize::from(tag(slot as u16, v6, step));
                     let n = self.sum(|c| c.tagged.get(t).unwrap_or(&UNCOUNTED));
                     if n > 0 {
-                        out.push((name.clone(), v6, step, n));
+                        out.push((view.clone(), name.clone(), v6, step, n));
                     }
                 }
             }
@@ -276,8 +277,9 @@ pub fn is_transfer(parsed: &Parsed<'_>) -> bool {
 
 /// [`handle`] for a message already parsed (DNS over TCP parses once to spot transfers).
 ///
-/// The steps: judge the cookie; answer (from the prebuilt table where it can, leaving room for
-/// the cookie); let rate limiting send, slip or drop the response; add the cookie.
+/// The steps: judge the cookie; choose the view (source address, or a trusted resolver's
+/// client subnet); answer (from the view's prebuilt table where it can, leaving room for the
+/// options); let rate limiting send, slip or drop the response; add the cookie and ECS options.
 pub fn handle_parsed(
     snap: &Snapshot,
     edge: &Edge,
@@ -295,7 +297,8 @@ pub fn handle_parsed(
             rcode,
         } => {
             wire::encode_error(out, id, flags_hi, &[], rcode, None);
-            if rate_limit(snap, edge, origin, None, worker, out) == rrl::Decision::Drop {
+            let view = snap.view_of(origin.ip);
+            if rate_limit(view, edge, origin, None, worker, out) == rrl::Decision::Drop {
                 return false;
             }
             count_rcode(stats, out, None);
@@ -317,49 +320,131 @@ pub fn handle_parsed(
         cookie::Verdict::ClientOnly => stats.cookies_new.fetch_add(1, Ordering::Relaxed),
         _ => 0,
     };
-    let room = cookie.map_or(0, |c| c.option.len());
-    let extended = if verdict == cookie::Verdict::Malformed {
-        // RFC 7873 §5.2.2.
-        wire::encode_error(
-            out,
-            q.id,
-            q.flags_hi,
-            q.question,
-            ResponseCode::FormErr,
-            q.edns,
-        );
-        None
-    } else {
-        answer(snap, &q, origin.transport, room, worker, out)
+    let horizon = choose_view(snap, origin, &q);
+    let options = Options {
+        cookie: cookie.as_ref().map(|c| &c.option[..]),
+        ecs: horizon.ecs.as_deref(),
+    };
+    let malformed = verdict == cookie::Verdict::Malformed || horizon.malformed;
+    let extended = match horizon.view {
+        // RFC 7873 §5.2.2, RFC 7871 §7.1.2.
+        _ if malformed => {
+            wire::encode_error(out, q.id, q.flags_hi, q.question, ResponseCode::FormErr, q.edns);
+            None
+        }
+        Some(view) => answer(view, &q, origin.transport, options.len(), worker, out),
+        None => {
+            wire::encode_error(out, q.id, q.flags_hi, q.question, ResponseCode::Refused, q.edns);
+            None
+        }
     };
     if verdict != cookie::Verdict::Valid {
-        match rate_limit(snap, edge, origin, Some(&q), worker, out) {
+        match rate_limit(horizon.view, edge, origin, Some(&q), worker, out) {
             rrl::Decision::Send => {}
             rrl::Decision::Drop => return false,
             rrl::Decision::Slip if verdict == cookie::Verdict::ClientOnly => {
                 // The client can prove its address: tell it so (RFC 7873 §5.2.3).
                 let badcookie = ResponseCode::BADCOOKIE;
                 wire::encode_error(out, q.id, q.flags_hi, q.question, badcookie, q.edns);
-                if let Some(c) = cookie {
-                    wire::append_option(out, &c.option);
-                }
+                options.append(out);
                 count_rcode(stats, out, Some(SLOT_BADCOOKIE));
                 return true;
             }
             rrl::Decision::Slip => wire::truncate(out, q.question.len(), q.edns.is_some()),
         }
     }
-    if let Some(c) = cookie {
-        wire::append_option(out, &c.option);
-    }
+    options.append(out);
     count_rcode(stats, out, extended);
     true
 }
 
-/// Answers `q` into `out`, `room` bytes under the transport's limit left for the cookie. The
-/// counter slot of an extended rcode, if the answer has one.
+/// The EDNS options a response carries.
+struct Options<'a> {
+    /// The COOKIE option, code and length included.
+    cookie: Option<&'a [u8]>,
+    /// The ECS option, code and length included.
+    ecs: Option<&'a [u8]>,
+}
+
+impl Options<'_> {
+    /// Their length together: the room the answer leaves for them.
+    fn len(&self) -> usize {
+        self.cookie.map_or(0, <[u8]>::len) + self.ecs.map_or(0, <[u8]>::len)
+    }
+
+    /// Appends them to the OPT record that ends `out` (a response without OPT takes none).
+    fn append(&self, out: &mut Vec<u8>) {
+        match (self.cookie, self.ecs) {
+            (None, None) => {}
+            (Some(one), None) | (None, Some(one)) => {
+                wire::append_option(out, one);
+            }
+            (Some(c), Some(e)) => {
+                wire::append_option(out, &[c, e].concat());
+            }
+        }
+    }
+}
+
+/// The view a query gets, and the ECS option its answer echoes.
+struct Horizon<'s> {
+    /// None: no view matches the client (REFUSED).
+    view: Option<&'s ViewSnap>,
+    /// The answer's ECS option, for a query that carried one.
+    ecs: Option<Vec<u8>>,
+    /// The query's ECS option is malformed (FORMERR).
+    malformed: bool,
+}
+
+/// Chooses the view of `q` from `origin`. With ECS, a trusted resolver's subnet decides and the
+/// answer's scope is the prefix inside which every client gets the same view; 0 when the name's
+/// answer is the same in every view (the same zone entry answers it everywhere), and 0 for ECS
+/// nobody trusts (RFC 7871 §7.2.1: the answer did not depend on it).
+fn choose_view<'s>(snap: &'s Snapshot, origin: &Origin, q: &Query<'_>) -> Horizon<'s> {
+    let subnet = match q.ecs {
+        ecs::Received::Absent => {
+            return Horizon {
+                view: snap.view_of(origin.ip),
+                ecs: None,
+                malformed: false,
+            }
+        }
+        ecs::Received::Malformed => {
+            return Horizon {
+                view: snap.view_of(origin.ip),
+                ecs: None,
+                malformed: true,
+            }
+        }
+        ecs::Received::Present(s) => s,
+    };
+    let choice = snap.layout.by_subnet(origin.ip, subnet.addr, subnet.source);
+    let scope = if choice.scope > 0 && answered_alike(snap, q.qname()) {
+        0
+    } else {
+        choice.scope
+    };
+    let mut option = Vec::with_capacity(ecs::MAX_OPTION_LEN);
+    subnet.write_option(scope, &mut option);
+    Horizon {
+        view: choice.view.and_then(|v| snap.views.get(v)),
+        ecs: Some(option),
+        malformed: false,
+    }
+}
+
+/// True when every view answers `qname` from the same zone entry (or none has a zone for it),
+/// so the answer does not depend on the client.
+fn answered_alike(snap: &Snapshot, qname: &[u8]) -> bool {
+    let mut sources = snap.views.iter().map(|v| v.source_of(qname));
+    let first = sources.next().flatten();
+    sources.all(|s| s == first)
+}
+
+/// Answers `q` from `view` into `out`, `room` bytes under the transport's limit left for the
+/// options. The counter slot of an extended rcode, if the answer has one.
 fn answer(
-    snap: &Snapshot,
+    view: &ViewSnap,
     q: &Query<'_>,
     transport: Transport,
     room: usize,
@@ -375,7 +460,7 @@ fn answer(
     }
     .saturating_sub(room);
     if q.opcode() == 0 && q.edns.is_none_or(|e| e.version == 0) {
-        if let Some(t) = snap.fast.answer(q, limit, rotation, out) {
+        if let Some(t) = view.fast.answer(q, limit, rotation, out) {
             stats.fast.fetch_add(1, Ordering::Relaxed);
             if t != UNTAGGED {
                 if let Some(c) = stats.tagged.get(usize::from(t)) {
@@ -386,7 +471,7 @@ fn answer(
         }
     }
     stats.slow.fetch_add(1, Ordering::Relaxed);
-    answer_slow(snap, q, transport, limit, rotation, out);
+    answer_slow(&view.zones, q, transport, limit, rotation, out);
     q.edns
         .is_some_and(|e| e.version != 0)
         .then_some(SLOT_BADVERS)
@@ -394,9 +479,10 @@ fn answer(
 
 /// Rate limiting's decision on the response in `out` (answers over TCP, to exempt sources and
 /// with rate limiting off always go out). The response's class: the query name for answers
-/// and referrals, the zone for NXDOMAIN and NODATA, one class for every error.
+/// and referrals, the zone (of the client's view) for NXDOMAIN and NODATA, one class for every
+/// error.
 fn rate_limit(
-    snap: &Snapshot,
+    view: Option<&ViewSnap>,
     edge: &Edge,
     origin: &Origin,
     q: Option<&Query<'_>>,
@@ -412,9 +498,13 @@ fn rate_limit(
     let rcode = out.get(3).map_or(2, |b| b & 0x0f);
     let answers = wire::u16_at(out, 6).unwrap_or(0);
     let authoritative = out.get(2).is_some_and(|b| b & 0x04 != 0);
+    let zone_of = |q: &Query<'_>| {
+        view.and_then(|v| v.zones.origin_of(q.qname()))
+            .unwrap_or(&[])
+    };
     let class = match (q, rcode) {
         (Some(q), 0) if answers > 0 || !authoritative => rrl::Class::Answer(q.qname()),
-        (Some(q), 0 | 3) => rrl::Class::Negative(snap.zones.origin_of(q.qname()).unwrap_or(&[])),
+        (Some(q), 0 | 3) => rrl::Class::Negative(zone_of(q)),
         _ => rrl::Class::Error,
     };
     let decision = limiter.decide(origin.ip, class, origin.mono, &mut worker.slips);
@@ -437,7 +527,7 @@ fn count_rcode(stats: &Counters, out: &[u8], extended: Option<usize>) {
 }
 
 fn answer_slow(
-    snap: &Snapshot,
+    zones: &lookup::ZoneSet,
     q: &Query<'_>,
     transport: Transport,
     limit: usize,
@@ -465,7 +555,7 @@ fn answer_slow(
         _ => {}
     }
     let ans = lookup::resolve(
-        &snap.zones,
+        zones,
         q.qname(),
         q.qtype,
         transport == Transport::Udp,
@@ -578,9 +668,9 @@ pub(crate) mod tests {
                         panic!("parse")
                     };
                     let mut fast = Vec::new();
-                    let used_fast = snap.fast.answer(&q, 1232, 0, &mut fast).is_some();
+                    let used_fast = snap.views[0].fast.answer(&q, 1232, 0, &mut fast).is_some();
                     let mut slow = Vec::new();
-                    answer_slow(&snap, &q, Transport::Udp, 1232, 0, &mut slow);
+                    answer_slow(&snap.views[0].zones, &q, Transport::Udp, 1232, 0, &mut slow);
                     if used_fast {
                         assert_eq!(fast, slow, "{name} {t} edns={edns}");
                     }

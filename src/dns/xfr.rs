@@ -3,12 +3,17 @@
 //!
 //! A transfer carries the zone file's static truth: service names carry their full address set,
 //! so a secondary is the plain round-robin layer under mailns's health-driven answers.
+//!
+//! With split horizon a zone name can have one entry per view. A secondary gets the entry of
+//! the view its TSIG key selects (a view's `match_keys`, as BIND's `match-clients { key ...; }`),
+//! else of the view its address matches; a key-selected entry must itself require that key, so
+//! naming a key is never enough without its secret.
 
 use std::net::IpAddr;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::tsig::{make_tsig_record, TsigError, TSIG};
-use hickory_proto::rr::{Record, RecordType, TSigner};
+use hickory_proto::rr::{Name, Record, RecordType, TSigner};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 use ipnet::IpNet;
 use tracing::{debug, info};
@@ -26,14 +31,19 @@ const FUDGE: u16 = 300;
 #[derive(Clone)]
 struct ZonePolicy {
     origin: Box<[u8]>,
+    /// The zone's file: a snapshot and a policy of different configs (a reload between their
+    /// swaps) never pair one view's policy with another's zone.
+    file: std::path::PathBuf,
     allow: Vec<IpNet>,
     key: Option<TSigner>,
 }
 
-/// Transfer permissions of every zone, from the config (swapped on reload).
+/// Transfer permissions of every zone entry (config order), from the config (swapped on
+/// reload).
 #[derive(Default)]
 pub struct TransferPolicy {
     zones: Vec<ZonePolicy>,
+    views: crate::config::view::Views,
     replays: Replays,
 }
 
@@ -48,12 +58,14 @@ impl std::fmt::Debug for TransferPolicy {
 impl TransferPolicy {
     /// The policy of `zones`. A key the TSIG code cannot use is left out, so such a zone
     /// refuses signed transfers rather than accepting unsigned ones.
-    pub fn new(zones: &[ZoneConfig]) -> Self {
+    pub fn new(zones: &[ZoneConfig], views: &crate::config::view::Views) -> Self {
         Self {
+            views: views.clone(),
             zones: zones
                 .iter()
                 .map(|z| ZonePolicy {
                     origin: wire_lower(&z.origin),
+                    file: z.file.clone(),
                     allow: z.allow_transfer.clone(),
                     key: z.transfer_key.as_ref().and_then(|k| {
                         TSigner::new(k.secret.clone(), k.algorithm.clone(), k.name.clone(), FUDGE)
@@ -65,12 +77,25 @@ impl TransferPolicy {
         }
     }
 
-    /// The signer for zone `origin`'s messages (NOTIFY), if it has a key.
-    pub fn signer(&self, origin: &[u8]) -> Option<&TSigner> {
-        self.zones
-            .iter()
-            .find(|z| *z.origin == *origin)
-            .and_then(|z| z.key.as_ref())
+    /// The signer for the messages (NOTIFY) of zone entry `index`, if it has a key.
+    pub fn signer(&self, index: usize) -> Option<&TSigner> {
+        self.zones.get(index).and_then(|z| z.key.as_ref())
+    }
+
+    /// The zone entry for `origin` a request from `peer`, signed with `key`, gets; and whether
+    /// its key chose it.
+    fn entry(&self, origin: &[u8], peer: IpAddr, key: Option<&Name>) -> Option<(usize, bool)> {
+        let by_key = key.and_then(|k| self.views.by_key(k));
+        let view = by_key.or_else(|| self.views.by_source(peer))?;
+        let i = self.zones.iter().enumerate().position(|(i, z)| {
+            *z.origin == *origin
+                && self
+                    .views
+                    .zone_views
+                    .get(i)
+                    .is_some_and(|vs| vs.contains(&view))
+        })?;
+        Some((i, by_key.is_some()))
     }
 }
 
@@ -90,12 +115,22 @@ pub fn answer(
     };
     let id = req.metadata.id;
     let origin = wire_lower(q.name());
-    let (Some(zone), Some(pol)) = (
-        zones.iter().find(|z| z.origin_wire == origin),
-        policy.zones.iter().find(|p| p.origin == origin),
-    ) else {
+    let key = req.signature.as_deref().map(|t| t.name.to_lowercase());
+    let Some((index, by_key)) = policy.entry(&origin, peer, key.as_ref()) else {
         return vec![error(id, Some(&q), ResponseCode::NotAuth)];
     };
+    let (Some(zone), Some(pol)) = (zones.get(index), policy.zones.get(index)) else {
+        return vec![error(id, Some(&q), ResponseCode::NotAuth)];
+    };
+    if zone.file != pol.file || zone.origin_wire != origin {
+        // A reload is between swapping the zones and the policy: the secondary retries.
+        return vec![error(id, Some(&q), ResponseCode::ServFail)];
+    }
+    // A key picked the view: the entry must require that very key, so the signature is checked.
+    if by_key && pol.key.as_ref().map(|k| k.signer_name().to_lowercase()) != key {
+        info!(%peer, zone = %zone.origin, "transfer refused: the key's view serves this zone without that transfer_key");
+        return vec![error(id, Some(&q), ResponseCode::Refused)];
+    }
     // Access: the address must be listed, if there is a list; the signature must verify, if
     // there is a key; with neither, transfers are off.
     let by_address = pol.allow.iter().any(|n| n.contains(&peer));
@@ -398,9 +433,12 @@ mod tests {
             writeln!(f, "h{i} A 127.0.{}.{}", i / 250, i % 250 + 1).unwrap();
         }
         drop(f);
-        crate::zone::load_zone(&p, &Name::from_ascii("z.test.").unwrap())
+        let mut z = crate::zone::load_zone(&p, &Name::from_ascii("z.test.").unwrap())
             .unwrap()
-            .0
+            .0;
+        // Every test zone is the policy's zone entry (see `policy`).
+        z.file = "/z.zone".into();
+        z
     }
 
     fn request(key: Option<&TSigner>, now: u64) -> Vec<u8> {
@@ -420,9 +458,11 @@ mod tests {
         TransferPolicy {
             zones: vec![ZonePolicy {
                 origin: wire_lower(&Name::from_ascii("z.test.").unwrap()),
+                file: "/z.zone".into(),
                 allow: allow.iter().map(|a| a.parse().unwrap()).collect(),
                 key,
             }],
+            views: crate::config::view::Views::single(1),
             replays: Replays::default(),
         }
     }

@@ -255,6 +255,7 @@ pub fn start(
         relays: config.relays.clone(),
         plan,
         static_zones,
+        layout: Arc::new(config.views.clone()),
         out: out.clone(),
         reports: initial,
         down_since: HashMap::new(),
@@ -422,9 +423,11 @@ struct Aggregator {
     relays: Vec<RelayDef>,
     plan: Plan,
     static_zones: Arc<Vec<Zone>>,
+    layout: Arc<crate::config::view::Views>,
     out: Outputs,
     reports: Vec<ProbeReport>,
-    down_since: HashMap<(usize, bool), Instant>,
+    /// Per (service, zone, is IPv6): since when its preferred members have all been down.
+    down_since: HashMap<(usize, usize, bool), Instant>,
     sentinel_up: HashMap<SocketAddr, watch::Sender<bool>>,
     sentinel_of: Vec<SocketAddr>,
 }
@@ -557,8 +560,10 @@ impl Aggregator {
         false
     }
 
-    /// Combined health of `addr` for `checks`: Up if all are Up, Down if any is Down.
+    /// Combined health of `addr` for `checks`: Up if all are Up, Down if any is Down. A public
+    /// address has its server's health.
     fn member_health(&self, addr: IpAddr, checks: &[String]) -> Status {
+        let addr = self.health.probed_address(addr);
         let mut all_up = true;
         for c in checks {
             match self
@@ -609,7 +614,7 @@ impl Aggregator {
                     continue;
                 }
                 let members = self.members(sp.idx, addrs);
-                let key = (sp.idx, k == 1);
+                let key = (sp.idx, sp.zone, k == 1);
                 let since = self.down_since.get(&key).copied();
                 let sel = select(&self.health.services[sp.idx], &members, since, now);
                 if sel.preferred_down {
@@ -626,6 +631,7 @@ impl Aggregator {
             let [a, aaaa] = sels;
             views.push(ServiceView {
                 name: svc.name.clone(),
+                zone: sp.zone,
                 a,
                 aaaa,
                 ttl: svc.ttl,
@@ -663,6 +669,7 @@ impl Aggregator {
             .collect();
         self.out.sink.publish(View {
             static_zones: self.static_zones.clone(),
+            layout: self.layout.clone(),
             services: views,
             relays,
         });

@@ -1,6 +1,10 @@
 //! Who is probed: every member address of every service name (the zone's A/AAAA records) times
 //! the service's checks, and every relay backend times the relay's checks. Two checks with the
 //! same dialogue on the same address and port are one probe.
+//!
+//! A service name has members in every zone that holds it, one per view in a split-horizon
+//! config. A member at a server's public (NAT) address is probed at the server's own address,
+//! so a server is probed once however many views answer it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,6 +21,8 @@ use crate::zone::{wire_lower, Zone};
 pub(super) struct ServicePlan {
     /// The service's index in the config.
     pub(super) idx: usize,
+    /// The zone (index in the loaded zones) these members come from.
+    pub(super) zone: usize,
     /// Its IPv4 members.
     pub(super) v4: Vec<IpAddr>,
     /// Its IPv6 members.
@@ -47,30 +53,50 @@ impl Plan {
             }
         }
         for (idx, svc) in health.services.iter().enumerate() {
-            let (mut v4, mut v6) = (Vec::new(), Vec::new());
             let wire = wire_lower(&svc.name);
-            if let Some(node) = zones.iter().find_map(|z| z.node(&wire)) {
-                for set in &node.rrsets {
-                    for r in &set.records {
-                        if let Some(ip) = r.data.ip_addr() {
-                            if ip.is_ipv4() {
-                                v4.push(ip);
-                            } else {
-                                v6.push(ip);
-                            }
-                        }
+            let mut found = false;
+            for (zone, node) in zones
+                .iter()
+                .enumerate()
+                .filter_map(|(i, z)| Some((i, z.node(&wire)?)))
+            {
+                let (mut v4, mut v6) = (Vec::new(), Vec::new());
+                for ip in node
+                    .rrsets
+                    .iter()
+                    .flat_map(|set| &set.records)
+                    .filter_map(|r| r.data.ip_addr())
+                {
+                    if ip.is_ipv4() {
+                        v4.push(ip);
+                    } else {
+                        v6.push(ip);
                     }
                 }
+                found |= !v4.is_empty() || !v6.is_empty();
+                for &addr in v4.iter().chain(&v6) {
+                    for check in &svc.checks {
+                        plan.add_pair(health, health.probed_address(addr), check);
+                    }
+                }
+                plan.services.push(ServicePlan { idx, zone, v4, v6 });
             }
-            if v4.is_empty() && v6.is_empty() {
+            if !found {
+                // Still listed (with no members), so every service has a view to show.
+                let zone = zones
+                    .iter()
+                    .position(|z| z.origin.zone_of(&svc.name))
+                    .unwrap_or(0);
+                if !plan.services.iter().any(|p| p.idx == idx) {
+                    plan.services.push(ServicePlan {
+                        idx,
+                        zone,
+                        v4: Vec::new(),
+                        v6: Vec::new(),
+                    });
+                }
                 warn!(service = %svc.name, "service name has no A or AAAA records in its zone; nothing to check");
             }
-            for &addr in v4.iter().chain(&v6) {
-                for check in &svc.checks {
-                    plan.add_pair(health, addr, check);
-                }
-            }
-            plan.services.push(ServicePlan { idx, v4, v6 });
         }
         plan
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use hickory_proto::rr::Name;
 
 use super::answer::Selection;
+use crate::config::view::Views;
 use crate::zone::Zone;
 
 /// What health selected for one service name.
@@ -18,6 +19,9 @@ use crate::zone::Zone;
 pub struct ServiceView {
     /// The service name whose A/AAAA RRsets health drives.
     pub name: Name,
+    /// The zone (index in the loaded zones) whose records these are: in a split-horizon config
+    /// one service name has a view per zone that holds it.
+    pub zone: usize,
     /// Selection for A (None: the zone has no A records for it).
     pub a: Option<Selection>,
     /// Selection for AAAA (None: the zone has no AAAA records for it).
@@ -62,6 +66,8 @@ impl Default for BackendView {
 pub struct View {
     /// The zones as loaded from their files, which the service views apply to.
     pub static_zones: Arc<Vec<Zone>>,
+    /// Which zones each DNS view serves.
+    pub layout: Arc<Views>,
     /// Per service (config order): what health selected.
     pub services: Vec<ServiceView>,
     /// Per relay (config order), per backend (the relay's order): what the relay may do.

@@ -189,6 +189,7 @@ fn prebuild(zones: &ZoneSet, wire: &[u8], qtype: RecordType, rotation: usize) ->
         qclass: 1,
         edns: None,
         cookie: super::cookie::Received::Absent,
+        ecs: super::ecs::Received::Absent,
     };
     q.qname_lower.get_mut(..wire.len())?.copy_from_slice(wire);
     let ans = resolve(zones, wire, qtype, true, rotation);

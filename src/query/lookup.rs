@@ -297,7 +297,7 @@ mod tests {
     #[test]
     fn hits_misses_and_refusals() {
         let snap = snapshot("z.test", ZONE);
-        let z = &snap.zones;
+        let z = &snap.views[0].zones;
         let a = resolve_name(z, "OWA.z.test.", RecordType::A, true);
         assert_eq!(
             (a.rcode, a.authoritative, a.answers.len()),
@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn mx_answers_carry_target_addresses() {
         let snap = snapshot("z.test", ZONE);
-        let mx = resolve_name(&snap.zones, "z.test.", RecordType::MX, true);
+        let mx = resolve_name(&snap.views[0].zones, "z.test.", RecordType::MX, true);
         assert_eq!(mx.additional.len(), 1);
         assert_eq!(mx.additional[0].data.to_string(), "127.0.0.2");
     }
@@ -324,10 +324,10 @@ mod tests {
     #[test]
     fn wildcard_synthesis_renames_the_owner() {
         let snap = snapshot("z.test", ZONE);
-        let w = resolve_name(&snap.zones, "a.b.w.z.test.", RecordType::TXT, true);
+        let w = resolve_name(&snap.views[0].zones, "a.b.w.z.test.", RecordType::TXT, true);
         assert_eq!(w.answers.len(), 1);
         assert_eq!(w.answers[0].name.to_string(), "a.b.w.z.test.");
-        let ent = resolve_name(&snap.zones, "w.z.test.", RecordType::TXT, true);
+        let ent = resolve_name(&snap.views[0].zones, "w.z.test.", RecordType::TXT, true);
         assert!(ent.answers.is_empty());
         assert_eq!(
             ent.rcode,
@@ -340,13 +340,13 @@ mod tests {
     fn any_is_minimal_only_when_asked() {
         let snap = snapshot("z.test", ZONE);
         assert_eq!(
-            resolve_name(&snap.zones, "z.test.", RecordType::ANY, true)
+            resolve_name(&snap.views[0].zones, "z.test.", RecordType::ANY, true)
                 .answers
                 .len(),
             1
         );
         assert!(
-            resolve_name(&snap.zones, "z.test.", RecordType::ANY, false)
+            resolve_name(&snap.views[0].zones, "z.test.", RecordType::ANY, false)
                 .answers
                 .len()
                 >= 3

@@ -12,7 +12,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use super::cookie;
+use super::{cookie, ecs};
 use super::lookup::Answer;
 
 /// The UDP payload mailns uses at most, whatever the client offers (DNS flag day 2020).
@@ -63,6 +63,8 @@ pub struct Query<'a> {
     pub edns: Option<Edns>,
     /// The COOKIE option of the OPT record, if any.
     pub cookie: cookie::Received,
+    /// The client subnet (ECS) option of the OPT record, if any.
+    pub ecs: ecs::Received,
 }
 
 impl Query<'_> {
@@ -144,6 +146,7 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
         qclass: 1,
         edns: None,
         cookie: cookie::Received::Absent,
+        ecs: ecs::Received::Absent,
     });
     // Question name: labels only (a compression pointer in a lone question can point nowhere).
     let mut i = 12;
@@ -190,9 +193,10 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
         return Parsed::Query(q);
     }
     if an == 0 && ns == 0 && ar == 1 {
-        if let Some((edns, cookie)) = packet.get(i..).and_then(parse_opt) {
-            q.edns = Some(edns);
-            q.cookie = cookie;
+        if let Some(opt) = packet.get(i..).and_then(parse_opt) {
+            q.edns = Some(opt.edns);
+            q.cookie = opt.cookie;
+            q.ecs = opt.ecs;
             return Parsed::Query(q);
         }
     }
@@ -223,14 +227,23 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
                 Some(_) => cookie::Received::Malformed,
                 None => cookie::Received::Absent,
             };
+            q.ecs = subnet_of(m.edns.as_ref());
             Parsed::Query(q)
         }
         Err(_) => formerr,
     }
 }
 
-/// A lone OPT record filling exactly `rest`, or None; with its COOKIE option (the first).
-fn parse_opt(rest: &[u8]) -> Option<(Edns, cookie::Received)> {
+/// What an OPT record says.
+struct Opt {
+    edns: Edns,
+    cookie: cookie::Received,
+    ecs: ecs::Received,
+}
+
+/// A lone OPT record filling exactly `rest`, or None; with its COOKIE option (the first) and
+/// its ECS option (two are malformed).
+fn parse_opt(rest: &[u8]) -> Option<Opt> {
     let fixed: &[u8; OPT_LEN] = rest.get(..OPT_LEN)?.try_into().ok()?;
     if fixed[0] != 0 || fixed[1..3] != [0, 41] {
         return None;
@@ -244,6 +257,7 @@ fn parse_opt(rest: &[u8]) -> Option<(Edns, cookie::Received)> {
         return None;
     }
     let mut found = cookie::Received::Absent;
+    let mut subnet = ecs::Received::Absent;
     while !opts.is_empty() {
         let head: &[u8; 4] = opts.get(..4)?.try_into().ok()?;
         let code = u16::from_be_bytes([head[0], head[1]]);
@@ -252,16 +266,32 @@ fn parse_opt(rest: &[u8]) -> Option<(Edns, cookie::Received)> {
         if code == cookie::OPTION_CODE && found == cookie::Received::Absent {
             found = cookie::Received::parse(data);
         }
+        if code == ecs::OPTION_CODE {
+            subnet = subnet.and(data);
+        }
         opts = opts.get(4 + len..)?;
     }
-    Some((
-        Edns {
+    Some(Opt {
+        edns: Edns {
             payload,
             version,
             dnssec_ok,
         },
-        found,
-    ))
+        cookie: found,
+        ecs: subnet,
+    })
+}
+
+/// The ECS option hickory's decoder found, judged by the same rules as the fast parser's.
+fn subnet_of(edns: Option<&hickory_proto::op::Edns>) -> ecs::Received {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match edns.and_then(|e| e.option(EdnsCode::Subnet)) {
+        None => ecs::Received::Absent,
+        Some(EdnsOption::Subnet(cs)) => Vec::<u8>::try_from(cs)
+            .map_or(ecs::Received::Malformed, |data| ecs::Received::parse(&data)),
+        Some(EdnsOption::Unknown(_, data)) => ecs::Received::parse(data),
+        Some(_) => ecs::Received::Malformed,
+    }
 }
 
 /// The big-endian u16 at `at` in `bytes`, if it is there.
