@@ -35,7 +35,9 @@ pub struct StatusDoc {
     pub config: ConfigDoc,
     /// Servers, problems first.
     pub servers: Vec<ServerDoc>,
-    /// Health-driven names and what they answer now.
+    /// The views (split horizon): who gets which zones. One, "default", without `[[view]]`.
+    pub views: Vec<ViewDoc>,
+    /// Health-driven names and what they answer now, one entry per name and zone (so per view).
     pub services: Vec<ServiceDoc>,
     /// Relays and their backends.
     pub relays: Vec<RelayDoc>,
@@ -83,6 +85,8 @@ pub struct ServerDoc {
     pub name: String,
     /// The addresses its checks probe (the zone's A/AAAA records of its service names).
     pub addresses: Vec<IpAddr>,
+    /// Its public (NAT) addresses: answered where a zone lists them, with this server's health.
+    pub public_addresses: Vec<IpAddr>,
     /// Its site, for site-aware answers (None: no site).
     pub site: Option<String>,
     /// Named by a `[[server]]` (admin actions apply only to those).
@@ -126,11 +130,33 @@ pub struct CheckDoc {
     pub fall: u32,
 }
 
-/// One health-driven name.
+/// One view.
+#[derive(Debug, Serialize)]
+pub struct ViewDoc {
+    /// Its name.
+    pub name: String,
+    /// Client prefixes it matches (first view that matches wins).
+    #[serde(rename = "match")]
+    pub matches: Vec<String>,
+    /// Queries from `ecs_from` are matched on their client subnet.
+    pub match_ecs: bool,
+    /// Resolvers whose client subnet is trusted.
+    pub ecs_from: Vec<String>,
+    /// TSIG keys that select it for transfers.
+    pub match_keys: Vec<String>,
+    /// Its zone files.
+    pub zone_files: Vec<String>,
+}
+
+/// One health-driven name in one zone.
 #[derive(Debug, Serialize)]
 pub struct ServiceDoc {
     /// The health-driven name, fully qualified.
     pub name: String,
+    /// The views whose clients get this answer.
+    pub views: Vec<String>,
+    /// The zone file its members come from.
+    pub zone_file: String,
     /// TTL of its answers.
     pub ttl: u32,
     /// A records.
@@ -347,6 +373,7 @@ pub fn build(live: &Live) -> StatusDoc {
         ready: live.ready.load(Ordering::Relaxed),
         config: config_doc(&live.loaded.load_full()),
         servers: server_docs(&health, &reports),
+        views: view_docs(&snap),
         services: service_docs(&snap),
         relays: relay_docs(&relays, &snap),
         certificates: certificate_docs(&relays, &reports, &health),
@@ -382,14 +409,16 @@ fn server_docs(health: &HealthConfig, reports: &[ProbeReport]) -> Vec<ServerDoc>
     let mut named: Vec<IpAddr> = Vec::new();
     for s in &health.servers {
         named.extend(&s.addresses);
-        servers.push(server_doc(
+        let mut doc = server_doc(
             true,
             s.name.clone(),
             s.addresses.clone(),
             s.site.clone(),
             s.admin,
             check_rows(reports, &s.addresses),
-        ));
+        );
+        doc.public_addresses = s.public_addresses.clone();
+        servers.push(doc);
     }
     let mut loose: Vec<IpAddr> = reports
         .iter()
@@ -412,6 +441,31 @@ fn server_docs(health: &HealthConfig, reports: &[ProbeReport]) -> Vec<ServerDoc>
     servers
 }
 
+/// Each view, with its zone files.
+fn view_docs(snap: &Snapshot) -> Vec<ViewDoc> {
+    let list = |nets: &[ipnet::IpNet]| nets.iter().map(ToString::to_string).collect();
+    snap.layout
+        .defs
+        .iter()
+        .enumerate()
+        .map(|(i, d)| ViewDoc {
+            name: d.name.clone(),
+            matches: list(&d.matches),
+            match_ecs: d.match_ecs,
+            ecs_from: list(&d.ecs_from),
+            match_keys: d.keys.iter().map(ToString::to_string).collect(),
+            zone_files: snap
+                .layout
+                .zone_views
+                .iter()
+                .zip(snap.static_zones.iter())
+                .filter(|(vs, _)| vs.contains(&i))
+                .map(|(_, z)| z.file.display().to_string())
+                .collect(),
+        })
+        .collect()
+}
+
 /// Each health-driven name: the step in force and the first rotation's answer.
 fn service_docs(snap: &Snapshot) -> Vec<ServiceDoc> {
     snap.services
@@ -426,6 +480,12 @@ fn service_docs(snap: &Snapshot) -> Vec<ServiceDoc> {
             };
             ServiceDoc {
                 name: v.name.to_string(),
+                views: snap.layout.names_of_zone(v.zone),
+                zone_file: snap
+                    .static_zones
+                    .get(v.zone)
+                    .map(|z| z.file.display().to_string())
+                    .unwrap_or_default(),
                 ttl: v.ttl,
                 a: doc(&v.a),
                 aaaa: doc(&v.aaaa),
@@ -601,6 +661,7 @@ fn server_doc(
     ServerDoc {
         name,
         addresses,
+        public_addresses: Vec::new(),
         site,
         configured,
         admin,
