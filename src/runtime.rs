@@ -187,7 +187,10 @@ fn assemble(
     let stats = Arc::new(Stats::new(
         config.dns.listen.len() * config.dns.udp_workers + 1,
     ));
-    let transfers = Arc::new(ArcSwap::from_pointee(TransferPolicy::new(&config.zones, &config.views)));
+    let transfers = Arc::new(ArcSwap::from_pointee(TransferPolicy::new(
+        &config.zones,
+        &config.views,
+    )));
     let cookie_fallback: crate::query::cookie::Secret = rand::random();
     if config.dns.cookies.enabled && config.dns.cookies.secret.is_none() {
         info!("dns.cookies: no secret_file; using a random secret (nodes of one namespace should share one)");
@@ -685,7 +688,11 @@ mod tests {
         let first = load_snapshot(&config, &[]).unwrap();
         let s1 = first.static_zones[0].serial();
         assert!(s1 > 1_700_000_000, "derived from the load time: {s1}");
-        assert_eq!(first.views[0].zones.zones[0].serial(), s1, "answers carry it too");
+        assert_eq!(
+            first.views[0].zones.zones[0].serial(),
+            s1,
+            "answers carry it too"
+        );
         // Same content: same serial, however often it is reloaded.
         let again = load_snapshot(&config, &first.static_zones).unwrap();
         assert_eq!(again.static_zones[0].serial(), s1);

@@ -13,10 +13,10 @@ use arc_swap::ArcSwap;
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use crate::config::view::Views;
 use crate::health::answer::{rotate, rotation_count, Selection, Step};
 use crate::health::view::{BackendView, Publish, ServiceView, View};
 use crate::query::fast::{tag, FastTable, UNTAGGED};
-use crate::config::view::Views;
 use crate::query::lookup::ZoneSet;
 use crate::zone::{wire_lower, Node, RRset, Zone};
 
@@ -56,7 +56,13 @@ impl Snapshot {
     /// A snapshot of static zones in one view, with no health applied.
     pub fn new(zones: Vec<Zone>) -> Self {
         let layout = Views::single(zones.len());
-        Self::build(Arc::new(zones), Arc::new(layout), Vec::new(), Vec::new(), |_, _| None)
+        Self::build(
+            Arc::new(zones),
+            Arc::new(layout),
+            Vec::new(),
+            Vec::new(),
+            |_, _| None,
+        )
     }
 
     /// Builds a snapshot: `services` applied to `static_zones`, then each view's zones and
@@ -80,7 +86,11 @@ impl Snapshot {
             .iter()
             .enumerate()
             .map(|(v, def)| {
-                let label = if layout.implicit { "" } else { def.name.as_str() };
+                let label = if layout.implicit {
+                    ""
+                } else {
+                    def.name.as_str()
+                };
                 build_view(&derived, &layout, v, &services, |n| slot_of(label, n))
             })
             .collect();
@@ -109,7 +119,11 @@ impl ViewSnap {
     /// The static zone (index) that answers `qname` (lowercase wire form) in this view.
     pub fn source_of(&self, qname: &[u8]) -> Option<usize> {
         let origin = self.zones.origin_of(qname)?;
-        let i = self.zones.zones.iter().position(|z| *z.origin_wire == *origin)?;
+        let i = self
+            .zones
+            .zones
+            .iter()
+            .position(|z| *z.origin_wire == *origin)?;
         self.sources.get(i).copied()
     }
 }

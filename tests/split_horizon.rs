@@ -120,11 +120,16 @@ fn split_horizon_example() {
             DNS.parse().unwrap(),
             &["-b", "127.0.0.1", "mail.example.test.", "MX", "+norecurse"],
         );
-        assert!(mx.contains("127.0.9.1") && !mx.contains("127.0.2.1"), "{mx}");
+        assert!(
+            mx.contains("127.0.9.1") && !mx.contains("127.0.2.1"),
+            "{mx}"
+        );
         // The internal-only name does not exist outside.
         let rpc = dig_from("127.0.0.1", "outlook-rpc.mail.example.test.", &[]);
         assert!(rpc.contains("NXDOMAIN"), "{rpc}");
-        assert!(addresses(&dig_from(INSIDE, "outlook-rpc.mail.example.test.", &[])) == ["127.0.2.20"]);
+        assert!(
+            addresses(&dig_from(INSIDE, "outlook-rpc.mail.example.test.", &[])) == ["127.0.2.20"]
+        );
 
         // cas02's OWA fails: 127.0.2.2 leaves inside, its NAT address 127.0.9.2 outside.
         cas.https[1].fail_path("/owa/healthcheck.htm", true);
@@ -153,7 +158,13 @@ fn split_horizon_example() {
             .unwrap()
             .iter()
             .filter(|v| v["name"] == owa)
-            .flat_map(|v| v["views"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()))
+            .flat_map(|v| {
+                v["views"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap())
+            })
             .collect();
         assert_eq!(views, ["internal", "external"], "{status}");
 
@@ -185,35 +196,64 @@ fn client_subnet_from_the_trusted_resolver_only() {
 
         let inside = dig_from(RESOLVER, owa, &["+subnet=127.0.8.0/24"]);
         assert_eq!(addresses(&inside), set(&INTERNAL), "{inside}");
-        assert_eq!(client_subnet(&inside).as_deref(), Some("127.0.8.0/24/24"), "{inside}");
+        assert_eq!(
+            client_subnet(&inside).as_deref(),
+            Some("127.0.8.0/24/24"),
+            "{inside}"
+        );
         // An outside client of the trusted resolver: external, and the scope keeps its /24 apart
         // from 127.0.8.0/24 (127.0.5.0 and 127.0.8.0 share 20 bits: scope 21).
         let away = dig_from(RESOLVER, owa, &["+subnet=127.0.5.0/24"]);
         assert_eq!(addresses(&away), set(&EXTERNAL), "{away}");
-        assert_eq!(client_subnet(&away).as_deref(), Some("127.0.5.0/24/21"), "{away}");
+        assert_eq!(
+            client_subnet(&away).as_deref(),
+            Some("127.0.5.0/24/21"),
+            "{away}"
+        );
         // A /32 of an inside client: the scope is the view's /24.
         let one = dig_from(RESOLVER, owa, &["+subnet=127.0.8.9/32"]);
-        assert_eq!(client_subnet(&one).as_deref(), Some("127.0.8.9/32/24"), "{one}");
+        assert_eq!(
+            client_subnet(&one).as_deref(),
+            Some("127.0.8.9/32/24"),
+            "{one}"
+        );
 
         // A forged ECS from outside never selects the internal view.
         let forged = dig_from("127.0.0.1", owa, &["+subnet=127.0.8.0/24"]);
         assert_eq!(addresses(&forged), set(&EXTERNAL), "{forged}");
-        assert_eq!(client_subnet(&forged).as_deref(), Some("127.0.8.0/24/0"), "{forged}");
+        assert_eq!(
+            client_subnet(&forged).as_deref(),
+            Some("127.0.8.0/24/0"),
+            "{forged}"
+        );
         // Nor from an inside host that is not the trusted resolver: its own address decides.
         let other = dig_from(INSIDE, owa, &["+subnet=127.0.5.0/24"]);
         assert_eq!(addresses(&other), set(&INTERNAL), "{other}");
-        assert_eq!(client_subnet(&other).as_deref(), Some("127.0.5.0/24/0"), "{other}");
+        assert_eq!(
+            client_subnet(&other).as_deref(),
+            Some("127.0.5.0/24/0"),
+            "{other}"
+        );
 
         // A zone outside every view's difference: same answer for all, scope 0. The example's
         // zone differs per view; the REFUSED answer for a name no view serves is the same.
         let refused = dig_from(RESOLVER, "nowhere.test.", &["+subnet=127.0.8.0/24"]);
         assert!(refused.contains("REFUSED"), "{refused}");
-        assert_eq!(client_subnet(&refused).as_deref(), Some("127.0.8.0/24/0"), "{refused}");
+        assert_eq!(
+            client_subnet(&refused).as_deref(),
+            Some("127.0.8.0/24/0"),
+            "{refused}"
+        );
 
         // Malformed ECS (bits set past the source prefix): FORMERR, as RFC 7871 §7.1.2 says.
         let bad = kdig(
             DNS.parse().unwrap(),
-            &[owa, "A", "+norecurse", "+ednsopt=8:00011800" /* family 1, /24, no address */],
+            &[
+                owa,
+                "A",
+                "+norecurse",
+                "+ednsopt=8:00011800", /* family 1, /24, no address */
+            ],
         );
         assert!(bad.contains("FORMERR"), "{bad}");
     });
@@ -257,7 +297,10 @@ fn resolver(ip: &str, ecs: bool) -> (ChildGuard, tempfile::TempDir) {
 /// Asks the resolver at `ip` from `from`, recursion desired.
 fn via(ip: &str, from: &str, name: &str) -> Vec<String> {
     let server: SocketAddr = format!("{ip}:53").parse().unwrap();
-    addresses(&dig(server, &["-b", from, name, "A", "+tries=1", "+time=2"]))
+    addresses(&dig(
+        server,
+        &["-b", from, name, "A", "+tries=1", "+time=2"],
+    ))
 }
 
 /// Two unbound resolvers, one inside and one outside, each with mailns as its stub zone: each
@@ -353,7 +396,14 @@ fn knot_secondaries_per_view_over_tsig() {
         // From outside, signed with the internal key: the internal zone. Unsigned: refused.
         let dns: SocketAddr = DNS.parse().unwrap();
         let axfr = |extra: &[&str]| {
-            let mut args = vec!["-b", "127.0.0.1", "AXFR", "mail.example.test", "+noall", "+answer"];
+            let mut args = vec![
+                "-b",
+                "127.0.0.1",
+                "AXFR",
+                "mail.example.test",
+                "+noall",
+                "+answer",
+            ];
             args.extend_from_slice(extra);
             kdig(dns, &args)
         };

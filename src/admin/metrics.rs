@@ -314,12 +314,17 @@ fn dns_families(out: &mut Vec<MetricFamily>, dns: &Stats, snap: &Snapshot) {
             let views: Vec<Option<String>> = if snap.layout.implicit {
                 vec![None]
             } else {
-                snap.layout.names_of_zone(v.zone).into_iter().map(Some).collect()
+                snap.layout
+                    .names_of_zone(v.zone)
+                    .into_iter()
+                    .map(Some)
+                    .collect()
             };
-            let rows: Vec<(&str, &crate::health::answer::Selection)> = [("A", &v.a), ("AAAA", &v.aaaa)]
-                .into_iter()
-                .filter_map(|(t, sel)| Some((t, sel.as_ref()?)))
-                .collect();
+            let rows: Vec<(&str, &crate::health::answer::Selection)> =
+                [("A", &v.a), ("AAAA", &v.aaaa)]
+                    .into_iter()
+                    .filter_map(|(t, sel)| Some((t, sel.as_ref()?)))
+                    .collect();
             views
                 .into_iter()
                 .flat_map(|view| {

@@ -273,9 +273,13 @@ fn validate_zones(
             .find(|(o, vs)| o.origin == origin && vs.iter().any(|v| in_views.contains(v)));
         if let Some((_, vs)) = twice {
             let both = vs.iter().find(|v| in_views.contains(v));
-            let name = both.and_then(|&v| views.defs.get(v)).map(|d| d.name.clone());
+            let name = both
+                .and_then(|&v| views.defs.get(v))
+                .map(|d| d.name.clone());
             let msg = match name {
-                Some(n) if !views.implicit => format!("zone {origin} is configured twice in view '{n}'"),
+                Some(n) if !views.implicit => {
+                    format!("zone {origin} is configured twice in view '{n}'")
+                }
                 _ => format!("zone {origin} is configured twice"),
             };
             cx.error(Some(z.name.span()), msg);
@@ -984,5 +988,90 @@ mod tests {
             "{text:?}"
         );
         assert!(ZONE.starts_with("[[zone]]"));
+    }
+
+    const SPLIT: &str = "[[view]]\nname = \"internal\"\nmatch = [\"127.0.8.0/24\", \"::1\"]\nmatch_ecs = true\necs_from = [\"127.0.8.53\"]\n\
+        [[view]]\nname = \"external\"\nmatch = [\"0.0.0.0/0\", \"::/0\"]\n";
+
+    fn split(zones: &str) -> Result<Config, Vec<crate::diag::Diagnostic>> {
+        Config::parse(
+            std::path::Path::new("/cfg/m.toml"),
+            &format!("{SPLIT}{zones}"),
+        )
+    }
+
+    #[test]
+    fn zones_per_view() {
+        let c = split(
+            "[[zone]]\nname = \"z.test\"\nfile = \"in.zone\"\nviews = [\"internal\"]\n\
+             [[zone]]\nname = \"z.test\"\nfile = \"out.zone\"\nviews = [\"external\"]\n\
+             [[zone]]\nname = \"shared.test\"\nfile = \"s.zone\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.views.zone_views, [vec![0], vec![1], vec![0, 1]]);
+        assert!(!c.views.implicit);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // Without views: one implicit view with every zone, as before.
+        let plain = valid("");
+        assert!(plain.views.implicit);
+        assert_eq!(plain.views.zone_views, [vec![0]]);
+    }
+
+    #[test]
+    fn view_errors_name_the_line() {
+        let e = match split(
+            "[[view]]\nname = \"internal\"\nmatch = [\"nowhere\"]\nmatch_ecs = true\n\
+             [[zone]]\nname = \"z.test\"\nfile = \"a.zone\"\nviews = [\"internal\", \"dmz\"]\n\
+             [[zone]]\nname = \"z.test\"\nfile = \"b.zone\"\n",
+        ) {
+            Err(d) => d,
+            Ok(c) => panic!("valid: {c:?}"),
+        };
+        let text: Vec<String> = e.iter().map(ToString::to_string).collect();
+        let has = |line: usize, what: &str| {
+            e.iter()
+                .any(|d| d.line == Some(line) && d.message.contains(what))
+        };
+        assert!(has(10, "view 'internal' is defined twice"), "{text:#?}");
+        assert!(
+            has(16, "no [[view]] named 'dmz' (known: internal, external)"),
+            "{text:#?}"
+        );
+        assert!(
+            has(18, "zone z.test. is configured twice in view 'internal'"),
+            "{text:#?}"
+        );
+        let e = errors("[[view]]\nname = \"v\"\nmatch = [\"127.0.0.0/33\"]\nmatch_ecs = true\n");
+        assert!(
+            has_text(&e, 6, "match: '127.0.0.0/33' is not an address or prefix"),
+            "{e:?}"
+        );
+        assert!(has_text(&e, 7, "match_ecs needs ecs_from"), "{e:?}");
+        let e = errors("views = [\"internal\"]\n");
+        assert!(has_text(&e, 4, "the config defines no [[view]]"), "{e:?}");
+    }
+
+    fn has_text(e: &[(Option<usize>, String)], line: usize, text: &str) -> bool {
+        has(e, line, text)
+    }
+
+    #[test]
+    fn view_warnings() {
+        let c = Config::parse(
+            std::path::Path::new("/cfg/m.toml"),
+            "[[view]]\nname = \"a\"\nmatch = [\"127.0.8.0/24\"]\n\
+             [[view]]\nname = \"b\"\nmatch = [\"127.0.8.0/24\"]\n\
+             [[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\nviews = [\"a\"]\n",
+        )
+        .unwrap();
+        let w: Vec<&str> = c.warnings.iter().map(|d| d.message.as_str()).collect();
+        let has = |what: &str| w.iter().any(|m| m.contains(what));
+        assert!(
+            has("view 'b' matches exactly the clients view 'a' matches"),
+            "{w:#?}"
+        );
+        assert!(has("no view matches clients in 0.0.0.0/2"), "{w:#?}");
+        assert!(has("no view matches clients in ::/0"), "{w:#?}");
+        assert!(has("zone z.test. is not served in view(s) b"), "{w:#?}");
     }
 }

@@ -256,7 +256,11 @@ fn insert_uncovered(table: &mut Vec<Range>, start: u128, end: u128, view: u16) {
                 view,
             });
         }
-        at = if r.end >= a { r.end.checked_add(1) } else { Some(a) };
+        at = if r.end >= a {
+            r.end.checked_add(1)
+        } else {
+            Some(a)
+        };
     }
     if let Some(a) = at.filter(|a| *a <= end) {
         gaps.push(Range {
@@ -524,18 +528,42 @@ mod tests {
         let resolver = ip("127.0.8.53");
         // A /24 inside the internal /24: that /24.
         let c = v.by_subnet(resolver, ip("127.0.8.0"), 24);
-        assert_eq!(c, Choice { view: Some(0), scope: 24 });
+        assert_eq!(
+            c,
+            Choice {
+                view: Some(0),
+                scope: 24
+            }
+        );
         // A /32 inside it: still the /24 (every address of it gets the internal view).
         assert_eq!(v.by_subnet(resolver, ip("127.0.8.7"), 32).scope, 24);
         // Outside: the length that separates it from 127.0.8.0/24, never shorter.
         let c = v.by_subnet(resolver, ip("127.0.9.0"), 24);
-        assert_eq!(c, Choice { view: Some(1), scope: 24 });
+        assert_eq!(
+            c,
+            Choice {
+                view: Some(1),
+                scope: 24
+            }
+        );
         assert_eq!(v.by_subnet(resolver, ip("127.0.0.0"), 24).scope, 21);
         let far = v.by_subnet(resolver, ip("198.18.0.0"), 24);
-        assert_eq!(far, Choice { view: Some(1), scope: 1 });
+        assert_eq!(
+            far,
+            Choice {
+                view: Some(1),
+                scope: 1
+            }
+        );
         // A source prefix too short to tell: the scope is longer than the source (RFC 7871 §7.2.1).
         let c = v.by_subnet(resolver, ip("127.0.0.0"), 16);
-        assert_eq!(c, Choice { view: Some(1), scope: 21 });
+        assert_eq!(
+            c,
+            Choice {
+                view: Some(1),
+                scope: 21
+            }
+        );
     }
 
     #[test]
@@ -543,13 +571,31 @@ mod tests {
         let v = split();
         // An outside resolver claiming an internal client: external, scope 0.
         let c = v.by_subnet(ip("127.0.9.53"), ip("127.0.8.0"), 24);
-        assert_eq!(c, Choice { view: Some(1), scope: 0 });
+        assert_eq!(
+            c,
+            Choice {
+                view: Some(1),
+                scope: 0
+            }
+        );
         // An internal host that is not the trusted resolver: its own source decides.
         let c = v.by_subnet(ip("127.0.8.9"), ip("198.18.0.0"), 24);
-        assert_eq!(c, Choice { view: Some(0), scope: 0 });
+        assert_eq!(
+            c,
+            Choice {
+                view: Some(0),
+                scope: 0
+            }
+        );
         // SOURCE PREFIX-LENGTH 0 (the client opted out): the resolver's own address.
         let c = v.by_subnet(ip("127.0.8.53"), ip("0.0.0.0"), 0);
-        assert_eq!(c, Choice { view: Some(0), scope: 0 });
+        assert_eq!(
+            c,
+            Choice {
+                view: Some(0),
+                scope: 0
+            }
+        );
     }
 
     /// Brute force: every address in the scope block around a client gets the chosen view.

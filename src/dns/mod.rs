@@ -329,12 +329,26 @@ pub fn handle_parsed(
     let extended = match horizon.view {
         // RFC 7873 §5.2.2, RFC 7871 §7.1.2.
         _ if malformed => {
-            wire::encode_error(out, q.id, q.flags_hi, q.question, ResponseCode::FormErr, q.edns);
+            wire::encode_error(
+                out,
+                q.id,
+                q.flags_hi,
+                q.question,
+                ResponseCode::FormErr,
+                q.edns,
+            );
             None
         }
         Some(view) => answer(view, &q, origin.transport, options.len(), worker, out),
         None => {
-            wire::encode_error(out, q.id, q.flags_hi, q.question, ResponseCode::Refused, q.edns);
+            wire::encode_error(
+                out,
+                q.id,
+                q.flags_hi,
+                q.question,
+                ResponseCode::Refused,
+                q.edns,
+            );
             None
         }
     };

@@ -127,13 +127,13 @@ mod tests {
     #[test]
     fn malformed_options() {
         for bad in [
-            &[0u8, 1, 24][..],                 // short
-            &[0, 3, 0, 0],                     // family
-            &[0, 1, 33, 0, 1, 2, 3, 4, 5],     // source too long
-            &[0, 1, 24, 0, 127, 0],            // too few bytes
-            &[0, 1, 24, 0, 127, 0, 8, 0],      // too many
-            &[0, 1, 23, 0, 127, 0, 9],         // a bit set past /23
-            &[0, 2, 129, 0],                   // IPv6 source too long
+            &[0u8, 1, 24][..],             // short
+            &[0, 3, 0, 0],                 // family
+            &[0, 1, 33, 0, 1, 2, 3, 4, 5], // source too long
+            &[0, 1, 24, 0, 127, 0],        // too few bytes
+            &[0, 1, 24, 0, 127, 0, 8, 0],  // too many
+            &[0, 1, 23, 0, 127, 0, 9],     // a bit set past /23
+            &[0, 2, 129, 0],               // IPv6 source too long
         ] {
             assert_eq!(Received::parse(bad), Received::Malformed, "{bad:?}");
         }

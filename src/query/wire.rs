@@ -12,8 +12,8 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use super::{cookie, ecs};
 use super::lookup::Answer;
+use super::{cookie, ecs};
 
 /// The UDP payload mailns uses at most, whatever the client offers (DNS flag day 2020).
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
