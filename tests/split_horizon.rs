@@ -167,6 +167,18 @@ fn split_horizon_example() {
             })
             .collect();
         assert_eq!(views, ["internal", "external"], "{status}");
+        // The dashboard, rendered by a real browser: a row per view, each with its answer.
+        let dom = dashboard_dom(s.admin);
+        for (view, addr) in [("internal", "127.0.2.1"), ("external", "127.0.9.1")] {
+            let row = dom
+                .split("<tr ")
+                .find(|r| {
+                    r.contains(&format!("data-service=\"{owa}\""))
+                        && r.contains(&format!("data-view=\"{view}\""))
+                })
+                .unwrap_or_else(|| panic!("no {view} row for {owa}: {dom}"));
+            assert!(row.contains(addr), "{view}: {row}");
+        }
 
         // The RPC VIP: inside clients reach a server, outside clients are turned away.
         let vip: SocketAddr = "127.0.2.20:135".parse().unwrap();
@@ -181,6 +193,24 @@ fn split_horizon_example() {
         assert!(line(INSIDE).is_some_and(|l| l.starts_with("cas0")));
         assert_eq!(line("127.0.0.1"), None, "outside clients get no server");
     });
+}
+
+/// The dashboard's DOM once its script has drawn the status: headless Chromium, given virtual
+/// time for the page's fetch.
+fn dashboard_dom(admin: SocketAddr) -> String {
+    let out = Command::new(require_tool("chromium"))
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            &format!("http://{admin}/"),
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium");
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// dig straight at mailns with ECS: the trusted resolver's subnet picks the view, with a scope
@@ -368,13 +398,23 @@ fn knot(port: u16, via: &str, key: (&str, &str)) -> (ChildGuard, tempfile::TempD
 }
 
 /// A Knot secondary per view, each with its view's key and from its side's address, receives
-/// its view's zone; the key alone picks the view for a transfer; unsigned transfers are refused.
+/// its view's zone; the key alone picks the view for a transfer; unsigned transfers are refused;
+/// a change to one view's zone NOTIFYs that view's secondary, which takes it.
 #[test]
 fn knot_secondaries_per_view_over_tsig() {
     in_netns(|| {
         let rt = sim::runtime();
         let _cas = start_cas(&rt);
-        let _s = start_example(|c| c);
+        let s = start_example(|c| {
+            c.replace(
+                "transfer_key = \"xfr-internal\"",
+                "transfer_key = \"xfr-internal\"\nnotify = [\"127.0.0.1:5301\"]",
+            )
+            .replace(
+                "transfer_key = \"xfr-external\"",
+                "transfer_key = \"xfr-external\"\nnotify = [\"127.0.0.1:5302\"]",
+            )
+        });
         let (_k1, _d1) = knot(5301, INSIDE, ("xfr-internal", INTERNAL_KEY));
         let (_k2, _d2) = knot(5302, "127.0.0.1", ("xfr-external", EXTERNAL_KEY));
         // Knot may not be listening yet: dig gives no answer rather than failing.
@@ -412,5 +452,43 @@ fn knot_secondaries_per_view_over_tsig() {
         assert!(signed.contains("127.0.2.20"), "{signed}");
         let unsigned = axfr(&[]);
         assert!(!unsigned.contains("127.0.9.1"), "{unsigned}");
+
+        // The internal zone changes: its secondary is notified and takes it; the other is not.
+        let file = s.dir.path().join("internal/mail.example.test.zone");
+        let zone = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(
+            &file,
+            zone.replace("2026120201", "2026120202") + "late A 127.0.2.99\n",
+        )
+        .unwrap();
+        s.signal("HUP");
+        wait_for(
+            Duration::from_secs(15),
+            "the internal secondary takes the change",
+            || ask(5301, "late.mail.example.test.") == ["127.0.2.99"],
+        );
+        assert!(ask(5302, "late.mail.example.test.").is_empty());
+        assert_eq!(ask(5302, "owa.mail.example.test."), EXTERNAL);
+    });
+}
+
+/// A public (NAT) address follows its server's admin state: a drained server leaves the
+/// internal answers at its own address and the external ones at its NAT address.
+#[test]
+fn public_addresses_follow_drain() {
+    in_netns(|| {
+        let rt = sim::runtime();
+        let _cas = start_cas(&rt);
+        let _s = start_example(|c| {
+            c.replace(
+                "public_addresses = [\"127.0.9.3\"]",
+                "public_addresses = [\"127.0.9.3\"]\nstate = \"drain\"",
+            )
+        });
+        let owa = "owa.mail.example.test.";
+        wait_for(Duration::from_secs(8), "cas03 is out of both views", || {
+            addresses(&dig_from(INSIDE, owa, &[])) == ["127.0.2.1", "127.0.2.2"]
+                && addresses(&dig_from("127.0.0.1", owa, &[])) == ["127.0.9.1", "127.0.9.2"]
+        });
     });
 }

@@ -652,6 +652,143 @@ pub(crate) mod tests {
         Message::from_vec(&out).unwrap()
     }
 
+    /// Two views: z.test has a file per view, shared.test is in both. (source, query) pairs get
+    /// their view's answer, and ECS answers carry the scope the views give them.
+    #[test]
+    fn views_and_client_subnet() {
+        use crate::config::view::{ViewDef, Views};
+        let load = |origin: &str, body: &str| {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            write!(
+                f,
+                "$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.1\n{body}"
+            )
+            .unwrap();
+            load_zone(f.path(), &Name::from_ascii(origin).unwrap())
+                .unwrap()
+                .0
+        };
+        let zones = vec![
+            load("z.test.", "owa A 127.0.2.1\n"),
+            load("z.test.", "owa A 127.0.9.1\n"),
+            load("shared.test.", "www A 127.0.3.1\n"),
+        ];
+        let net = |s: &str| s.parse().unwrap();
+        let mut layout = Views::new(
+            vec![
+                ViewDef {
+                    name: "internal".into(),
+                    matches: vec![net("127.0.8.0/24")],
+                    match_ecs: true,
+                    ecs_from: vec![net("127.0.8.53/32")],
+                    keys: Vec::new(),
+                },
+                ViewDef {
+                    name: "external".into(),
+                    matches: vec![net("127.0.0.0/8")],
+                    match_ecs: false,
+                    ecs_from: Vec::new(),
+                    keys: Vec::new(),
+                },
+            ],
+            false,
+        );
+        layout.zone_views = vec![vec![0], vec![1], vec![0, 1]];
+        let snap = Snapshot::build(
+            Arc::new(zones),
+            Arc::new(layout),
+            Vec::new(),
+            Vec::new(),
+            |_, _| None,
+        );
+        let stats = Counters::default();
+        // Answers `name` from `from`, with the ECS option `ecs` (its data) if given.
+        let ask = |from: &str, name: &str, ecs: Option<&[u8]>| {
+            let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+            m.add_query(HQuery::query(
+                Name::from_ascii(name).unwrap(),
+                RecordType::A,
+            ));
+            m.edns = Some(Edns::new());
+            let mut packet = m.to_vec().unwrap();
+            if let Some(data) = ecs {
+                let mut opt = vec![0, 8, 0, data.len() as u8];
+                opt.extend_from_slice(data);
+                assert!(wire::append_option(&mut packet, &opt));
+            }
+            let origin = Origin {
+                ip: from.parse().unwrap(),
+                transport: Transport::Udp,
+                unix: 0,
+                mono: 0,
+            };
+            let mut out = Vec::new();
+            let mut worker = Worker::new(&stats);
+            assert!(handle(
+                &snap,
+                &Edge::default(),
+                &origin,
+                &packet,
+                &mut worker,
+                &mut out
+            ));
+            out
+        };
+        let address = |out: &[u8]| {
+            Message::from_vec(out)
+                .unwrap()
+                .answers
+                .iter()
+                .find_map(|r| r.data.ip_addr())
+                .map(|ip| ip.to_string())
+        };
+        let rcode = |out: &[u8]| Message::from_vec(out).unwrap().metadata.response_code;
+        // The ECS option ends the response (no cookie here): its SCOPE byte is 4 from the end
+        // for a /24 of IPv4 (three address bytes).
+        let scope = |out: &[u8]| out[out.len() - 4];
+
+        assert_eq!(
+            address(&ask("127.0.8.9", "owa.z.test.", None)).unwrap(),
+            "127.0.2.1"
+        );
+        assert_eq!(
+            address(&ask("127.0.0.1", "owa.z.test.", None)).unwrap(),
+            "127.0.9.1"
+        );
+        let nobody = ask("::2", "owa.z.test.", None);
+        assert_eq!(
+            rcode(&nobody),
+            ResponseCode::Refused,
+            "no view matches IPv6 clients"
+        );
+
+        let internal_ecs: &[u8] = &[0, 1, 24, 0, 127, 0, 8];
+        let trusted = ask("127.0.8.53", "owa.z.test.", Some(internal_ecs));
+        assert_eq!(address(&trusted).unwrap(), "127.0.2.1");
+        assert_eq!(scope(&trusted), 24);
+        let away = ask("127.0.8.53", "owa.z.test.", Some(&[0, 1, 24, 0, 127, 0, 5]));
+        assert_eq!(address(&away).unwrap(), "127.0.9.1");
+        assert_eq!(scope(&away), 21);
+        let forged = ask("127.0.0.1", "owa.z.test.", Some(internal_ecs));
+        assert_eq!(
+            address(&forged).unwrap(),
+            "127.0.9.1",
+            "ECS from outside is ignored"
+        );
+        assert_eq!(scope(&forged), 0);
+        // The shared zone answers alike in both views: scope 0, whatever the subnet.
+        let shared = ask("127.0.8.53", "www.shared.test.", Some(internal_ecs));
+        assert_eq!(address(&shared).unwrap(), "127.0.3.1");
+        assert_eq!(scope(&shared), 0);
+        // Malformed: a bit set past the /23.
+        let bad = ask("127.0.8.53", "owa.z.test.", Some(&[0, 1, 23, 0, 127, 0, 9]));
+        assert_eq!(rcode(&bad), ResponseCode::FormErr);
+        assert!(
+            stats.fast.load(Ordering::Relaxed) >= 5,
+            "views answer from their prebuilt tables"
+        );
+    }
+
     #[test]
     fn fast_and_general_paths_give_the_same_bytes() {
         let snap = snapshot("z.test", ZONE);
