@@ -397,7 +397,7 @@ fn knot(port: u16, via: &str, key: (&str, &str)) -> (ChildGuard, tempfile::TempD
     (child, dir)
 }
 
-/// A Knot secondary per view, each with its view's key and from its side's address, receives
+/// A Knot secondary per view, each with its view's key (both from an outside address), receives
 /// its view's zone; the key alone picks the view for a transfer; unsigned transfers are refused;
 /// a change to one view's zone NOTIFYs that view's secondary, which takes it.
 #[test]
@@ -415,7 +415,9 @@ fn knot_secondaries_per_view_over_tsig() {
                 "transfer_key = \"xfr-external\"\nnotify = [\"127.0.0.1:5302\"]",
             )
         });
-        let (_k1, _d1) = knot(5301, INSIDE, ("xfr-internal", INTERNAL_KEY));
+        // Both from an outside address: the key alone decides their view, for the SOA refresh
+        // (a signed query) and the transfer alike.
+        let (_k1, _d1) = knot(5301, "127.0.0.1", ("xfr-internal", INTERNAL_KEY));
         let (_k2, _d2) = knot(5302, "127.0.0.1", ("xfr-external", EXTERNAL_KEY));
         // Knot may not be listening yet: dig gives no answer rather than failing.
         let ask = |port: u16, name: &str| {
@@ -452,6 +454,27 @@ fn knot_secondaries_per_view_over_tsig() {
         assert!(signed.contains("127.0.2.20"), "{signed}");
         let unsigned = axfr(&[]);
         assert!(!unsigned.contains("127.0.9.1"), "{unsigned}");
+        // An ordinary query signed with the internal key gets the internal view; the key's name
+        // with a wrong secret gets nothing from it.
+        let signed_query = |secret: &str| {
+            let key = format!("hmac-sha256:xfr-internal:{secret}");
+            kdig(
+                dns,
+                &[
+                    "-b",
+                    "127.0.0.1",
+                    "-y",
+                    &key,
+                    "outlook-rpc.mail.example.test",
+                    "A",
+                    "+norecurse",
+                ],
+            )
+        };
+        let good = signed_query(INTERNAL_KEY);
+        assert!(good.contains("127.0.2.20"), "{good}");
+        let forged = signed_query(EXTERNAL_KEY);
+        assert!(!forged.contains("127.0.2.20"), "{forged}");
 
         // The internal zone changes: its secondary is notified and takes it; the other is not.
         let file = s.dir.path().join("internal/mail.example.test.zone");

@@ -453,7 +453,7 @@ fn view_docs(snap: &Snapshot) -> Vec<ViewDoc> {
             matches: list(&d.matches),
             match_ecs: d.match_ecs,
             ecs_from: list(&d.ecs_from),
-            match_keys: d.keys.iter().map(ToString::to_string).collect(),
+            match_keys: d.keys.iter().map(|k| k.name.to_string()).collect(),
             zone_files: snap
                 .layout
                 .zone_views

@@ -40,7 +40,7 @@ pub(super) struct RawView {
 }
 
 /// One validated view.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ViewDef {
     /// Its name.
     pub name: String,
@@ -50,8 +50,8 @@ pub struct ViewDef {
     pub match_ecs: bool,
     /// Resolvers whose ECS is trusted (for this view).
     pub ecs_from: Vec<IpNet>,
-    /// TSIG key names (lowercase FQDN) that select this view.
-    pub keys: Vec<Name>,
+    /// TSIG keys whose verified signature selects this view.
+    pub keys: Vec<TsigKey>,
 }
 
 /// One flattened range of addresses (as u128; IPv4 in its own table) and the view it gets.
@@ -63,7 +63,7 @@ struct Range {
 }
 
 /// Every view, flattened for lookups, and which zones each serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Views {
     /// The views, config order (one implicit "default" view matching everyone when the config
     /// has none).
@@ -193,9 +193,13 @@ impl Views {
             .any(|v| v.match_ecs && v.ecs_from.iter().any(|n| n.contains(&source)))
     }
 
-    /// The view a request signed with `key` gets, if a view lists the key.
-    pub fn by_key(&self, key: &Name) -> Option<usize> {
-        self.defs.iter().position(|v| v.keys.contains(key))
+    /// The view a request signed with key `name` gets, if a view lists the key, and the key
+    /// (to verify the signature with: the name alone never selects a view).
+    pub fn by_key(&self, name: &Name) -> Option<(usize, &TsigKey)> {
+        self.defs
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| Some((i, v.keys.iter().find(|k| k.name == *name)?)))
     }
 
     /// The names of the views zone `zone` is in.
@@ -407,7 +411,7 @@ pub(super) fn validate(cx: &mut Cx<'_>, raw: Vec<RawView>, keys: &[TsigKey]) -> 
         for k in &v.match_keys {
             let want = super::fqdn_lower(k.get_ref()).ok();
             match keys.iter().find(|x| Some(&x.name) == want.as_ref()) {
-                Some(key) => view_keys.push(key.name.clone()),
+                Some(key) => view_keys.push(key.clone()),
                 None => cx.error(
                     Some(k.span()),
                     format!(
@@ -628,9 +632,13 @@ mod tests {
         let mut d = split();
         let k = Name::from_ascii("xfr-internal.").unwrap();
         if let Some(v) = d.defs.get_mut(0) {
-            v.keys.push(k.clone());
+            v.keys.push(TsigKey {
+                name: k.clone(),
+                algorithm: hickory_proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
+                secret: vec![7; 32],
+            });
         }
-        assert_eq!(d.by_key(&k), Some(0));
-        assert_eq!(d.by_key(&Name::root()), None);
+        assert_eq!(d.by_key(&k).map(|(v, _)| v), Some(0));
+        assert!(d.by_key(&Name::root()).is_none());
     }
 }

@@ -410,29 +410,42 @@ struct Horizon<'s> {
     malformed: bool,
 }
 
-/// Chooses the view of `q` from `origin`. With ECS, a trusted resolver's subnet decides and the
+/// Chooses the view of `q` from `origin`: a verified signature with a view's `match_keys` key
+/// first, else the source address. With ECS, a trusted resolver's subnet decides and the
 /// answer's scope is the prefix inside which every client gets the same view; 0 when the name's
 /// answer is the same in every view (the same zone entry answers it everywhere), and 0 for ECS
 /// nobody trusts (RFC 7871 §7.2.1: the answer did not depend on it).
 fn choose_view<'s>(snap: &'s Snapshot, origin: &Origin, q: &Query<'_>) -> Horizon<'s> {
+    let keyed = view_by_key(snap, q, origin.unix);
+    let by_source = || match keyed {
+        Some(v) => snap.views.get(v),
+        None => snap.view_of(origin.ip),
+    };
     let subnet = match q.ecs {
         ecs::Received::Absent => {
             return Horizon {
-                view: snap.view_of(origin.ip),
+                view: by_source(),
                 ecs: None,
                 malformed: false,
             }
         }
         ecs::Received::Malformed => {
             return Horizon {
-                view: snap.view_of(origin.ip),
+                view: by_source(),
                 ecs: None,
                 malformed: true,
             }
         }
         ecs::Received::Present(s) => s,
     };
-    let choice = snap.layout.by_subnet(origin.ip, subnet.addr, subnet.source);
+    let choice = match keyed {
+        // A verified key decides; the subnet does not matter.
+        Some(v) => crate::config::view::Choice {
+            view: Some(v),
+            scope: 0,
+        },
+        None => snap.layout.by_subnet(origin.ip, subnet.addr, subnet.source),
+    };
     let scope = if choice.scope > 0 && answered_alike(snap, q.qname()) {
         0
     } else {
@@ -445,6 +458,26 @@ fn choose_view<'s>(snap: &'s Snapshot, origin: &Origin, q: &Query<'_>) -> Horizo
         ecs: Some(option),
         malformed: false,
     }
+}
+
+/// Allowed clock skew of a signed query (RFC 8945 recommends 300 s).
+const TSIG_FUDGE: u64 = 300;
+
+/// The view of a query signed with a view's `match_keys` key, when the signature verifies and
+/// its time is within the fudge (a secondary's SOA refresh gets its view's serial, as its
+/// transfers get its view's zone). Only the rare signed queries get here.
+fn view_by_key(snap: &Snapshot, q: &Query<'_>, now: u32) -> Option<usize> {
+    let name = q.signed_by.as_ref()?;
+    let (view, key) = snap.layout.by_key(name)?;
+    let signer = hickory_proto::rr::TSigner::new(
+        key.secret.clone(),
+        key.algorithm.clone(),
+        key.name.clone(),
+        TSIG_FUDGE as u16,
+    )
+    .ok()?;
+    let (_, signed_at, _) = signer.verify_message_byte(q.packet, None, true).ok()?;
+    (u64::from(now).abs_diff(signed_at) <= TSIG_FUDGE).then_some(view)
 }
 
 /// True when every view answers `qname` from the same zone entry (or none has a zone for it),

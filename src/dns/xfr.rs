@@ -85,7 +85,7 @@ impl TransferPolicy {
     /// The zone entry for `origin` a request from `peer`, signed with `key`, gets; and whether
     /// its key chose it.
     fn entry(&self, origin: &[u8], peer: IpAddr, key: Option<&Name>) -> Option<(usize, bool)> {
-        let by_key = key.and_then(|k| self.views.by_key(k));
+        let by_key = key.and_then(|k| self.views.by_key(k)).map(|(v, _)| v);
         let view = by_key.or_else(|| self.views.by_source(peer))?;
         let i = self.zones.iter().enumerate().position(|(i, z)| {
             *z.origin == *origin

@@ -190,6 +190,8 @@ fn prebuild(zones: &ZoneSet, wire: &[u8], qtype: RecordType, rotation: usize) ->
         edns: None,
         cookie: super::cookie::Received::Absent,
         ecs: super::ecs::Received::Absent,
+        signed_by: None,
+        packet: &[],
     };
     q.qname_lower.get_mut(..wire.len())?.copy_from_slice(wire);
     let ans = resolve(zones, wire, qtype, true, rotation);

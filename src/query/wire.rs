@@ -65,6 +65,10 @@ pub struct Query<'a> {
     pub cookie: cookie::Received,
     /// The client subnet (ECS) option of the OPT record, if any.
     pub ecs: ecs::Received,
+    /// The TSIG key name a signed query names (lowercase), not yet verified.
+    pub signed_by: Option<hickory_proto::rr::Name>,
+    /// The whole message as received (a signature is verified over it).
+    pub packet: &'a [u8],
 }
 
 impl Query<'_> {
@@ -147,6 +151,8 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
         edns: None,
         cookie: cookie::Received::Absent,
         ecs: ecs::Received::Absent,
+        signed_by: None,
+        packet,
     });
     // Question name: labels only (a compression pointer in a lone question can point nowhere).
     let mut i = 12;
@@ -228,6 +234,7 @@ pub fn parse(packet: &[u8]) -> Parsed<'_> {
                 None => cookie::Received::Absent,
             };
             q.ecs = subnet_of(m.edns.as_ref());
+            q.signed_by = m.signature.as_deref().map(|t| t.name.to_lowercase());
             Parsed::Query(q)
         }
         Err(_) => formerr,
