@@ -515,3 +515,49 @@ fn public_addresses_follow_drain() {
         });
     });
 }
+
+/// A reload moves clients between views; a reload with a broken view keeps the views in force.
+#[test]
+fn reload_changes_views_and_a_broken_one_keeps_serving() {
+    in_netns(|| {
+        let rt = sim::runtime();
+        let _cas = start_cas(&rt);
+        let s = start_example(|c| c);
+        let owa = "owa.mail.example.test.";
+        assert_eq!(addresses(&dig_from(INSIDE, owa, &[])), set(&INTERNAL));
+        let path = s.dir.path().join("mailns.toml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        // 127.0.8.0/24 is no longer inside: its clients get the external answers.
+        std::fs::write(
+            &path,
+            config.replace(
+                "\"127.0.8.0/24\", \"::1/128\"]\nmatch_ecs",
+                "\"127.0.6.0/24\"]\nmatch_ecs",
+            ),
+        )
+        .unwrap();
+        s.signal("HUP");
+        wait_for(Duration::from_secs(10), "127.0.8.7 is outside now", || {
+            addresses(&dig_from(INSIDE, owa, &[])) == set(&EXTERNAL)
+        });
+        assert_eq!(addresses(&dig_from("127.0.6.1", owa, &[])), set(&INTERNAL));
+        // A zone naming a view that does not exist: the reload fails, the views stay.
+        std::fs::write(
+            &path,
+            config.replace("views = [\"internal\"]", "views = [\"inside\"]"),
+        )
+        .unwrap();
+        s.signal("HUP");
+        wait_for(
+            Duration::from_secs(10),
+            "the failed reload is reported",
+            || {
+                status_json(&s)["config"]["last_reload_error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("no [[view]] named 'inside'"))
+            },
+        );
+        assert_eq!(addresses(&dig_from("127.0.6.1", owa, &[])), set(&INTERNAL));
+        assert_eq!(addresses(&dig_from(INSIDE, owa, &[])), set(&EXTERNAL));
+    });
+}
