@@ -107,6 +107,19 @@ exempt = []
 name = "xfr"
 secret = "{secret}"
 
+# Split horizon: the fuzzed queries come from 127.0.0.9, the trusted resolver, so their ECS
+# options pick the view (and other.test exists only inside).
+[[view]]
+name = "inside"
+match = ["127.0.0.8/30"]
+match_ecs = true
+ecs_from = ["127.0.0.9/32"]
+match_keys = ["xfr"]
+
+[[view]]
+name = "outside"
+match = ["127.0.0.0/8", "::/0"]
+
 [[zone]]
 name = "mail.example.test"
 file = "mail.zone"
@@ -116,6 +129,7 @@ allow_transfer = ["127.0.0.0/8"]
 name = "other.test"
 file = "other.zone"
 transfer_key = "xfr"
+views = ["inside"]
 "#
     );
     let config = Config::parse(&dir.join("fuzz.toml"), &toml).expect("the fixture's config");
