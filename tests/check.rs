@@ -571,3 +571,39 @@ fn transfer_settings_are_validated_with_lines() {
         "tsig_key 'k.': set exactly one of secret and secret_file",
     );
 }
+
+/// A split-horizon config with what `mailns check` must point out: a client range no view
+/// matches, a view that repeats another's clients, a zone missing from one view, and a NAT
+/// address no server claims. Warnings only: the config is valid.
+#[test]
+fn split_horizon_mistakes_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = |addr: &str| {
+        format!("$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.1\nowa A {addr}\n")
+    };
+    std::fs::write(dir.path().join("in.zone"), zone("127.0.2.1")).unwrap();
+    std::fs::write(dir.path().join("out.zone"), zone("127.0.9.7")).unwrap();
+    let cfg = dir.path().join("mailns.toml");
+    std::fs::write(
+        &cfg,
+        "[[view]]\nname = \"internal\"\nmatch = [\"127.0.8.0/24\"]\n\
+         [[view]]\nname = \"lab\"\nmatch = [\"127.0.8.0/24\"]\n\
+         [[view]]\nname = \"external\"\nmatch = [\"127.0.0.0/8\", \"::/0\"]\n\
+         [[zone]]\nname = \"z.test\"\nfile = \"in.zone\"\nviews = [\"internal\"]\n\
+         [[zone]]\nname = \"z.test\"\nfile = \"out.zone\"\nviews = [\"external\"]\n\
+         [[check]]\nname = \"owa\"\nkind = \"tcp\"\nport = 443\n\
+         [[server]]\nname = \"cas01\"\naddresses = [\"127.0.2.1\"]\npublic_addresses = [\"127.0.9.1\"]\n\
+         [[service]]\nname = \"owa.z.test\"\nchecks = [\"owa\"]\n",
+    )
+    .unwrap();
+    let (code, out, _dir) = run_check(&cfg, dir);
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "mailns.toml:5: warning: view 'lab' matches exactly the clients view 'internal' matches",
+        "warning: views: no view matches clients in 0.0.0.0/2",
+        "warning: zone z.test. is not served in view(s) lab",
+        "out.zone:5: warning: service owa.z.test.: 127.0.9.7 is no [[server]]'s address or public address",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
