@@ -47,6 +47,7 @@ pub mod addr;
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod ctl;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod diag;

@@ -55,6 +55,61 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Talk to a running mailns through its admin API (address and token from the config; the
+    /// token may also come from MAILNS_TOKEN, never from the command line).
+    Ctl {
+        /// Config file: gives admin.listen and admin.token_file.
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+        /// The admin listener, instead of the config's admin.listen.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlAction {
+    /// Servers x checks, service names and their answers, relays, reload state.
+    Status {
+        /// Print the API's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a server out of new answers and new relayed sessions (probes go on).
+    Drain {
+        /// The [[server]] name.
+        server: String,
+        /// Return only when its relayed sessions reach 0, printing each new count.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits ("10m", "90s").
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Put a server back in service.
+    Ready {
+        /// The [[server]] name.
+        server: String,
+    },
+    /// Take a server out of everything and close its relayed sessions.
+    Maint {
+        /// The [[server]] name.
+        server: String,
+    },
+    /// Reload the config and zones; prints the path:line error of a failed reload.
+    Reload,
+    /// The last transitions (health, admin), newest first.
+    Transitions {
+        /// Only this server's.
+        server: Option<String>,
+    },
+    /// One server's last transitions, newest first.
+    History {
+        /// The [[server]] name.
+        server: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +126,11 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Ctl {
+            config,
+            admin,
+            action,
+        } => ctl(&config, admin, action),
         Command::Run { config } => run(&config, false),
         #[cfg(feature = "demo")]
         Command::Demo => demo(),
@@ -106,6 +166,100 @@ fn check(path: &std::path::Path) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Exit codes of `ctl` (sysexits): not running, no permission, still busy after `--wait`.
+const EX_UNAVAILABLE: u8 = 69;
+const EX_NOPERM: u8 = 77;
+const EX_TEMPFAIL: u8 = 75;
+
+/// `mailns ctl`: finds the admin API, runs one action, prints what it says.
+fn ctl(path: &std::path::Path, admin: Option<std::net::SocketAddr>, action: CtlAction) -> ExitCode {
+    use mailns::ctl::{self, CtlError, Target};
+    let env_token = std::env::var("MAILNS_TOKEN").ok().filter(|t| !t.is_empty());
+    let target = match (admin, ctl::target_of_config(path)) {
+        (Some(addr), from_file) => Target {
+            addr,
+            token: env_token.or_else(|| from_file.ok().and_then(|t| t.token)),
+        },
+        (None, Ok(t)) => Target {
+            addr: t.addr,
+            token: env_token.or(t.token),
+        },
+        (None, Err(e)) => {
+            eprintln!("mailns ctl: {e}; pass --admin ADDR to name the admin listener");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mailns ctl: cannot start the runtime: {e}");
+            return ExitCode::from(EX_OSERR);
+        }
+    };
+    let outcome = rt.block_on(async {
+        match action {
+            CtlAction::Status { json } => {
+                let doc = ctl::status(&target).await?;
+                if json {
+                    println!("{doc:#}");
+                } else {
+                    print!("{}", ctl::render_status(&doc));
+                }
+            }
+            CtlAction::Drain {
+                server,
+                wait,
+                timeout,
+            } => {
+                let wait = wait.then_some(timeout);
+                ctl::set_state(&target, &server, "drain", wait, |n| {
+                    if wait.is_some() {
+                        println!("{server}: {n} relayed session(s) open");
+                    }
+                })
+                .await?;
+                println!("{server}: drain");
+            }
+            CtlAction::Ready { server } => {
+                ctl::set_state(&target, &server, "ready", None, |_| {}).await?;
+                println!("{server}: ready");
+            }
+            CtlAction::Maint { server } => {
+                ctl::set_state(&target, &server, "maint", None, |_| {}).await?;
+                println!("{server}: maint");
+            }
+            CtlAction::Reload => {
+                ctl::reload(&target).await?;
+                println!("reloaded");
+            }
+            CtlAction::Transitions { server } => {
+                let doc = ctl::status(&target).await?;
+                print!("{}", ctl::render_transitions(&doc, server.as_deref()));
+            }
+            CtlAction::History { server } => {
+                let doc = ctl::status(&target).await?;
+                print!("{}", ctl::render_transitions(&doc, Some(&server)));
+            }
+        }
+        Ok::<(), CtlError>(())
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailns ctl: {e}");
+            ExitCode::from(match e {
+                CtlError::NotRunning { .. } | CtlError::NotMailns { .. } => EX_UNAVAILABLE,
+                CtlError::Unauthorized => EX_NOPERM,
+                CtlError::StillActive { .. } => EX_TEMPFAIL,
+                CtlError::Api { .. } => 1,
+            })
+        }
     }
 }
 
