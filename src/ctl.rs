@@ -170,7 +170,11 @@ pub async fn request(
         (StatusCode::UNAUTHORIZED, _) => Err(CtlError::Unauthorized),
         (s, Some(v)) if v.get("error").is_some() => Err(CtlError::Api {
             status: s.as_u16(),
-            message: v.get("error").and_then(Value::as_str).unwrap_or_default().to_string(),
+            message: v
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
         }),
         (s, _) => Err(not_mailns(format!("HTTP {s} without mailns's JSON"))),
     }
