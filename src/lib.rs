@@ -46,6 +46,7 @@
 pub mod addr;
 pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod ctl;
 #[cfg(feature = "demo")]

@@ -1,116 +1,20 @@
 //! The `mailns` binary: parse arguments, set up logging, load and validate, then serve.
 #![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use mailns::config::{Config, DEFAULT_PATH};
+use mailns::cli::{Cli, Command, CtlAction, LogFormat};
+use mailns::config::Config;
 use mailns::runtime;
 
 /// Exit code for a broken config or zone (sysexits EX_CONFIG).
 const EX_CONFIG: u8 = 78;
 /// Exit code for a failure to start serving (sysexits EX_OSERR).
 const EX_OSERR: u8 = 71;
-
-#[derive(Parser)]
-#[command(
-    name = "mailns",
-    version,
-    about = "Authoritative, health-driven DNS for an Exchange mail namespace"
-)]
-struct Cli {
-    /// Log lines: `human` (the default) or `json` (one object per line, for log shippers).
-    /// RUST_LOG filters either (default: info).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Human,
-    Json,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve DNS for the configured zones.
-    Run {
-        /// Config file.
-        #[arg(long, short, default_value = DEFAULT_PATH)]
-        config: PathBuf,
-    },
-    /// Start three simulated Exchange servers on loopback and serve the bundled demo config:
-    /// DNS on 127.0.0.1:5353, the dashboard on http://127.0.0.1:8053/.
-    #[cfg(feature = "demo")]
-    Demo,
-    /// Validate the config and every zone it names; bind nothing. Exit 1 on any error.
-    Check {
-        /// Config file.
-        #[arg(long, short, default_value = DEFAULT_PATH)]
-        config: PathBuf,
-    },
-    /// Talk to a running mailns through its admin API (address and token from the config; the
-    /// token may also come from MAILNS_TOKEN, never from the command line).
-    Ctl {
-        /// Config file: gives admin.listen and admin.token_file.
-        #[arg(long, short, default_value = DEFAULT_PATH)]
-        config: PathBuf,
-        /// The admin listener, instead of the config's admin.listen.
-        #[arg(long)]
-        admin: Option<std::net::SocketAddr>,
-        #[command(subcommand)]
-        action: CtlAction,
-    },
-}
-
-#[derive(Subcommand)]
-enum CtlAction {
-    /// Servers x checks, service names and their answers, relays, reload state.
-    Status {
-        /// Print the API's JSON instead of tables.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Take a server out of new answers and new relayed sessions (probes go on).
-    Drain {
-        /// The [[server]] name.
-        server: String,
-        /// Return only when its relayed sessions reach 0, printing each new count.
-        #[arg(long)]
-        wait: bool,
-        /// How long --wait waits ("10m", "90s").
-        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-        timeout: std::time::Duration,
-    },
-    /// Put a server back in service.
-    Ready {
-        /// The [[server]] name.
-        server: String,
-    },
-    /// Take a server out of everything and close its relayed sessions.
-    Maint {
-        /// The [[server]] name.
-        server: String,
-    },
-    /// Reload the config and zones; prints the path:line error of a failed reload.
-    Reload,
-    /// The last transitions (health, admin), newest first.
-    Transitions {
-        /// Only this server's.
-        server: Option<String>,
-    },
-    /// One server's last transitions, newest first.
-    History {
-        /// The [[server]] name.
-        server: String,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -131,6 +35,18 @@ fn main() -> ExitCode {
             admin,
             action,
         } => ctl(&config, admin, action),
+        Command::Manual { out } => match mailns::cli::manual(&out) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mailns manual: {}: {e}", out.display());
+                ExitCode::from(EX_OSERR)
+            }
+        },
         Command::Run { config } => run(&config, false),
         #[cfg(feature = "demo")]
         Command::Demo => demo(),
