@@ -198,11 +198,14 @@ fn split_horizon_example() {
 /// The dashboard's DOM once its script has drawn the status: headless Chromium, given virtual
 /// time for the page's fetch.
 fn dashboard_dom(admin: SocketAddr) -> String {
+    let profile = tempfile::tempdir().unwrap();
     let out = Command::new(require_tool("chromium"))
         .args([
-            "--headless",
+            "--headless=new",
             "--no-sandbox",
             "--disable-gpu",
+            "--disable-dev-shm-usage",
+            &format!("--user-data-dir={}", profile.path().display()),
             "--virtual-time-budget=5000",
             "--dump-dom",
             &format!("http://{admin}/"),

@@ -116,8 +116,9 @@ fn collect(live: &Live) -> Vec<MetricFamily> {
     let mut out = Vec::new();
     process_families(&mut out, live);
     health_families(&mut out, &reports, &health);
-    dns_families(&mut out, &live.dns, &live.store.load_full());
-    relay_families(&mut out, &relays);
+    let snap = live.store.load_full();
+    dns_families(&mut out, &live.dns, &snap);
+    relay_families(&mut out, &relays, &snap);
     certificate_family(&mut out, &relays, &reports, &health);
     config_families(&mut out, &live.loaded.load_full());
     out
@@ -346,7 +347,7 @@ fn dns_families(out: &mut Vec<MetricFamily>, dns: &Stats, snap: &Snapshot) {
 }
 
 /// Relays, per backend and per relay.
-fn relay_families(out: &mut Vec<MetricFamily>, relays: &[Arc<Relay>]) {
+fn relay_families(out: &mut Vec<MetricFamily>, relays: &[Arc<Relay>], snap: &Snapshot) {
     let backend_rows =
         || {
             relays.iter().flat_map(|r| {
@@ -362,6 +363,30 @@ fn relay_families(out: &mut Vec<MetricFamily>, relays: &[Arc<Relay>]) {
                 )
             })
         };
+    // Whether each backend takes new connections: a relay whose backends are all 0 refuses
+    // every client (the alert rules watch for it).
+    let usable = relays.iter().flat_map(|r| {
+        let views = snap.relays.get(r.index());
+        r.def
+            .servers
+            .iter()
+            .enumerate()
+            .map(move |(i, (name, addr, _))| {
+                let view = views.and_then(|v| v.get(i)).copied().unwrap_or_default();
+                let labels: Labels = vec![
+                    ("relay", r.def.name.clone()),
+                    ("server", name.clone()),
+                    ("address", addr.to_string()),
+                ];
+                (labels, if view.usable { 1.0 } else { 0.0 })
+            })
+    });
+    gauges(
+        out,
+        "mailns_relay_backend_usable",
+        "1 while the backend takes new relayed connections (passes the relay's checks, ready).",
+        usable,
+    );
     gauges(
         out,
         "mailns_relay_connections_active",
