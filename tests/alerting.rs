@@ -1,6 +1,8 @@
 //! The shipped alert rules (`config/prometheus/mailns-alerts.yml`): `promtool` checks them and
 //! runs their unit tests, then a real Prometheus server scrapes a running mailns with them, a
-//! simulated server fails, and its alerts go pending, fire, and resolve after the heal.
+//! simulated server fails, and its alerts go pending, fire, and resolve after the heal. Every
+//! query of the Grafana dashboard (`config/grafana/mailns-dashboard.json`) must return data from
+//! the same Prometheus.
 
 #![allow(
     clippy::unwrap_used,
@@ -57,6 +59,24 @@ fn get(prometheus: SocketAddr, path: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).to_string())
 }
 
+/// How many series the PromQL `expr` returns now (0 while Prometheus is not answering).
+fn series(prometheus: SocketAddr, expr: &str) -> usize {
+    let out = Command::new(require_tool("curl"))
+        .args([
+            "-sf",
+            "-m",
+            "2",
+            "-G",
+            &format!("http://{prometheus}/api/v1/query"),
+        ])
+        .arg("--data-urlencode")
+        .arg(format!("query={expr}"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["data"]["result"].as_array().map_or(0, Vec::len)
+}
+
 /// (alert name, state) of every alert Prometheus has now.
 fn alerts(prometheus: SocketAddr) -> BTreeSet<(String, String)> {
     let Some(body) = get(prometheus, "/api/v1/alerts") else {
@@ -86,7 +106,12 @@ fn a_real_prometheus_fires_and_resolves_the_alerts() {
     let prometheus_bin = require_tool("prometheus");
     let rt = sim::runtime();
     let ip = IpAddr::from([127, 162, 0, 1]);
-    let http = Sim::start(&rt, ip, 0, Proto::Http);
+    let http = Sim::start(
+        &rt,
+        ip,
+        0,
+        Proto::Https(sim::tls_server(&["owa.mail.test"])),
+    );
     let echo = Sim::start(&rt, ip, 0, Proto::Echo("cas01".into()));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -99,7 +124,7 @@ fn a_real_prometheus_fires_and_resolves_the_alerts() {
         &format!(
             "[dns]\nlisten = [\"127.0.0.1:0\"]\nudp_workers = 1\n\n[health]\ninterval = \"1s\"\ntimeout = \"400ms\"\n\n\
              [[zone]]\nname = \"mail.test\"\nfile = \"mail.test.zone\"\n\n\
-             [[check]]\nname = \"owa\"\nkind = \"http\"\nport = {}\npath = \"/owa/healthcheck.htm\"\n\n\
+             [[check]]\nname = \"owa\"\nkind = \"https\"\nport = {}\npath = \"/owa/healthcheck.htm\"\ntls_verify = false\n\n\
              [[server]]\nname = \"cas01\"\naddresses = [\"{ip}\"]\n\n\
              [[service]]\nname = \"owa.mail.test\"\nchecks = [\"owa\"]\n\n\
              [[relay]]\nname = \"rpc\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"cas01\"]\nbackend_port = {}\nchecks = [\"owa\"]\n",
@@ -151,6 +176,51 @@ fn a_real_prometheus_fires_and_resolves_the_alerts() {
         scraped("mailns_ready%3D%3D1")
     });
     assert!(alerts(prometheus).is_empty(), "{:?}", alerts(prometheus));
+
+    // The Grafana dashboard: every query in it returns data from this Prometheus, once there is
+    // traffic (DNS answers for owa, a relayed session) for its rates.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(rules_dir().join("../grafana/mailns-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() >= 9, "{exprs:?}");
+    let relay = s.relay("rpc")[0];
+    let mut missing = Vec::new();
+    wait_for(
+        Duration::from_secs(30),
+        "every dashboard query has data",
+        || {
+            for _ in 0..5 {
+                udp(
+                    s.addr,
+                    "owa.mail.test.",
+                    hickory_proto::rr::RecordType::A,
+                    None,
+                );
+            }
+            if let Ok(mut c) = std::net::TcpStream::connect(relay) {
+                use std::io::{Read, Write};
+                let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = c.write_all(b"ping\n");
+                let mut buf = [0u8; 64];
+                let _ = c.read(&mut buf);
+            }
+            missing = exprs
+                .iter()
+                .filter(|e| series(prometheus, e) == 0)
+                .cloned()
+                .collect();
+            missing.is_empty()
+        },
+    );
+    assert!(missing.is_empty(), "{missing:?}");
 
     // cas01 dies: its check fails, owa falls back to the zone, the relay has no server.
     http.kill();
