@@ -226,6 +226,7 @@ fn a_real_prometheus_fires_and_resolves_the_alerts() {
     http.kill();
     let mut seen = BTreeSet::new();
     let want = [
+        "MailnsServiceDegraded",
         "MailnsServerCheckFailing",
         "MailnsServiceInFallback",
         "MailnsRelayHasNoServer",

@@ -119,6 +119,7 @@ fn collect(live: &Live) -> Vec<MetricFamily> {
     let snap = live.store.load_full();
     dns_families(&mut out, &live.dns, &snap);
     relay_families(&mut out, &relays, &snap);
+    member_families(&mut out, &snap, &reports, &health);
     certificate_family(&mut out, &relays, &reports, &health);
     config_families(&mut out, &live.loaded.load_full());
     out
@@ -343,6 +344,79 @@ fn dns_families(out: &mut Vec<MetricFamily>, dns: &Stats, snap: &Snapshot) {
                 })
                 .collect::<Vec<_>>()
         }),
+    );
+}
+
+/// Per health-driven name (and view): its members, and how many fail a check it needs. A name
+/// with a failing member is degraded: the others carry its share (the alert rules watch it).
+fn member_families(
+    out: &mut Vec<MetricFamily>,
+    snap: &Snapshot,
+    reports: &[ProbeReport],
+    health: &HealthConfig,
+) {
+    let mut members = Vec::new();
+    let mut failing = Vec::new();
+    for v in &snap.services {
+        let Some(svc) = health.services.iter().find(|s| s.name == v.name) else {
+            continue;
+        };
+        let wire = crate::zone::wire_lower(&v.name);
+        let Some(node) = snap.static_zones.get(v.zone).and_then(|z| z.node(&wire)) else {
+            continue;
+        };
+        let fails = |addr: IpAddr| {
+            let probed = health.probed_address(addr);
+            reports.iter().any(|r| {
+                r.spec.addr == probed
+                    && r.state.status == Status::Down
+                    && r.spec.checks.iter().any(|c| svc.checks.contains(c))
+            })
+        };
+        let views: Vec<Option<String>> = if snap.layout.implicit {
+            vec![None]
+        } else {
+            snap.layout
+                .names_of_zone(v.zone)
+                .into_iter()
+                .map(Some)
+                .collect()
+        };
+        for (t, rtype) in [
+            ("A", hickory_proto::rr::RecordType::A),
+            ("AAAA", hickory_proto::rr::RecordType::AAAA),
+        ] {
+            let Some(set) = node.rrset(rtype) else {
+                continue;
+            };
+            let addrs: Vec<IpAddr> = set
+                .records
+                .iter()
+                .filter_map(|r| r.data.ip_addr())
+                .collect();
+            let down = addrs.iter().filter(|a| fails(**a)).count();
+            for view in &views {
+                let mut labels: Labels =
+                    vec![("service", v.name.to_string()), ("type", t.to_string())];
+                if let Some(view) = view {
+                    labels.push(("view", view.clone()));
+                }
+                members.push((labels.clone(), addrs.len() as f64));
+                failing.push((labels, down as f64));
+            }
+        }
+    }
+    gauges(
+        out,
+        "mailns_service_members",
+        "Members (the zone's addresses) of each health-driven name.",
+        members,
+    );
+    gauges(
+        out,
+        "mailns_service_members_failing",
+        "Members of each health-driven name that fail a check the name needs (out of its answers).",
+        failing,
     );
 }
 
