@@ -313,15 +313,7 @@ fn dns_families(out: &mut Vec<MetricFamily>, dns: &Stats, snap: &Snapshot) {
         "mailns_service_step",
         "1 for the fallback step each health-driven name answers with now.",
         snap.services.iter().flat_map(|v| {
-            let views: Vec<Option<String>> = if snap.layout.implicit {
-                vec![None]
-            } else {
-                snap.layout
-                    .names_of_zone(v.zone)
-                    .into_iter()
-                    .map(Some)
-                    .collect()
-            };
+            let views = view_labels(snap, v.zone);
             let rows: Vec<(&str, &crate::health::answer::Selection)> =
                 [("A", &v.a), ("AAAA", &v.aaaa)]
                     .into_iter()
@@ -345,6 +337,20 @@ fn dns_families(out: &mut Vec<MetricFamily>, dns: &Stats, snap: &Snapshot) {
                 .collect::<Vec<_>>()
         }),
     );
+}
+
+/// The `view` label values of zone `zone`'s rows: one None without `[[view]]` (no label), else
+/// each view the zone is in.
+fn view_labels(snap: &Snapshot, zone: usize) -> Vec<Option<String>> {
+    if snap.layout.implicit {
+        vec![None]
+    } else {
+        snap.layout
+            .names_of_zone(zone)
+            .into_iter()
+            .map(Some)
+            .collect()
+    }
 }
 
 /// Per health-driven name (and view): its members, and how many fail a check it needs. A name
@@ -373,15 +379,7 @@ fn member_families(
                     && r.spec.checks.iter().any(|c| svc.checks.contains(c))
             })
         };
-        let views: Vec<Option<String>> = if snap.layout.implicit {
-            vec![None]
-        } else {
-            snap.layout
-                .names_of_zone(v.zone)
-                .into_iter()
-                .map(Some)
-                .collect()
-        };
+        let views = view_labels(snap, v.zone);
         for (t, rtype) in [
             ("A", hickory_proto::rr::RecordType::A),
             ("AAAA", hickory_proto::rr::RecordType::AAAA),
