@@ -62,6 +62,17 @@ def lost_of(out):
     return float(m.group(1)) if m else 100.0
 
 
+def probe_latencies(port, queries, length, rate):
+    """Sorted latencies (s) of a 2k QPS dnsperf -v probe while a background load runs at `rate`."""
+    bg = subprocess.Popen(dnsperf(port, queries, length, ["-c", "4", "-q", "100", "-Q", str(int(rate))]),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    probe = subprocess.run(dnsperf(port, queries, length - 1, ["-c", "1", "-q", "10", "-Q", "2000", "-v"]),
+                           capture_output=True, text=True).stdout
+    bg.wait()
+    return sorted(float(l.split()[-1]) for l in probe.splitlines() if l.startswith(">") and l.split()[-1][0].isdigit())
+
+
 def wait_answer(port, name="owa.mail.example.test", timeout=20):
     end = time.time() + timeout
     while time.time() < end:
@@ -126,13 +137,7 @@ def measure(server, a):
     r["cpu"] = (c1 - c0) / (t1 - t0)
     r["qps_per_cpu"] = r["qps"] / max(r["cpu"], 1e-9)
     # 2. latency under a fixed load
-    bg = subprocess.Popen(dnsperf(server.port, a.queries, a.len, ["-c", "4", "-q", "100", "-Q", "100000"]),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    probe = subprocess.run(dnsperf(server.port, a.queries, a.len - 1, ["-c", "1", "-q", "10", "-Q", "2000", "-v"]),
-                           capture_output=True, text=True).stdout
-    bg.wait()
-    lat = sorted(float(l.split()[-1]) for l in probe.splitlines() if l.startswith(">") and l.split()[-1][0].isdigit())
+    lat = probe_latencies(server.port, a.queries, a.len, 100000)
     r["p50_ms"] = lat[len(lat) // 2] * 1e3 if lat else float("nan")
     r["p99_ms"] = lat[int(len(lat) * 0.99)] * 1e3 if lat else float("nan")
     server.stop()

@@ -20,7 +20,7 @@ Usage: bench/views.py [--rounds 3] [--len 10] [--only mailns-1,mailns-2,mailns-8
 import argparse, os, shutil, signal, statistics, subprocess, sys, tempfile, time
 
 from benchlib import cpu_seconds
-from dns import dnsperf, qps_of, lost_of, wait_answer, HEALTH_CONFIG
+from dns import dnsperf, qps_of, lost_of, probe_latencies, wait_answer, HEALTH_CONFIG
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZONE = "mail.example.test"
@@ -129,13 +129,7 @@ def saturation(server, a):
 
 
 def latency(server, a, rate):
-    bg = subprocess.Popen(dnsperf(server.port, a.queries, a.len, ["-c", "4", "-q", "100", "-Q", str(int(rate))]),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    probe = subprocess.run(dnsperf(server.port, a.queries, a.len - 1, ["-c", "1", "-q", "10", "-Q", "2000", "-v"]),
-                           capture_output=True, text=True).stdout
-    bg.wait()
-    lat = sorted(float(l.split()[-1]) for l in probe.splitlines() if l.startswith(">") and l.split()[-1][0].isdigit())
+    lat = probe_latencies(server.port, a.queries, a.len, rate)
     pick = lambda q: lat[min(len(lat) - 1, int(len(lat) * q))] * 1e3 if lat else float("nan")
     return {"p50_ms": pick(0.5), "p99_ms": pick(0.99), "p999_ms": pick(0.999)}
 

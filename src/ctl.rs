@@ -39,7 +39,7 @@ impl std::fmt::Debug for Target {
 
 /// The admin listener and token a config names, read without validating the rest: `ctl reload`
 /// must work while the file is broken, since that is when its error is wanted. Defaults as
-/// `[admin]`'s: 127.0.0.1:8053, no token.
+/// `[admin]`'s ([`crate::config::admin::default_listen`]), no token.
 ///
 /// # Errors
 /// The file cannot be read, is not TOML, or names a token file that cannot be read.
@@ -49,16 +49,18 @@ pub fn target_of_config(path: &std::path::Path) -> Result<Target, String> {
         .parse()
         .map_err(|e: toml::de::Error| format!("{}: {}", path.display(), e.message()))?;
     let admin = doc.get("admin").and_then(toml::Value::as_table);
-    let listen = admin
+    let addr = match admin
         .and_then(|a| a.get("listen"))
         .and_then(toml::Value::as_str)
-        .unwrap_or("127.0.0.1:8053");
-    let addr = listen.parse().map_err(|_| {
-        format!(
-            "{}: admin.listen '{listen}' is not an address:port",
-            path.display()
-        )
-    })?;
+    {
+        None => crate::config::admin::default_listen(),
+        Some(listen) => listen.parse().map_err(|_| {
+            format!(
+                "{}: admin.listen '{listen}' is not an address:port",
+                path.display()
+            )
+        })?,
+    };
     let token = match admin
         .and_then(|a| a.get("token_file"))
         .and_then(toml::Value::as_str)

@@ -97,6 +97,11 @@ pub(super) fn validate(
     }
 }
 
+/// Where the admin listener is when `admin.listen` is left out: 127.0.0.1:8053.
+pub fn default_listen() -> SocketAddr {
+    SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, DEFAULT_PORT))
+}
+
 /// `admin.listen` (127.0.0.1:8053 by default), colliding with no relay, DNS or redirect listener.
 fn admin_listen(
     cx: &mut Cx<'_>,
@@ -105,7 +110,7 @@ fn admin_listen(
     dns: &[SocketAddr],
     redirect: &[SocketAddr],
 ) -> SocketAddr {
-    let default = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, DEFAULT_PORT));
+    let default = default_listen();
     let listen = match &raw.listen {
         None => default,
         Some(l) => match l.get_ref().parse::<SocketAddr>() {

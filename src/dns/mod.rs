@@ -460,24 +460,12 @@ fn choose_view<'s>(snap: &'s Snapshot, origin: &Origin, q: &Query<'_>) -> Horizo
     }
 }
 
-/// Allowed clock skew of a signed query (RFC 8945 recommends 300 s).
-const TSIG_FUDGE: u64 = 300;
-
-/// The view of a query signed with a view's `match_keys` key, when the signature verifies and
-/// its time is within the fudge (a secondary's SOA refresh gets its view's serial, as its
-/// transfers get its view's zone). Only the rare signed queries get here.
 fn view_by_key(snap: &Snapshot, q: &Query<'_>, now: u32) -> Option<usize> {
     let name = q.signed_by.as_ref()?;
     let (view, key) = snap.layout.by_key(name)?;
-    let signer = hickory_proto::rr::TSigner::new(
-        key.secret.clone(),
-        key.algorithm.clone(),
-        key.name.clone(),
-        TSIG_FUDGE as u16,
-    )
-    .ok()?;
+    let signer = xfr::signer_of(key)?;
     let (_, signed_at, _) = signer.verify_message_byte(q.packet, None, true).ok()?;
-    (u64::from(now).abs_diff(signed_at) <= TSIG_FUDGE).then_some(view)
+    (u64::from(now).abs_diff(signed_at) <= u64::from(xfr::FUDGE)).then_some(view)
 }
 
 /// True when every view answers `qname` from the same zone entry (or none has a zone for it),

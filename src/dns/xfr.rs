@@ -25,7 +25,18 @@ use crate::zone::{wire_lower, Zone};
 /// message smaller); well under the 65,535-byte TCP message limit.
 const MESSAGE_BUDGET: usize = 16 * 1024;
 /// Allowed clock skew of a signed request (RFC 8945 recommends 300 s).
-const FUDGE: u16 = 300;
+pub(crate) const FUDGE: u16 = 300;
+
+/// The signer (and verifier) of `key`, None for a key the TSIG code cannot use.
+pub(crate) fn signer_of(key: &crate::config::TsigKey) -> Option<TSigner> {
+    TSigner::new(
+        key.secret.clone(),
+        key.algorithm.clone(),
+        key.name.clone(),
+        FUDGE,
+    )
+    .ok()
+}
 
 /// Who may transfer one zone.
 #[derive(Clone)]
@@ -67,10 +78,7 @@ impl TransferPolicy {
                     origin: wire_lower(&z.origin),
                     file: z.file.clone(),
                     allow: z.allow_transfer.clone(),
-                    key: z.transfer_key.as_ref().and_then(|k| {
-                        TSigner::new(k.secret.clone(), k.algorithm.clone(), k.name.clone(), FUDGE)
-                            .ok()
-                    }),
+                    key: z.transfer_key.as_ref().and_then(signer_of),
                 })
                 .collect(),
             replays: Replays::default(),
