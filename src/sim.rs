@@ -62,6 +62,43 @@ pub struct Behaviour {
     pub accepted: AtomicU32,
     /// Milliseconds to wait before answering a new connection (a slow server).
     pub delay_ms: AtomicU32,
+    /// Milliseconds to wait before every answer: each greeting, reply and HTTP response.
+    pub answer_delay_ms: AtomicU32,
+    /// Close a connection this many milliseconds after it opened, however busy (Exchange's
+    /// receive connector `ConnectionTimeout`); 0: never.
+    pub close_after_ms: AtomicU32,
+    /// Close a connection after this many milliseconds without a command (IIS's
+    /// `connectionTimeout`, Exchange's `ConnectionInactivityTimeout`); 0: never.
+    pub idle_close_ms: AtomicU32,
+}
+
+impl Behaviour {
+    /// Waits while the server hangs (every connection, open or new, stops answering, as a
+    /// stopped process does), then for the answer delay.
+    async fn before_answer(&self) {
+        while self.hang.load(Ordering::Relaxed) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let delay = self.answer_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(u64::from(delay))).await;
+        }
+    }
+
+    /// When a connection opened at `opened` and last spoken to at `last` is to be closed.
+    fn close_at(
+        &self,
+        opened: tokio::time::Instant,
+        last: tokio::time::Instant,
+    ) -> Option<tokio::time::Instant> {
+        let ms = |v: &AtomicU32| match v.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(std::time::Duration::from_millis(u64::from(n))),
+        };
+        let a = ms(&self.close_after_ms).map(|d| opened + d);
+        let b = ms(&self.idle_close_ms).map(|d| last + d);
+        a.into_iter().chain(b).min()
+    }
 }
 
 /// One simulated server.
@@ -188,12 +225,8 @@ impl Sim {
 }
 
 async fn serve(s: TcpStream, proto: Proto, b: Arc<Behaviour>) {
-    if b.hang.load(Ordering::Relaxed) {
-        // Hold the connection open and say nothing.
-        let _keep = s;
-        std::future::pending::<()>().await;
-        return;
-    }
+    // A hung server holds the connection open and says nothing until it resumes.
+    b.before_answer().await;
     let delay = b.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(u64::from(delay))).await;
@@ -215,22 +248,12 @@ async fn serve(s: TcpStream, proto: Proto, b: Arc<Behaviour>) {
         Proto::Echo(id) => echo(s, &id).await,
         Proto::ProxyEcho => proxy_echo(s).await,
         Proto::Imap => {
-            line_server(
-                s,
-                "* OK IMAP4rev1 Microsoft Exchange ready.\r\n",
-                "a1 LOGOUT",
-                "* BYE\r\na1 OK LOGOUT completed.\r\n",
-            )
-            .await
+            let greeting = "* OK The Microsoft Exchange IMAP4 service is ready.\r\n";
+            line_server(s, b, greeting, true).await;
         }
         Proto::Pop3 => {
-            line_server(
-                s,
-                "+OK The Microsoft Exchange POP3 service is ready.\r\n",
-                "QUIT",
-                "+OK Bye\r\n",
-            )
-            .await
+            let greeting = "+OK The Microsoft Exchange POP3 service is ready.\r\n";
+            line_server(s, b, greeting, false).await;
         }
     }
 }
@@ -240,10 +263,15 @@ async fn http<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + '
     b: Arc<Behaviour>,
     me: String,
 ) {
+    let closer = b.clone();
+    let last = Arc::new(Mutex::new(tokio::time::Instant::now()));
+    let seen = last.clone();
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let (b, me) = (b.clone(), me.clone());
+        *seen.lock().unwrap() = tokio::time::Instant::now();
         async move {
             b.hits.fetch_add(1, Ordering::Relaxed);
+            b.before_answer().await;
             let path = req.uri().path().to_ascii_lowercase();
             let failing = b
                 .failing
@@ -270,9 +298,36 @@ async fn http<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + '
             )
         }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-        .await;
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(s), svc);
+    tokio::pin!(conn);
+    let opened = tokio::time::Instant::now();
+    loop {
+        // Re-read at least every 100 ms: a test may switch the close timers on mid-connection.
+        let recheck = tokio::time::Instant::now() + std::time::Duration::from_millis(100);
+        let until = closer
+            .close_at(opened, *last.lock().unwrap())
+            .map_or(recheck, |t| t.min(recheck));
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = tokio::time::sleep_until(until) => {
+                // A request since may have moved the idle deadline.
+                let due = closer.close_at(opened, *last.lock().unwrap());
+                if due.is_some_and(|d| d <= tokio::time::Instant::now()) {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.as_mut().await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn echo(s: TcpStream, id: &str) {
@@ -469,12 +524,16 @@ async fn smtp(s: TcpStream, b: Arc<Behaviour>, me: &str) {
         return;
     }
     let mut line = String::new();
+    let opened = tokio::time::Instant::now();
     loop {
-        let Some(cmd) = next_command(&mut r, &mut line).await else {
+        let goodbye = b"421 4.4.1 Connection timed out\r\n";
+        let Some(cmd) = command_or_close(&mut r, &mut line, &b, opened, goodbye).await else {
             return;
         };
         let draining = !b.failing.lock().unwrap().is_empty();
-        let reply: &[u8] = if cmd.starts_with("EHLO") {
+        let reply: &[u8] = if cmd == "NOOP" {
+            b"250 2.0.0 OK\r\n"
+        } else if cmd.starts_with("EHLO") {
             b"250-cas.mail.example.test Hello\r\n250-SIZE 37748736\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n"
         } else if cmd.starts_with("MAIL FROM") && draining {
             b"421 4.3.2 Service not available\r\n"
@@ -507,18 +566,83 @@ async fn smtp(s: TcpStream, b: Arc<Behaviour>, me: &str) {
     }
 }
 
-async fn line_server(s: TcpStream, greeting: &str, bye_cmd: &str, bye: &str) {
+/// IMAP or POP3 before login: the greeting, then what a client (or a prober) sends before it
+/// authenticates, answered as Exchange does.
+async fn line_server(s: TcpStream, b: Arc<Behaviour>, greeting: &str, imap: bool) {
     let mut r = BufReader::new(s);
     if r.get_mut().write_all(greeting.as_bytes()).await.is_err() {
         return;
     }
+    let goodbye: &[u8] = if imap {
+        b"* BYE Connection is closed. 13\r\n"
+    } else {
+        b"-ERR Connection is closed. 13\r\n"
+    };
     let mut line = String::new();
-    while r.read_line(&mut line).await.unwrap_or(0) > 0 {
-        if line.trim_end().eq_ignore_ascii_case(bye_cmd) {
-            let _ = r.get_mut().write_all(bye.as_bytes()).await;
+    let opened = tokio::time::Instant::now();
+    loop {
+        let Some(cmd) = command_or_close(&mut r, &mut line, &b, opened, goodbye).await else {
+            return;
+        };
+        let (reply, bye) = if imap {
+            let (tag, verb) = cmd.split_once(' ').unwrap_or((cmd.as_str(), ""));
+            let tag = tag.to_ascii_lowercase();
+            match verb {
+                "NOOP" => (format!("{tag} OK NOOP completed.\r\n"), false),
+                "CAPABILITY" => (
+                    format!("* CAPABILITY IMAP4 IMAP4rev1 AUTH=NTLM STARTTLS\r\n{tag} OK CAPABILITY completed.\r\n"),
+                    false,
+                ),
+                "LOGOUT" => (
+                    format!("* BYE Microsoft Exchange Server IMAP4 server signing off.\r\n{tag} OK LOGOUT completed.\r\n"),
+                    true,
+                ),
+                _ => (format!("{tag} BAD Command Argument Error. 11\r\n"), false),
+            }
+        } else {
+            match cmd.as_str() {
+                "CAPA" => (
+                    "+OK\r\nTOP\r\nUIDL\r\nSASL NTLM GSSAPI PLAIN\r\nUSER\r\nSTLS\r\n.\r\n"
+                        .to_string(),
+                    false,
+                ),
+                "QUIT" => (
+                    "+OK Microsoft Exchange Server POP3 server signing off.\r\n".to_string(),
+                    true,
+                ),
+                _ => (
+                    "-ERR Command is not valid in this state.\r\n".to_string(),
+                    false,
+                ),
+            }
+        };
+        if r.get_mut().write_all(reply.as_bytes()).await.is_err() || bye {
             return;
         }
-        line.clear();
+    }
+}
+
+/// The next command line, uppercased, once the server is ready to answer it; None when the
+/// client closed, or when the server closes (idle, or open too long) after writing `goodbye`.
+async fn command_or_close<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    r: &mut BufReader<S>,
+    line: &mut String,
+    b: &Behaviour,
+    opened: tokio::time::Instant,
+    goodbye: &[u8],
+) -> Option<String> {
+    let until = b.close_at(opened, tokio::time::Instant::now());
+    tokio::select! {
+        cmd = next_command(r, line) => {
+            let cmd = cmd?;
+            b.hits.fetch_add(1, Ordering::Relaxed);
+            b.before_answer().await;
+            Some(cmd)
+        }
+        () = sleep_until_opt(until) => {
+            let _ = r.get_mut().write_all(goodbye).await;
+            None
+        }
     }
 }
 

@@ -40,6 +40,8 @@ pub(super) struct RawHealth {
     sentinels: Option<bool>,
     /// Re-probe interval after a sentinel closes, until the state settles ("0.1s").
     sentinel_reprobe: Option<Spanned<String>>,
+    /// Interval between heartbeats on a sentinel connection ("500ms"; "0s": none, idle sentinels).
+    heartbeat: Option<Spanned<String>>,
     /// Name sent in the SMTP check's EHLO.
     ehlo_name: Option<String>,
 }
@@ -292,6 +294,10 @@ pub struct ServiceDef {
     pub relay_addresses: Vec<IpAddr>,
 }
 
+/// The default heartbeat interval: detection within interval + timeout (≤ 2 s at the default
+/// timing), at two small requests per second per checked port.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(500);
+
 /// The validated health config.
 #[derive(Debug, Clone)]
 pub struct HealthConfig {
@@ -301,6 +307,8 @@ pub struct HealthConfig {
     pub sentinels: bool,
     /// Re-probe interval after a sentinel closes.
     pub sentinel_reprobe: Duration,
+    /// Interval between heartbeats on a sentinel connection; zero: idle sentinels.
+    pub heartbeat: Duration,
     /// Checks by name.
     pub checks: Vec<CheckDef>,
     /// Names, sites, weights and admin states attached to addresses.
@@ -394,6 +402,28 @@ impl Cx<'_> {
     }
 }
 
+/// `health.heartbeat`: zero turns heartbeats off; otherwise 50 ms to a minute, since a faster
+/// heartbeat only loads the servers and a slower one detects nothing a probe would not.
+fn heartbeat(cx: &mut Cx, v: &Option<Spanned<String>>) -> Duration {
+    let Some(s) = v else {
+        return DEFAULT_HEARTBEAT;
+    };
+    match humantime::parse_duration(s.get_ref().trim()) {
+        Ok(d) if d.is_zero() => d,
+        Ok(d) if (Duration::from_millis(50)..=Duration::from_secs(60)).contains(&d) => d,
+        _ => {
+            cx.err(
+                Some(s.span()),
+                format!(
+                    "health.heartbeat: '{}' is not \"0s\" (no heartbeats) or a duration from 50ms to 60s (e.g. \"500ms\")",
+                    s.get_ref()
+                ),
+            );
+            DEFAULT_HEARTBEAT
+        }
+    }
+}
+
 /// Validates the health tables. `zones` are the configured origins (service names must lie in one).
 pub(super) fn validate(
     cx: &mut Cx<'_>,
@@ -431,6 +461,7 @@ pub(super) fn validate(
             "health.sentinel_reprobe",
             Duration::from_millis(100),
         ),
+        heartbeat: heartbeat(cx, &raw.heartbeat),
         checks,
         servers,
         services,

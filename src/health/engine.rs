@@ -36,8 +36,8 @@ use super::backends::backend_view;
 use super::plan::Plan;
 use super::probe::{self, ProbeResult, TlsConfigs};
 use super::report::{same_probe, ProbeReport, ProbeSpec, Transition};
-use super::schedule::{next_probe, Pace};
-use super::sentinel::Sentinels;
+use super::schedule::{next_probe, Misses, Pace};
+use super::sentinel::{miss_every, Sentinels, Silence};
 use super::view::{BackendView, Publish, ServiceView, View};
 use super::{PairState, Status, Thresholds};
 use crate::config::relay::RelayDef;
@@ -112,6 +112,9 @@ struct Event {
     state: PairState,
     result: ProbeResult,
     flipped: Option<Status>,
+    /// A miss of a silent held connection, not a probe: no latency, and the last probe's
+    /// certificate stays known.
+    heartbeat: bool,
 }
 
 /// Where a probe task sends its results and what it probes with. A reload that keeps a probe
@@ -125,6 +128,8 @@ struct Binding {
     tx: mpsc::Sender<Event>,
     /// Woken by the sentinel of the probe's port.
     wake: Arc<Notify>,
+    /// Since when the held connection of the probe's port has been silent.
+    silence: Silence,
     tls: Option<TlsConfigs>,
     reprobe: Duration,
 }
@@ -228,14 +233,22 @@ pub fn start(
     out.reports.send_replace(Arc::new(initial.clone()));
 
     // Sentinels: one per (address, port), waking every probe on it.
-    let sentinels = Sentinels::start(&plan, health.sentinels, &aggregator);
+    let tls_of = |spec: &ProbeSpec| spec.checks.iter().find_map(|c| tls.get(c)).cloned();
+    let sentinels = Sentinels::start(
+        &plan,
+        health.sentinels,
+        health.heartbeat,
+        &tls_of,
+        &aggregator,
+    );
 
     // A probe the previous engine ran too keeps its task (rebound here); the rest start.
     let bindings = plan.probes.iter().enumerate().map(|(idx, spec)| Binding {
         idx,
         tx: tx.clone(),
         wake: sentinels.wake[idx].clone(),
-        tls: spec.checks.iter().find_map(|c| tls.get(c)).cloned(),
+        silence: sentinels.silence[idx].clone(),
+        tls: tls_of(spec),
         reprobe: health.sentinel_reprobe,
     });
     let kept = bind_probes(&plan, &initial, bindings, probers, &token);
@@ -329,7 +342,14 @@ fn bind_probes(
     kept
 }
 
-/// One probe's loop: probe, decide the pair's state, report to whichever engine it is bound to.
+/// A probe in flight: when it started, and its result to come.
+type InFlight = (
+    Instant,
+    std::pin::Pin<Box<dyn std::future::Future<Output = ProbeResult> + Send>>,
+);
+
+/// One probe's loop: probe when due or woken, count the misses of a silent held connection,
+/// decide the pair's state, report to whichever engine it is bound to.
 async fn probe_task(
     spec: ProbeSpec,
     initial: PairState,
@@ -340,52 +360,116 @@ async fn probe_task(
         rise: spec.timing.rise,
         fall: spec.timing.fall,
     };
+    let every = miss_every(&spec.timing);
     let mut state = initial;
     let mut burst = false;
     // The first probe is made at once; the second at a random phase within the interval (no
     // synchronized bursts), and later ones keep to that phase.
     let mut first = true;
     let mut next = Instant::now();
+    let mut inflight: Option<InFlight> = None;
+    let mut misses = Misses::default();
+    let (mut wake, mut silence) = {
+        let b = bind.borrow();
+        (b.wake.clone(), b.silence.clone())
+    };
+    let mut silence_live = true;
     loop {
-        let wake = bind.borrow().wake.clone();
-        tokio::select! {
-            () = sleep_until(next) => {}
-            () = wake.notified() => burst = true,
+        let miss_at = misses.next(every);
+        let event = tokio::select! {
+            () = sleep_until(next), if inflight.is_none() => {
+                inflight = Some(launch(&spec, &bind));
+                continue;
+            }
+            () = wake.notified() => {
+                burst = true;
+                if inflight.is_none() {
+                    inflight = Some(launch(&spec, &bind));
+                }
+                continue;
+            }
+            (started, result) = landed(&mut inflight) => {
+                let flipped = state.observe(result.ok, t);
+                if result.ok {
+                    misses.passed(started);
+                }
+                if burst && !state.changing() {
+                    burst = false;
+                }
+                let pace = Pace::of(first, burst, state.changing());
+                first = false;
+                let phase = rand::random_range(0.05..1.0);
+                let reprobe = bind.borrow().reprobe;
+                next = next_probe(started, pace, &spec.timing, reprobe, phase);
+                Event { idx: 0, state, result, flipped, heartbeat: false }
+            }
+            () = sleep_until(miss_at.unwrap_or(next)), if miss_at.is_some() => {
+                let silent = misses.miss(Instant::now());
+                if misses.counted() == 1 {
+                    // The first miss wakes the probe, as a sentinel close does.
+                    burst = true;
+                    if inflight.is_none() {
+                        inflight = Some(launch(&spec, &bind));
+                    }
+                }
+                let flipped = state.observe(false, t);
+                let result = ProbeResult {
+                    ok: false,
+                    latency: silent,
+                    error: Some(format!(
+                        "held connection silent for {} ms (heartbeat unanswered)",
+                        silent.as_millis()
+                    )),
+                    cert_not_after: None,
+                };
+                Event { idx: 0, state, result, flipped, heartbeat: true }
+            }
+            changed = silence.changed(), if silence_live => {
+                match changed {
+                    Ok(()) => misses.silent_since(*silence.borrow_and_update()),
+                    // The engine stopped; the next one rebinds this task.
+                    Err(_) => silence_live = false,
+                }
+                continue;
+            }
             changed = bind.changed() => {
                 // Rebound to a new engine: wait on its sentinel from now on.
                 if changed.is_err() {
                     return;
                 }
+                let b = bind.borrow_and_update();
+                (wake, silence) = (b.wake.clone(), b.silence.clone());
+                silence_live = true;
+                misses.silent_since(*silence.borrow());
                 continue;
             }
             () = token.cancelled() => return,
-        }
-        let started = Instant::now();
-        let (tls, reprobe) = {
-            let b = bind.borrow();
-            (b.tls.clone(), b.reprobe)
-        };
-        let result = tokio::select! {
-            r = probe::run(&spec.kind, spec.addr, spec.port, spec.timing.timeout, tls.as_ref()) => r,
-            () = token.cancelled() => return,
-        };
-        let flipped = state.observe(result.ok, t);
-        if burst && !state.changing() {
-            burst = false;
-        }
-        let pace = Pace::of(first, burst, state.changing());
-        first = false;
-        let phase = rand::random_range(0.05..1.0);
-        next = next_probe(started, pace, &spec.timing, reprobe, phase);
-        let event = Event {
-            idx: 0,
-            state,
-            result,
-            flipped,
         };
         if !report(event, &mut bind, &token).await {
             return;
         }
+    }
+}
+
+/// Starts one probe of `spec` with the binding's TLS settings.
+fn launch(spec: &ProbeSpec, bind: &watch::Receiver<Binding>) -> InFlight {
+    let tls = bind.borrow().tls.clone();
+    let (kind, addr, port, limit) = (spec.kind.clone(), spec.addr, spec.port, spec.timing.timeout);
+    let started = Instant::now();
+    let run = async move { probe::run(&kind, addr, port, limit, tls.as_ref()).await };
+    (started, Box::pin(run))
+}
+
+/// The result of the probe in flight, when it lands (never, with none in flight).
+async fn landed(inflight: &mut Option<InFlight>) -> (Instant, ProbeResult) {
+    match inflight {
+        Some((started, run)) => {
+            let result = run.await;
+            let started = *started;
+            *inflight = None;
+            (started, result)
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -523,8 +607,13 @@ impl Aggregator {
         let r = &mut self.reports[ev.idx];
         let before = r.state.status;
         r.state = ev.state;
-        r.latency.observe(ev.result.latency);
-        r.last = Some(ev.result);
+        let mut result = ev.result;
+        if ev.heartbeat {
+            result.cert_not_after = r.last.as_ref().and_then(|l| l.cert_not_after);
+        } else {
+            r.latency.observe(result.latency);
+        }
+        r.last = Some(result);
         r.last_at = Some(now);
         if let Some(s) = ev.flipped {
             r.since = Some(now);

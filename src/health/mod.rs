@@ -5,6 +5,7 @@
 pub mod answer;
 mod backends;
 pub mod engine;
+mod heartbeat;
 pub mod plan;
 pub mod probe;
 pub mod report;

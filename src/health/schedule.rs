@@ -66,6 +66,53 @@ pub(super) fn next_probe(
     }
 }
 
+/// One probe's count of a silent port's misses: one failure per `every` of silence, from when
+/// the held connection's heartbeat went unanswered. A probe that started after the silence
+/// began and passed dismisses it: the server answers, only the held connection is stuck.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Misses {
+    since: Option<Instant>,
+    counted: u32,
+    dismissed: bool,
+}
+
+impl Misses {
+    /// The port's silence changed to `since`; a new silence starts a new count.
+    pub(super) fn silent_since(&mut self, since: Option<Instant>) {
+        if since != self.since {
+            *self = Self {
+                since,
+                ..Self::default()
+            };
+        }
+    }
+
+    /// When the next miss is due (None: not silent, or dismissed).
+    pub(super) fn next(&self, every: Duration) -> Option<Instant> {
+        let since = self.since.filter(|_| !self.dismissed)?;
+        Some(since + every.saturating_mul(self.counted.saturating_add(1)))
+    }
+
+    /// Counts the miss that was due; returns how long the port has been silent.
+    pub(super) fn miss(&mut self, now: Instant) -> Duration {
+        self.counted = self.counted.saturating_add(1);
+        self.since
+            .map_or(Duration::ZERO, |s| now.saturating_duration_since(s))
+    }
+
+    /// A probe that started at `started` passed.
+    pub(super) fn passed(&mut self, started: Instant) {
+        if self.since.is_some_and(|s| started >= s) {
+            self.dismissed = true;
+        }
+    }
+
+    /// Misses counted in this silence.
+    pub(super) fn counted(&self) -> u32 {
+        self.counted
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +150,46 @@ mod tests {
             Duration::from_secs(1),
             "half the interval"
         );
+    }
+
+    #[test]
+    fn silence_counts_one_miss_per_period_until_answered_or_dismissed() {
+        let every = Duration::from_millis(750);
+        let t0 = Instant::now();
+        let mut m = Misses::default();
+        assert_eq!(m.next(every), None, "not silent");
+        m.silent_since(Some(t0));
+        assert_eq!(m.next(every), Some(t0 + every));
+        assert_eq!(m.miss(t0 + every), every);
+        assert_eq!(m.next(every), Some(t0 + every * 2));
+        m.silent_since(Some(t0));
+        assert_eq!(m.counted(), 1, "the same silence keeps its count");
+        // A probe started before the silence proves nothing; one started after does.
+        m.passed(t0 - Duration::from_millis(1));
+        assert!(m.next(every).is_some());
+        m.passed(t0 + Duration::from_millis(100));
+        assert_eq!(m.next(every), None, "dismissed");
+        // A new silence counts afresh; an answer ends it.
+        let t1 = t0 + Duration::from_secs(5);
+        m.silent_since(Some(t1));
+        assert_eq!((m.counted(), m.next(every)), (0, Some(t1 + every)));
+        m.silent_since(None);
+        assert_eq!(m.next(every), None);
+    }
+
+    #[test]
+    fn a_silence_reported_late_is_due_at_once() {
+        // The kernel gave up after the user timeout: the silence began that long ago.
+        let every = Duration::from_millis(750);
+        let now = Instant::now() + Duration::from_secs(10);
+        let mut m = Misses::default();
+        m.silent_since(Some(now - Duration::from_millis(1500)));
+        let mut due = 0;
+        while m.next(every).is_some_and(|t| t <= now) {
+            m.miss(now);
+            due += 1;
+        }
+        assert_eq!(due, 2, "fall misses at once");
     }
 
     #[test]
