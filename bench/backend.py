@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """A simulated Exchange CAS for benchmarks: HTTP on IP:PORT answering GET /<vdir>/healthcheck.htm
-with 200 "200 OK<br/>cas". Counts accepted connections into COUNTFILE.
+with 200 "200 OK<br/>cas". Counts accepted connections into COUNTFILE and requests into
+COUNTFILE.req (what a prober costs the server).
 Usage: backend.py IP PORT COUNTFILE"""
 import asyncio, sys
 
 ip, port, countfile = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 accepted = 0
+requests = 0
 
 
 async def handle(reader, writer):
@@ -18,6 +20,10 @@ async def handle(reader, writer):
             head = await reader.readuntil(b"\r\n\r\n")
             if not head:
                 break
+            global requests
+            requests += 1
+            with open(countfile + ".req", "w") as f:
+                f.write(str(requests))
             body = b"200 OK<br/>cas.mail.example.test"
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             await writer.drain()

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Failure detection time: how long from a server failing until the DNS answers leave it out, and
-from its return until they include it again. mailns and PowerDNS 4.7 (LUA ifportup, selector
-'all') watch the same three simulated CAS servers, so each injected failure is measured on both.
+from its return until they include it again. mailns, PowerDNS 4.7 (LUA ifportup, selector 'all')
+and gdnsd 3.8 (DYNA multifo, tcp_connect monitoring) watch the same three simulated CAS servers,
+so each injected failure is measured on all three. First it measures what each prober costs a
+server (new connections and requests per second, counted at the simulated servers), for mailns
+with idle sentinels (heartbeat = "0s") and with its default heartbeat.
 
 Failures (target 127.0.1.2):
   closed  - the server process is killed: its port refuses connections;
@@ -11,7 +14,7 @@ Each mode runs --trials times, at a random phase relative to the probe schedules
 
 It re-runs itself in a private network namespace (unshare -n) with its own loopback, so the DROP
 rule and port 443 touch nothing else on the machine. Needs root, iptables, pdns-server,
-pdns-backend-bind. Usage: bench/detect.py [--trials 20] [--modes closed,dropped,hung]
+pdns-backend-bind, gdnsd. Usage: bench/detect.py [--trials 20] [--modes closed,dropped,hung]
 """
 import argparse, os, random, signal, socket, statistics, struct, subprocess, sys, tempfile, time
 
@@ -21,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEERS = os.path.join(os.path.dirname(ROOT), "shared", "peers")
 SERVERS = ["127.0.1.1", "127.0.1.2", "127.0.1.3"]
 TARGET = "127.0.1.2"
-MAILNS_PORT, PDNS_PORT = 5310, 5308
+MAILNS_PORT, PDNS_PORT, GDNSD_PORT = 5310, 5308, 5309
 NEVER = 12.0  # seconds after which a failure counts as not detected (PowerDNS checks every 5 s)
 
 
@@ -69,11 +72,19 @@ class Backends:
     def start(self, ip):
         self.procs[ip] = start_backend(ip, 443, os.path.join(self.work, f"conns-{ip}"))
 
-    def conns(self, ip):
+    def conns(self, ip, suffix=""):
         try:
-            return int(open(os.path.join(self.work, f"conns-{ip}")).read() or 0)
+            return int(open(os.path.join(self.work, f"conns-{ip}{suffix}")).read() or 0)
         except (OSError, ValueError):
             return 0
+
+    def load(self, secs=20):
+        """(new connections, requests) per second per server over secs, averaged over the servers."""
+        c0 = [(self.conns(ip), self.conns(ip, ".req")) for ip in SERVERS]
+        time.sleep(secs)
+        c1 = [(self.conns(ip), self.conns(ip, ".req")) for ip in SERVERS]
+        return (statistics.mean((b[0] - a[0]) / secs for a, b in zip(c0, c1)),
+                statistics.mean((b[1] - a[1]) / secs for a, b in zip(c0, c1)))
 
 
 def time_until(servers, pred, limit):
@@ -98,13 +109,17 @@ def inner(a):
         b.start(ip)
     zone = open(os.path.join(PEERS, "zone", "mail.example.test.zone")).read()
     open(os.path.join(work, "z.zone"), "w").write(zone)
-    with open(os.path.join(work, "mailns.toml"), "w") as f:
-        f.write(f"""[dns]
+    def start_mailns(heartbeat):
+        with open(os.path.join(work, "mailns.toml"), "w") as f:
+            f.write(f"""[dns]
 listen = ["127.0.0.1:{MAILNS_PORT}"]
+[health]
+{heartbeat}
 [[zone]]
 name = "mail.example.test"
 file = "z.zone"
-# mailns's default timing: interval 2 s, timeout 1.5 s, rise 2, fall 2, fast re-probe 0.5 s, sentinels on.
+# mailns's default timing: interval 2 s, timeout 1.5 s, rise 2, fall 2, fast re-probe 0.5 s,
+# sentinels on, heartbeat every 500 ms.
 [[check]]
 name = "owa"
 kind = "http"
@@ -115,20 +130,36 @@ host = "owa.mail.example.test"
 name = "owa.mail.example.test"
 checks = ["owa"]
 """)
-    # Probe and connection rate with mailns alone (20 s), then with PowerDNS alone.
-    mailns = subprocess.Popen([os.path.join(ROOT, "target/release/mailns"), "run", "--config", os.path.join(work, "mailns.toml")],
-                              env=dict(os.environ, RUST_LOG="warn"), stderr=open(os.path.join(work, "mailns.log"), "w"))
-    wait_until(lambda: query(MAILNS_PORT) == set(SERVERS), 10)
-    c0 = [b.conns(ip) for ip in SERVERS]; time.sleep(20); c1 = [b.conns(ip) for ip in SERVERS]
-    mailns_rate = statistics.mean((y - x) / 20 for x, y in zip(c0, c1))
-    env = dict(os.environ, PEERS_RUN=work)
-    subprocess.run(["bash", os.path.join(PEERS, "servers", "pdns.sh"), "start", "lua-all"], env=env, check=True, capture_output=True)
-    wait_until(lambda: query(PDNS_PORT) == set(SERVERS), 15)
-    c0 = [b.conns(ip) for ip in SERVERS]; time.sleep(20); c1 = [b.conns(ip) for ip in SERVERS]
-    pdns_rate = statistics.mean((y - x) / 20 for x, y in zip(c0, c1)) - mailns_rate
-    print(f"connections per second per server: mailns {mailns_rate:.2f}, PowerDNS {pdns_rate:.2f}", flush=True)
+        p = subprocess.Popen([os.path.join(ROOT, "target/release/mailns"), "run", "--config", os.path.join(work, "mailns.toml")],
+                             env=dict(os.environ, RUST_LOG="warn"), stderr=open(os.path.join(work, "mailns.log"), "a"))
+        wait_until(lambda: query(MAILNS_PORT) == set(SERVERS), 10)
+        return p
 
-    servers = {"mailns": MAILNS_PORT, "pdns": PDNS_PORT}
+    # What each prober costs a server, measured alone (20 s each).
+    loads = {}
+    idle = start_mailns('heartbeat = "0s"')
+    loads["mailns, idle sentinels (heartbeat = \"0s\")"] = b.load()
+    idle.terminate(); idle.wait()
+    mailns = start_mailns("")
+    loads["mailns (heartbeat 500 ms, the default)"] = b.load()
+    mailns_load = loads["mailns (heartbeat 500 ms, the default)"]
+    env = dict(os.environ, PEERS_RUN=work)
+    for name, script, variant, port in [("PowerDNS ifportup", "pdns.sh", "lua-all", PDNS_PORT),
+                                        ("gdnsd tcp_connect", "gdnsd.sh", "dyna", GDNSD_PORT)]:
+        subprocess.run(["bash", os.path.join(PEERS, "servers", script), "start", variant], env=env, check=True, capture_output=True)
+        wait_until(lambda: query(port) == set(SERVERS), 15)
+        both = b.load()
+        loads[name] = (both[0] - mailns_load[0], both[1] - mailns_load[1])
+        if script == "gdnsd.sh":
+            continue
+        subprocess.run(["bash", os.path.join(PEERS, "servers", script), "stop", variant], env=env, capture_output=True)
+    subprocess.run(["bash", os.path.join(PEERS, "servers", "pdns.sh"), "start", "lua-all"], env=env, check=True, capture_output=True)
+    print("\n| prober | new connections / s per server | requests / s per server |\n|---|---|---|")
+    for name, (c, r) in loads.items():
+        print(f"| {name} | {c:.2f} | {r:.2f} |")
+    print(flush=True)
+
+    servers = {"mailns": MAILNS_PORT, "pdns": PDNS_PORT, "gdnsd": GDNSD_PORT}
     results = {}
     for mode in a.modes.split(","):
         for trial in range(a.trials):
@@ -164,6 +195,7 @@ checks = ["owa"]
         med = lambda v: f"{statistics.median(v):.2f} / {max(v):.2f}" if v else "-"
         print(f"| {mode} | {n} | {med(det)} | {med(rec)} | {len(rs) - len(det)} of {len(rs)} |")
     subprocess.run(["bash", os.path.join(PEERS, "servers", "pdns.sh"), "stop", "lua-all"], env=env, capture_output=True)
+    subprocess.run(["bash", os.path.join(PEERS, "servers", "gdnsd.sh"), "stop", "dyna"], env=env, capture_output=True)
     mailns.terminate(); mailns.wait()
     for p in b.procs.values():
         try:

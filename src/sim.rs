@@ -54,7 +54,8 @@ pub struct Behaviour {
     pub hang: AtomicBool,
     /// Paths answered 503 (HTTP), or, for SMTP, MAIL FROM answered 421 when the set is non-empty.
     pub failing: Mutex<Vec<String>>,
-    /// Alternate 200 and 503 on every request.
+    /// Alternate 200 and 503 on every other connection (a pool with one broken worker): each
+    /// new probe connection sees the other answer; a kept-alive connection keeps its own.
     pub flap: AtomicBool,
     /// Requests seen.
     pub hits: AtomicU32,
@@ -266,6 +267,7 @@ async fn http<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + '
     let closer = b.clone();
     let last = Arc::new(Mutex::new(tokio::time::Instant::now()));
     let seen = last.clone();
+    let conn_no = b.accepted.load(Ordering::Relaxed);
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let (b, me) = (b.clone(), me.clone());
         *seen.lock().unwrap() = tokio::time::Instant::now();
@@ -279,8 +281,7 @@ async fn http<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + '
                 .unwrap()
                 .iter()
                 .any(|p| p.to_ascii_lowercase() == path);
-            let flap_fail =
-                b.flap.load(Ordering::Relaxed) && b.hits.load(Ordering::Relaxed).is_multiple_of(2);
+            let flap_fail = b.flap.load(Ordering::Relaxed) && conn_no.is_multiple_of(2);
             let known = path.ends_with("/healthcheck.htm");
             let (status, body) = if !known {
                 (404, "not found".to_string())

@@ -918,6 +918,20 @@ mod tests {
     }
 
     #[test]
+    fn heartbeat_is_on_by_default_and_off_with_zero() {
+        assert_eq!(valid("").health.heartbeat, DEFAULT_HEARTBEAT);
+        let off = valid("[health]\nheartbeat = \"0s\"\n");
+        assert!(off.health.heartbeat.is_zero());
+        let e = errors("[health]\nheartbeat = \"10ms\"\n");
+        assert!(
+            has(&e, 2, "health.heartbeat: '10ms' is not \"0s\" (no heartbeats) or a duration from 50ms to 60s"),
+            "{e:?}"
+        );
+        let e = errors("[health]\nheartbeat = \"often\"\n");
+        assert!(has(&e, 2, "health.heartbeat: 'often'"), "{e:?}");
+    }
+
+    #[test]
     fn check_errors_name_the_line() {
         let e = errors(concat!(
             "[[check]]\nname = \"a\"\nkind = \"tcp\"\nport = 1\n",

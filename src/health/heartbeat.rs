@@ -42,7 +42,7 @@ pub(super) enum Heartbeat {
         path: String,
         /// Host header (and SNI).
         host: String,
-        /// The status the check expects; another one wakes the probes.
+        /// The status the check expects (kept for the logs; any status is an answer).
         status: u16,
         /// The TLS client config, for https.
         tls: Option<TlsConfigs>,
@@ -67,8 +67,7 @@ pub(super) enum Line {
 pub(super) enum Reply {
     /// The answer the protocol gives when all is well.
     Fine,
-    /// An answer, but not the expected one (a 4xx/5xx, `-ERR`, `NO`): the server lives, yet
-    /// its probes should look again.
+    /// An answer, but not the expected one (a 4xx/5xx, `-ERR`, `NO`): still an answer.
     Unexpected,
     /// The server says goodbye (SMTP 421, IMAP `* BYE`): it is about to close.
     Closing,
@@ -218,8 +217,10 @@ pub(super) enum End {
 
 /// What a held connection tells the sentinel while it runs.
 pub(super) trait Pulse {
-    /// The connection is open and greeted, or a heartbeat was answered: not silent.
-    fn answered(&self, expected: bool);
+    /// The connection is open and greeted, or a heartbeat was answered (whatever the answer:
+    /// a 503 or a 4xx proves the server alive; what it means is the probes' to decide, so a
+    /// flapping page flaps no more than its probes see).
+    fn answered(&self);
     /// A heartbeat sent at `since` is unanswered past the grace time.
     fn silent(&self, since: Instant);
 }
@@ -289,7 +290,7 @@ const CLOSED: End = End::Closed {
 
 /// No heartbeat: wait for the close (greetings and anything else are read and ignored).
 async fn idle(mut stream: TcpStream, pulse: &impl Pulse) -> End {
-    pulse.answered(true);
+    pulse.answered();
     let mut buf = [0u8; 512];
     loop {
         match stream.read(&mut buf).await {
@@ -305,7 +306,7 @@ async fn lines(mut stream: TcpStream, p: Line, beat: Beat, pulse: &impl Pulse) -
     let mut buf = Vec::new();
     let opened = Instant::now();
     match timeout(beat.give_up, next_reply(&mut stream, &mut buf, p, true)).await {
-        Ok(Ok(Reply::Fine)) => pulse.answered(true),
+        Ok(Ok(Reply::Fine)) => pulse.answered(),
         Ok(Ok(_)) => return End::Refused,
         Ok(Err(end)) => return end,
         Err(_) => {
@@ -337,7 +338,7 @@ async fn lines(mut stream: TcpStream, p: Line, beat: Beat, pulse: &impl Pulse) -
         .await;
         match reply {
             Ok(Ok(Reply::Closing)) => return CLOSED,
-            Ok(Ok(r)) => pulse.answered(r == Reply::Fine),
+            Ok(Ok(_)) => pulse.answered(),
             Ok(Err(end)) | Err(end) => return end,
         }
     }
@@ -400,7 +401,7 @@ where
         return End::Refused;
     };
     let driver = AbortOnDrop(tokio::spawn(conn));
-    pulse.answered(true);
+    pulse.answered();
     let mut driver = driver;
     loop {
         // A server that closes the connection between heartbeats is noticed at once.
@@ -421,14 +422,16 @@ where
         let sent = Instant::now();
         let answer = async {
             let resp = sender.send_request(req).await?;
-            let fine = resp.status().as_u16() == status;
+            if resp.status().as_u16() != status {
+                tracing::trace!(got = resp.status().as_u16(), status, "heartbeat status");
+            }
             // The body is read (and dropped) so the connection stays usable.
             let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY);
             let _ = body.collect().await;
-            Ok::<_, hyper::Error>(fine)
+            Ok::<_, hyper::Error>(())
         };
         match awaited(sent, beat, pulse, answer).await {
-            Ok(Ok(fine)) => pulse.answered(fine),
+            Ok(Ok(())) => pulse.answered(),
             Ok(Err(e)) => return hyper_end(&e),
             Err(end) => return end,
         }

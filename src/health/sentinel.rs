@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,18 +161,14 @@ impl Signals {
     }
 }
 
-/// Edge-triggered: an unexpected answer wakes the probes once, not on every heartbeat.
+/// A held connection's news, as its sentinel passes it on.
 struct Held<'a> {
     signals: &'a Signals,
-    expected: AtomicBool,
 }
 
 impl Pulse for Held<'_> {
-    fn answered(&self, expected: bool) {
+    fn answered(&self) {
         self.signals.clear();
-        if self.expected.swap(expected, Ordering::Relaxed) && !expected {
-            self.signals.wake();
-        }
     }
 
     fn silent(&self, since: Instant) {
@@ -219,11 +214,7 @@ async fn sentinel(
                 let since = Instant::now()
                     .checked_sub(port.user_timeout)
                     .unwrap_or_else(Instant::now);
-                Held {
-                    signals: &signals,
-                    expected: AtomicBool::new(true),
-                }
-                .silent(since);
+                Held { signals: &signals }.silent(since);
                 signals.wake();
             }
             other => {
@@ -248,10 +239,7 @@ async fn sentinel(
 /// A connection that is not answered within the give-up time (no SYN-ACK, no greeting) makes
 /// the port silent since the attempt began, as an unanswered heartbeat does.
 async fn connect_and_hold(port: &Port, signals: &Signals) -> End {
-    let held = Held {
-        signals,
-        expected: AtomicBool::new(true),
-    };
+    let held = Held { signals };
     let opened = Instant::now();
     let stream = match timeout(port.beat.give_up, TcpStream::connect(port.addr)).await {
         Ok(Ok(s)) => s,
