@@ -3,27 +3,31 @@
 with 200 "200 OK<br/>cas". Counts accepted connections into COUNTFILE and requests into
 COUNTFILE.req (what a prober costs the server).
 Usage: backend.py IP PORT COUNTFILE"""
-import asyncio, sys
+import asyncio, os, sys
 
 ip, port, countfile = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 accepted = 0
 requests = 0
 
 
+def publish(path, n):
+    """Writes n to path atomically, so a reader never sees an empty file."""
+    with open(path + ".tmp", "w") as f:
+        f.write(str(n))
+    os.replace(path + ".tmp", path)
+
+
 async def handle(reader, writer):
-    global accepted
+    global accepted, requests
     accepted += 1
-    with open(countfile, "w") as f:
-        f.write(str(accepted))
+    publish(countfile, accepted)
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             if not head:
                 break
-            global requests
             requests += 1
-            with open(countfile + ".req", "w") as f:
-                f.write(str(requests))
+            publish(countfile + ".req", requests)
             body = b"200 OK<br/>cas.mail.example.test"
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             await writer.drain()

@@ -5,7 +5,8 @@
 //! new connections than the probes make.
 //!
 //! Each test runs in its own network namespace (standard ports, an `iptables` DROP rule that
-//! touches nothing else) with three simulated Exchange servers on 127.0.1.1-3.
+//! touches nothing else) with three simulated Exchange servers on 127.0.1.1-3, each a DNS
+//! member of one name and a backend of one relay: both must leave it out.
 
 #![allow(
     clippy::unwrap_used,
@@ -100,8 +101,14 @@ impl Farm {
         let config = format!(
             "[dns]\nlisten = [\"127.0.0.1:53\"]\nudp_workers = 1\n\n[health]\nstartup_timeout = \"5s\"\n{health}\n\n\
              [[zone]]\nname = \"mail.test\"\nfile = \"mail.test.zone\"\n\n\
-             [[check]]\nname = \"c\"\n{}\n\n[[service]]\nname = \"svc.mail.test\"\nchecks = [\"c\"]\n",
-            kind.check()
+             [[check]]\nname = \"c\"\n{}\n\n[[service]]\nname = \"svc.mail.test\"\nchecks = [\"c\"]\n\n{}\n\
+             [[relay]]\nname = \"vip\"\nlisten = [\"127.0.0.1:0\"]\nservers = [\"ex1\", \"ex2\", \"ex3\"]\n\
+             backend_port = {}\nchecks = [\"c\"]\n",
+            kind.check(),
+            (1..=3)
+                .map(|h| format!("[[server]]\nname = \"ex{h}\"\naddresses = [\"{}\"]\n", ip(h)))
+                .collect::<String>(),
+            kind.port(),
         );
         let mailns = Mailns::start_config(dir, &config);
         let farm = Self {
@@ -121,8 +128,21 @@ impl Farm {
         wait_for(
             Duration::from_secs(15),
             "all three servers answered",
-            || self.answers() == vec![ip(1), ip(2), ip(3)],
+            || self.answers() == vec![ip(1), ip(2), ip(3)] && (1..=3).all(|h| self.relay_usable(h)),
         );
+    }
+
+    /// Whether the relay takes new connections to server `h`.
+    fn relay_usable(&self, h: u8) -> bool {
+        let status = status_json(&self.mailns);
+        status["relays"][0]["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["name"] == format!("ex{h}"))
+            .expect("the relay lists the server")["usable"]
+            .as_bool()
+            .unwrap()
     }
 
     /// Injects `fail` on server 2 at a random phase of the probe schedule, returns how long
@@ -131,14 +151,18 @@ impl Farm {
         std::thread::sleep(Duration::from_millis(rand::random_range(300..2300)));
         let start = Instant::now();
         fail();
-        let gone = wait_for(
+        // Out of the DNS answers and out of the relay's choices: both count.
+        wait_for(
             Duration::from_secs(10),
             "server 2 out of the answers",
             || !self.answers().contains(&ip(2)),
         );
+        wait_for(Duration::from_secs(10), "server 2 out of the relay", || {
+            !self.relay_usable(2)
+        });
+        let gone = start.elapsed();
         repair();
         self.wait_all_in();
-        let _ = start;
         gone
     }
 }
@@ -175,7 +199,7 @@ fn hung_and_dropped(kind: Kind, hung: bool) {
                 farm.time_out(|| iptables("-I", &ip(2)), || iptables("-D", &ip(2))),
             ));
         }
-        eprintln!("{kind:?}: out of the answers after {times:?}");
+        eprintln!("{kind:?}: out of the answers and the relay after {times:?}");
         for (what, t) in &times {
             assert!(
                 t <= &BOUND,
