@@ -44,7 +44,8 @@ pub(super) struct Sentinels {
     pub(super) of: Vec<SocketAddr>,
     /// Per port: turns its sentinel on (its probes pass) and off.
     pub(super) up: HashMap<SocketAddr, watch::Sender<bool>>,
-    /// Per port: its silence, kept here so it lives as long as the engine.
+    /// Per port: its silence. The port's sentinel task holds it from then on; without
+    /// sentinels it is dropped, and the probes stop listening for it.
     silent: HashMap<SocketAddr, Arc<watch::Sender<Option<Instant>>>>,
 }
 
