@@ -132,6 +132,18 @@ impl Farm {
         );
     }
 
+    /// No pair went down since start: the transitions the dashboard shows have no "down".
+    fn assert_never_down(&self, kind: Kind) {
+        let status = status_json(&self.mailns);
+        let downs: Vec<_> = status["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["to"] == "down")
+            .collect();
+        assert!(downs.is_empty(), "{kind:?}: {downs:?}");
+    }
+
     /// Whether the relay takes new connections to server `h`.
     fn relay_usable(&self, h: u8) -> bool {
         let status = status_json(&self.mailns);
@@ -263,14 +275,7 @@ fn stays_in(kind: Kind) {
             b.hang.store(false, Ordering::Relaxed);
         }
         watch(Duration::from_secs(3));
-        let status = status_json(&farm.mailns);
-        let downs: Vec<_> = status["transitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["to"] == "down")
-            .collect();
-        assert!(downs.is_empty(), "{kind:?}: {downs:?}");
+        farm.assert_never_down(kind);
     });
 }
 
@@ -339,14 +344,7 @@ fn closes_itself(kind: Kind) {
             conns <= 12,
             "{kind:?}: {conns} connections: a quiet reconnect per close, no bursts"
         );
-        let status = status_json(&farm.mailns);
-        let changes: Vec<_> = status["transitions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["to"] == "down")
-            .collect();
-        assert!(changes.is_empty(), "{kind:?}: {changes:?}");
+        farm.assert_never_down(kind);
     });
 }
 

@@ -136,10 +136,11 @@ impl Line {
                     last = buf.get(end..next).unwrap_or_default();
                     end = next;
                 }
-                let code = std::str::from_utf8(last.get(..3)?)
-                    .ok()?
-                    .parse::<u16>()
-                    .ok();
+                // A line that is no reply (too short, not a number) is an answer all the same.
+                let code = last
+                    .get(..3)
+                    .and_then(|c| std::str::from_utf8(c).ok())
+                    .and_then(|c| c.parse::<u16>().ok());
                 let reply = match code {
                     Some(421) => Reply::Closing,
                     Some(c) if (200..300).contains(&c) => Reply::Fine,
@@ -482,6 +483,15 @@ mod tests {
         );
         assert_eq!(
             p.parse(b"junk\r\n", false).map(|r| r.0),
+            Some(Reply::Unexpected)
+        );
+        assert_eq!(
+            p.parse(b"\n", false),
+            Some((Reply::Unexpected, 1)),
+            "too short"
+        );
+        assert_eq!(
+            p.parse(b"\xff\xfe\xfd\r\n", false).map(|r| r.0),
             Some(Reply::Unexpected)
         );
     }
