@@ -202,11 +202,8 @@ fn starts_with_ci(line: &[u8], prefix: &[u8]) -> bool {
 /// How a held connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum End {
-    /// The server closed it (or said goodbye), after `lived`.
-    Closed {
-        /// How long it was held.
-        lived: Duration,
-    },
+    /// The server closed it, or said goodbye.
+    Closed,
     /// The kernel gave up on it: the path stopped acknowledging (keepalive or unacknowledged
     /// data past `TCP_USER_TIMEOUT`).
     TimedOut,
@@ -240,7 +237,7 @@ pub(super) struct Beat {
 /// Holds `stream` with `hb` until it ends.
 pub(super) async fn hold(stream: TcpStream, hb: &Heartbeat, beat: Beat, pulse: &impl Pulse) -> End {
     let opened = Instant::now();
-    let end = match hb {
+    match hb {
         Heartbeat::Idle => idle(stream, pulse).await,
         Heartbeat::Line(p) => lines(stream, *p, beat, pulse).await,
         Heartbeat::Http {
@@ -265,12 +262,6 @@ pub(super) async fn hold(stream: TcpStream, hb: &Heartbeat, beat: Beat, pulse: &
                 }
             }
         },
-    };
-    match end {
-        End::Closed { .. } => End::Closed {
-            lived: opened.elapsed(),
-        },
-        other => other,
     }
 }
 
@@ -279,15 +270,9 @@ fn ended_by(e: &std::io::Error) -> End {
     if e.kind() == std::io::ErrorKind::TimedOut {
         End::TimedOut
     } else {
-        End::Closed {
-            lived: Duration::ZERO,
-        }
+        End::Closed
     }
 }
-
-const CLOSED: End = End::Closed {
-    lived: Duration::ZERO,
-};
 
 /// No heartbeat: wait for the close (greetings and anything else are read and ignored).
 async fn idle(mut stream: TcpStream, pulse: &impl Pulse) -> End {
@@ -295,7 +280,7 @@ async fn idle(mut stream: TcpStream, pulse: &impl Pulse) -> End {
     let mut buf = [0u8; 512];
     loop {
         match stream.read(&mut buf).await {
-            Ok(0) => return CLOSED,
+            Ok(0) => return End::Closed,
             Ok(_) => {}
             Err(e) => return ended_by(&e),
         }
@@ -320,7 +305,7 @@ async fn lines(mut stream: TcpStream, p: Line, beat: Beat, pulse: &impl Pulse) -
         // Between beats the server may talk (a goodbye before an idle close) or close.
         match timeout(beat.every, next_reply(&mut stream, &mut buf, p, false)).await {
             Err(_) => {}
-            Ok(Ok(Reply::Closing)) => return CLOSED,
+            Ok(Ok(Reply::Closing)) => return End::Closed,
             Ok(Ok(_)) => continue,
             Ok(Err(end)) => return end,
         }
@@ -338,7 +323,7 @@ async fn lines(mut stream: TcpStream, p: Line, beat: Beat, pulse: &impl Pulse) -
         })
         .await;
         match reply {
-            Ok(Ok(Reply::Closing)) => return CLOSED,
+            Ok(Ok(Reply::Closing)) => return End::Closed,
             Ok(Ok(_)) => pulse.answered(),
             Ok(Err(end)) | Err(end) => return end,
         }
@@ -384,7 +369,7 @@ async fn next_reply(
             return Err(End::Refused);
         }
         match stream.read(&mut chunk).await {
-            Ok(0) => return Err(CLOSED),
+            Ok(0) => return Err(End::Closed),
             Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
             Err(e) => return Err(ended_by(&e)),
         }
@@ -408,10 +393,10 @@ where
         // A server that closes the connection between heartbeats is noticed at once.
         tokio::select! {
             () = sleep(beat.every) => {}
-            _ = &mut driver.0 => return CLOSED,
+            _ = &mut driver.0 => return End::Closed,
         }
         if sender.ready().await.is_err() {
-            return CLOSED;
+            return End::Closed;
         }
         let Ok(req) = hyper::Request::get(path)
             .header(hyper::header::HOST, host)
@@ -448,7 +433,7 @@ fn hyper_end(e: &hyper::Error) -> End {
         }
         source = s.source();
     }
-    CLOSED
+    End::Closed
 }
 
 /// The connection driver stops with the heartbeat.

@@ -44,9 +44,6 @@ pub(super) struct Sentinels {
     pub(super) of: Vec<SocketAddr>,
     /// Per port: turns its sentinel on (its probes pass) and off.
     pub(super) up: HashMap<SocketAddr, watch::Sender<bool>>,
-    /// Per port: its silence. The port's sentinel task holds it from then on; without
-    /// sentinels it is dropped, and the probes stop listening for it.
-    silent: HashMap<SocketAddr, Arc<watch::Sender<Option<Instant>>>>,
 }
 
 /// What one sentinel needs to know of its port.
@@ -75,21 +72,29 @@ impl Port {
             .map(|p| Heartbeat::of(&p.kind, tls(p).as_ref(), every))
             .find(Heartbeat::is_active)
             .unwrap_or(Heartbeat::Idle);
-        let timings = || probes.iter().map(|p| p.timing);
-        let min = |f: &dyn Fn(&crate::config::Timing) -> Duration, d| {
-            timings().map(|t| f(&t)).min().unwrap_or(d)
-        };
-        let user_timeout = min(&|t| t.timeout, Duration::from_millis(1500));
+        let timing = probes.iter().map(|p| p.timing);
+        let timeouts = timing.clone().map(|t| t.timeout);
+        let user_timeout = timeouts
+            .clone()
+            .min()
+            .unwrap_or(Duration::from_millis(1500));
         Self {
             addr,
             heartbeat,
             beat: Beat {
                 every,
-                grace: min(&miss_every, Duration::from_millis(750)),
-                give_up: timings().map(|t| t.timeout).max().unwrap_or(user_timeout),
+                grace: timing
+                    .clone()
+                    .map(|t| miss_every(&t))
+                    .min()
+                    .unwrap_or(user_timeout),
+                give_up: timeouts.max().unwrap_or(user_timeout),
             },
             user_timeout,
-            pause: min(&|t| t.interval, Duration::from_secs(2)),
+            pause: timing
+                .map(|t| t.interval)
+                .min()
+                .unwrap_or(Duration::from_secs(2)),
         }
     }
 }
@@ -112,6 +117,9 @@ impl Sentinels {
         token: &CancellationToken,
     ) -> Self {
         let mut this = Self::default();
+        // Per port: its silence, which the port's sentinel task then owns. Without sentinels
+        // it is dropped, and the probes stop listening for it.
+        let mut silent: HashMap<SocketAddr, watch::Sender<Option<Instant>>> = HashMap::new();
         let mut by_port: HashMap<SocketAddr, (Vec<Arc<Notify>>, Vec<&ProbeSpec>)> = HashMap::new();
         for spec in &plan.probes {
             let n = Arc::new(Notify::new());
@@ -119,11 +127,8 @@ impl Sentinels {
             let entry = by_port.entry(sa).or_default();
             entry.0.push(n.clone());
             entry.1.push(spec);
-            let silent = this
-                .silent
-                .entry(sa)
-                .or_insert_with(|| Arc::new(watch::channel(None).0));
-            this.silence.push(silent.subscribe());
+            let tx = silent.entry(sa).or_insert_with(|| watch::channel(None).0);
+            this.silence.push(tx.subscribe());
             this.wake.push(n);
             this.of.push(sa);
         }
@@ -133,7 +138,7 @@ impl Sentinels {
         for (sa, (wake, probes)) in by_port {
             let (up_tx, up_rx) = watch::channel(false);
             this.up.insert(sa, up_tx);
-            let Some(silent) = this.silent.get(&sa).cloned() else {
+            let Some(silent) = silent.remove(&sa) else {
                 continue;
             };
             let port = Port::of(sa, &probes, tls, every);
@@ -146,7 +151,7 @@ impl Sentinels {
 
 /// How a sentinel tells its probes.
 struct Signals {
-    silent: Arc<watch::Sender<Option<Instant>>>,
+    silent: watch::Sender<Option<Instant>>,
     wake: Vec<Arc<Notify>>,
 }
 
@@ -159,6 +164,17 @@ impl Signals {
 
     fn clear(&self) {
         self.silent.send_if_modified(|s| s.take().is_some());
+    }
+
+    /// Silent since `since`, unless it already was (the earlier instant stands).
+    fn silent_since(&self, since: Instant) {
+        self.silent.send_if_modified(|s| {
+            let new = s.is_none();
+            if new {
+                *s = Some(since);
+            }
+            new
+        });
     }
 }
 
@@ -173,14 +189,7 @@ impl Pulse for Held<'_> {
     }
 
     fn silent(&self, since: Instant) {
-        self.signals.silent.send_if_modified(|s| {
-            if s.is_none() {
-                *s = Some(since);
-                true
-            } else {
-                false
-            }
-        });
+        self.signals.silent_since(since);
     }
 }
 
@@ -196,6 +205,7 @@ async fn sentinel(
             r = up.wait_for(|u| *u) => if r.is_err() { return },
             () = token.cancelled() => return,
         }
+        let opened = Instant::now();
         let end = tokio::select! {
             end = connect_and_hold(&port, &signals) => end,
             _ = up.wait_for(|u| !*u) => {
@@ -206,7 +216,7 @@ async fn sentinel(
             () = token.cancelled() => return,
         };
         match end {
-            End::Closed { lived } if lived >= port.pause => {
+            End::Closed if opened.elapsed() >= port.pause => {
                 debug!(addr = %port.addr, "server closed the held connection; reconnecting");
                 continue;
             }
@@ -215,7 +225,7 @@ async fn sentinel(
                 let since = Instant::now()
                     .checked_sub(port.user_timeout)
                     .unwrap_or_else(Instant::now);
-                Held { signals: &signals }.silent(since);
+                signals.silent_since(since);
                 signals.wake();
             }
             other => {
@@ -236,22 +246,20 @@ async fn sentinel(
     }
 }
 
-/// Opens the held connection and keeps it until it ends.
-/// A connection that is not answered within the give-up time (no SYN-ACK, no greeting) makes
+/// Opens the held connection and keeps it until it ends. A connection that is not answered within the give-up time (no SYN-ACK, no greeting) makes
 /// the port silent since the attempt began, as an unanswered heartbeat does.
 async fn connect_and_hold(port: &Port, signals: &Signals) -> End {
-    let held = Held { signals };
     let opened = Instant::now();
     let stream = match timeout(port.beat.give_up, TcpStream::connect(port.addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(_)) => return End::Refused,
         Err(_) => {
-            held.silent(opened);
+            signals.silent_since(opened);
             return End::Refused;
         }
     };
     tune(&stream, port.user_timeout);
-    heartbeat::hold(stream, &port.heartbeat, port.beat, &held).await
+    heartbeat::hold(stream, &port.heartbeat, port.beat, &Held { signals }).await
 }
 
 /// Keepalive after 1 s idle, every 1 s, and the user timeout: the kernel reports a path that
