@@ -66,6 +66,9 @@ pub struct Live {
     pub cookie_fallback: crate::query::cookie::Secret,
     /// Every listener (None once shutting down).
     pub listeners: tokio::sync::Mutex<Option<crate::listeners::Listeners>>,
+    /// The last hour of samples for the dashboard's graphs (the admin module's sampler fills
+    /// it every five seconds).
+    pub history: std::sync::Mutex<crate::history::History>,
     /// Where the admin listener sends what it cannot do itself (reloads): the runtime serves
     /// them, so the admin server needs no knowledge of how a reload is done.
     pub commands: mpsc::Sender<Command>,
@@ -80,6 +83,8 @@ pub enum Command {
     Reload {
         /// Gets the outcome once the reload is complete or has failed.
         done: oneshot::Sender<Result<(), String>>,
+        /// Who asked (the admin client's address), for the transitions list.
+        by: String,
     },
 }
 
@@ -131,6 +136,15 @@ impl DemoAction {
             "heal" => Some(Self::Heal),
             "fail-owa" => Some(Self::FailOwa),
             _ => None,
+        }
+    }
+
+    /// Its name in the API path.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fail => "fail",
+            Self::Heal => "heal",
+            Self::FailOwa => "fail-owa",
         }
     }
 }

@@ -54,6 +54,7 @@ pub mod demo;
 pub mod diag;
 pub mod dns;
 pub mod health;
+pub mod history;
 pub mod httpconn;
 pub mod limits;
 pub mod listeners;

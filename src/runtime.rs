@@ -256,6 +256,7 @@ fn assemble(
         edge,
         cookie_fallback,
         listeners: tokio::sync::Mutex::new(None),
+        history: std::sync::Mutex::default(),
         commands,
     });
     Ok(Assembled {
@@ -304,6 +305,7 @@ fn spawn_control(
     let token = &live.token;
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(serve_commands(live.clone(), token.clone(), commands));
+    tasks.spawn(crate::admin::history::run(live.clone(), token.clone()));
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hup) => {
             tasks.spawn(reload_on_hangup(live.clone(), token.clone(), hup));
@@ -467,7 +469,7 @@ async fn watch_files(
         // The baseline is what the files were before the reload read them, not after: a file
         // written while the reload runs is then seen as changed on the next poll, not lost.
         let before: std::collections::HashMap<_, _> = files.iter().cloned().zip(now).collect();
-        let _ = reload(&live).await;
+        let _ = reload(&live, "file watch").await;
         // The new config may read other files; a failed reload keeps watching the same ones.
         files = watched_files(&live.loaded.load().config);
         let fresh = stamps(&files);
@@ -498,8 +500,8 @@ async fn serve_commands(
             () = token.cancelled() => return,
         };
         match command {
-            Some(Command::Reload { done }) => {
-                let _ = done.send(reload(&live).await.map_err(|e| e.to_string()));
+            Some(Command::Reload { done, by }) => {
+                let _ = done.send(reload(&live, &by).await.map_err(|e| e.to_string()));
             }
             None => return,
         }
@@ -519,7 +521,7 @@ async fn reload_on_hangup(
         tokio::select! {
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
-                let _ = reload(&live).await;
+                let _ = reload(&live, "SIGHUP").await;
             }
             () = token.cancelled() => return,
         }
@@ -537,13 +539,29 @@ async fn reload_on_hangup(
 ///
 /// # Errors
 /// The `path:line: message` lines of what is wrong.
-async fn reload(live: &Arc<Live>) -> Result<(), ReloadError> {
+/// `by` says who asked (the admin client's address, SIGHUP, the file watch) in the
+/// transitions list.
+async fn reload(live: &Arc<Live>, by: &str) -> Result<(), ReloadError> {
     let _guard = live.admin_lock.lock().await;
     let number = live.loaded.load().reloads + 1;
     // Every event of the reload (engine, listeners, certificates) carries its number.
-    reload_now(live)
+    let result = reload_now(live)
         .instrument(info_span!("reload", number))
-        .await
+        .await;
+    live.out.record(crate::health::report::Transition {
+        at: SystemTime::now(),
+        server: String::new(),
+        what: "config".into(),
+        kind: "reload",
+        by: by.to_string(),
+        from: "loaded",
+        to: if result.is_ok() { "reloaded" } else { "failed" },
+        detail: match &result {
+            Ok(()) => format!("reload {number} in force"),
+            Err(e) => e.to_string().lines().next().unwrap_or_default().to_string(),
+        },
+    });
+    result
 }
 
 /// [`reload`], with the admin lock held.

@@ -141,6 +141,7 @@ views = ["inside"]
             tiers: vec![ips.iter().map(|a| (a.parse().unwrap(), 1)).collect()],
             preferred_down: false,
             wake_at: None,
+            why: Vec::new(),
         };
         let view = |name: &str, a: Option<Selection>, aaaa: Option<Selection>| ServiceView {
             name: Name::from_ascii(name).unwrap(),
@@ -601,7 +602,12 @@ pub fn admin_route(data: &[u8]) {
                 let _ = parse_state(body.as_bytes());
             }
             Route::Demo { .. } => assert!(demo && method == Method::POST, "demo {method} {uri}"),
-            Route::Dashboard | Route::Status | Route::Metrics | Route::Livez | Route::Readyz => {
+            Route::Dashboard
+            | Route::Status
+            | Route::History
+            | Route::Metrics
+            | Route::Livez
+            | Route::Readyz => {
                 assert!(get, "a page on {method}")
             }
             Route::Reload => {}

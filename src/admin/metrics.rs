@@ -122,6 +122,20 @@ fn collect(live: &Live) -> Vec<MetricFamily> {
     member_families(&mut out, &snap, &reports, &health);
     certificate_family(&mut out, &relays, &reports, &health);
     config_families(&mut out, &live.loaded.load_full());
+    let kinds = live
+        .out
+        .transition_counts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    counters(
+        &mut out,
+        "mailns_transitions_total",
+        "Entries of the dashboard's transitions list, by kind: check, service (a name entering or leaving a fallback step), admin, reload, demo, startup.",
+        kinds
+            .into_iter()
+            .map(|(kind, n)| (vec![("kind", kind.to_string())], n)),
+    );
     out
 }
 
@@ -512,13 +526,16 @@ fn certificate_family(
     reports: &[ProbeReport],
     health: &HealthConfig,
 ) {
+    // Labels: source (relay or check), name (the certificate's first DNS name), and where it
+    // was seen: file for a relay's own, server and address for a backend's.
     let mut certs: Vec<(Labels, f64)> = Vec::new();
     for r in relays.iter() {
         if let Some(front) = &r.front {
             for c in &front.resolver.0.load().certs {
                 certs.push((
                     vec![
-                        ("source", format!("relay {}", r.def.name)),
+                        ("source", "relay".to_string()),
+                        ("relay", r.def.name.clone()),
                         ("name", c.names.first().cloned().unwrap_or_default()),
                         ("file", c.file.display().to_string()),
                     ],
@@ -528,14 +545,16 @@ fn certificate_family(
         }
     }
     for r in reports.iter() {
-        if let Some(t) = r.last.as_ref().and_then(|l| l.cert_not_after) {
+        if let Some(cert) = r.last.as_ref().and_then(|l| l.cert.as_ref()) {
             certs.push((
                 vec![
-                    ("source", format!("check {}", r.spec.checks.join(","))),
-                    ("name", server_name(health, r.spec.addr)),
-                    ("file", format!("{}:{}", r.spec.addr, r.spec.port)),
+                    ("source", "check".to_string()),
+                    ("check", r.spec.checks.join(",")),
+                    ("name", cert.names.first().cloned().unwrap_or_default()),
+                    ("server", server_name(health, r.spec.addr)),
+                    ("address", format!("{}:{}", r.spec.addr, r.spec.port)),
                 ],
-                t as f64,
+                cert.not_after as f64,
             ));
         }
     }

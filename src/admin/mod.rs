@@ -5,6 +5,7 @@
 //! DNS or relay paths. Admin actions answer only after their effect is in force: a drain returns
 //! once the snapshot without the server is published.
 
+pub mod history;
 pub mod metrics;
 pub mod persist;
 pub mod status;
@@ -83,7 +84,7 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, token: CancellationTo
         let live = live.clone();
         // Every event of a request carries who asked for what.
         let span = info_span!("admin", %peer, method = %req.method(), path = req.uri().path());
-        async move { route(&live, req).await }.instrument(span)
+        async move { route(&live, req, peer).await }.instrument(span)
     };
     crate::httpconn::serve("admin", listener, slots, limits, handler, token).await;
 }
@@ -121,6 +122,8 @@ pub enum Route {
     Dashboard,
     /// `GET /api/v1/status`.
     Status,
+    /// `GET /api/v1/history`.
+    History,
     /// `GET /metrics`.
     Metrics,
     /// `GET /livez`.
@@ -174,6 +177,7 @@ pub fn decide(method: &Method, path: &str, headers: &HeaderMap, policy: &Policy<
     match path {
         "/" | "/index.html" if get => Route::Dashboard,
         "/api/v1/status" if get => Route::Status,
+        "/api/v1/history" if get => Route::History,
         "/metrics" if get => Route::Metrics,
         "/livez" if get => Route::Livez,
         "/readyz" if get => Route::Readyz,
@@ -198,9 +202,8 @@ pub fn decide(method: &Method, path: &str, headers: &HeaderMap, policy: &Policy<
             let server = server_of_state_path(p).unwrap_or_default().to_string();
             Route::SetState { server }
         }
-        "/" | "/index.html" | "/api/v1/status" | "/metrics" | "/livez" | "/readyz" => {
-            Route::Refuse(allow_only("GET, HEAD"))
-        }
+        "/" | "/index.html" | "/api/v1/status" | "/api/v1/history" | "/metrics" | "/livez"
+        | "/readyz" => Route::Refuse(allow_only("GET, HEAD")),
         "/api/v1/reload" => Route::Refuse(allow_only("POST")),
         _ => Route::Refuse(error(
             StatusCode::NOT_FOUND,
@@ -210,7 +213,7 @@ pub fn decide(method: &Method, path: &str, headers: &HeaderMap, policy: &Policy<
 }
 
 /// Carries out what `decide` chose.
-async fn route(live: &Arc<Live>, req: Request<Incoming>) -> Reply {
+async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Reply {
     let decision = {
         let loaded = live.loaded.load();
         let admin = &loaded.config.admin;
@@ -225,6 +228,14 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>) -> Reply {
         Route::Refuse(reply) => reply,
         Route::Dashboard => reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD),
         Route::Status => json(StatusCode::OK, &status::build(live)),
+        Route::History => {
+            let doc = live
+                .history
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .doc();
+            json(StatusCode::OK, &doc)
+        }
         Route::Metrics => reply(StatusCode::OK, metrics::CONTENT_TYPE, metrics::encode(live)),
         Route::Livez => reply(StatusCode::OK, "text/plain", "ok\n"),
         Route::Readyz => {
@@ -237,7 +248,13 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>) -> Reply {
         Route::Reload => {
             info!("admin: reload requested");
             let (done, outcome) = oneshot::channel();
-            if live.commands.send(Command::Reload { done }).await.is_err() {
+            let by = peer.ip().to_string();
+            if live
+                .commands
+                .send(Command::Reload { done, by })
+                .await
+                .is_err()
+            {
                 return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
             }
             match outcome.await {
@@ -246,7 +263,7 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>) -> Reply {
                 Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
             }
         }
-        Route::Demo { server, action } => demo_action(live, server, action).await,
+        Route::Demo { server, action } => demo_action(live, server, action, peer).await,
         Route::SetState { server } => {
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
@@ -258,7 +275,7 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>) -> Reply {
                     "expected a body of ready, drain or maint (or {\"state\": \"drain\"})",
                 );
             };
-            set_state(live, &server, state).await
+            set_state(live, &server, state, peer).await
         }
     }
 }
@@ -340,14 +357,28 @@ fn demo_route(demo: bool, rest: &str) -> Route {
 }
 
 /// Acts on a simulated server.
-async fn demo_action(live: &Live, server: String, action: DemoAction) -> Reply {
+async fn demo_action(live: &Live, server: String, action: DemoAction, peer: SocketAddr) -> Reply {
     let Some(farm) = live.demo.clone() else {
         return error(StatusCode::NOT_FOUND, "not in demo mode");
     };
+    let name = server.clone();
     // Killing waits until the ports refuse connections: off the async threads.
     let done = tokio::task::spawn_blocking(move || farm.act(&server, action)).await;
     match done {
-        Ok(Ok(true)) => json(StatusCode::OK, &serde_json::json!({ "done": true })),
+        Ok(Ok(true)) => {
+            info!(server = name, action = action.as_str(), "demo: action");
+            live.out.record(crate::health::report::Transition {
+                at: std::time::SystemTime::now(),
+                server: name,
+                what: "demo".into(),
+                kind: "demo",
+                by: peer.ip().to_string(),
+                from: "-",
+                to: action.as_str(),
+                detail: "simulated server changed by the demo panel".into(),
+            });
+            json(StatusCode::OK, &serde_json::json!({ "done": true }))
+        }
         Ok(Ok(false)) => error(StatusCode::NOT_FOUND, "no such demo server"),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
@@ -371,7 +402,8 @@ pub fn parse_state(body: &[u8]) -> Option<AdminState> {
 /// Has the engine apply the new state, then persists it; answers once it is published. If the
 /// state file cannot be written, the previous state is put back and nothing has changed: what
 /// the file says and what is served never disagree for longer than the request.
-async fn set_state(live: &Live, name: &str, state: AdminState) -> Reply {
+async fn set_state(live: &Live, name: &str, state: AdminState, peer: SocketAddr) -> Reply {
+    let by = peer.ip().to_string();
     let _guard = live.admin_lock.lock().await;
     let before = live
         .out
@@ -392,12 +424,12 @@ async fn set_state(live: &Live, name: &str, state: AdminState) -> Reply {
         Ok(o) => o,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
-    if let Err(refusal) = apply_state(live, name, state).await {
+    if let Err(refusal) = apply_state(live, name, state, &by).await {
         return refusal;
     }
     overrides.insert(name.to_string(), state);
     if let Err(e) = persist::save(&file, &overrides) {
-        let _ = apply_state(live, name, before).await;
+        let _ = apply_state(live, name, before, &by).await;
         return error(StatusCode::INTERNAL_SERVER_ERROR, e);
     }
     info!(
@@ -412,7 +444,7 @@ async fn set_state(live: &Live, name: &str, state: AdminState) -> Reply {
 }
 
 /// Has the engine put `state` in force for `name`; returns once the snapshot is published.
-async fn apply_state(live: &Live, name: &str, state: AdminState) -> Result<(), Reply> {
+async fn apply_state(live: &Live, name: &str, state: AdminState, by: &str) -> Result<(), Reply> {
     let sender = live.engine.lock().await.as_ref().map(|h| h.admin.clone());
     let Some(sender) = sender else {
         return Err(error(
@@ -424,6 +456,7 @@ async fn apply_state(live: &Live, name: &str, state: AdminState) -> Result<(), R
     let cmd = AdminCmd {
         server: name.to_string(),
         state,
+        by: by.to_string(),
         done,
     };
     if sender.send(cmd).await.is_err() || applied.await.is_err() {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::app::{Live, Loaded};
 use crate::config::relay::RelayKind;
 use crate::config::{AdminState, CheckKind, HealthConfig};
-use crate::health::answer::{rotate, Selection, Step};
+use crate::health::answer::{rotate, Reason, Selection, Step, Why};
 use crate::health::report::ProbeReport;
 use crate::health::Status;
 use crate::relay::server::Relay;
@@ -31,6 +31,10 @@ pub struct StatusDoc {
     pub started_at: String,
     /// First probe round done and listeners bound.
     pub ready: bool,
+    /// Some health-driven name is degraded: a member is out of its answer because it fails a
+    /// check the name needs, or a fallback step answers it. Drain and maintenance alone do not
+    /// count (an admin chose them).
+    pub degraded: bool,
     /// The config in force and the last reload.
     pub config: ConfigDoc,
     /// Servers, problems first.
@@ -59,6 +63,8 @@ pub struct ConfigDoc {
     pub file: String,
     /// Zone files.
     pub zone_files: Vec<String>,
+    /// The zones as served now: origin, SOA serial, records.
+    pub zones: Vec<ZoneDoc>,
     /// When the config in force was loaded.
     pub loaded_at: String,
     /// Reloads that succeeded since start.
@@ -67,6 +73,19 @@ pub struct ConfigDoc {
     pub last_reload_error: Option<ReloadErrorDoc>,
     /// Admin actions are enabled (a token file is configured).
     pub admin_actions: bool,
+}
+
+/// One zone as served.
+#[derive(Debug, Serialize)]
+pub struct ZoneDoc {
+    /// Its apex.
+    pub origin: String,
+    /// Its file.
+    pub file: String,
+    /// The SOA serial served (and transferred to secondaries).
+    pub serial: u32,
+    /// Records in the file.
+    pub records: usize,
 }
 
 /// A failed reload.
@@ -93,10 +112,26 @@ pub struct ServerDoc {
     pub configured: bool,
     /// ready, drain or maint.
     pub admin: AdminState,
-    /// Overall: maint, drain, down (a check fails), unknown, or up.
+    /// Overall: maint, drain, down (every check with a result fails), partial (some checks
+    /// fail, others pass: see `services`), unknown, or up.
     pub state: &'static str,
+    /// Per health-driven name it is a member of: whether it is in that name's answer.
+    pub services: Vec<ServerServiceDoc>,
     /// One row per (address, check).
     pub checks: Vec<CheckDoc>,
+}
+
+/// A server's state for one health-driven name.
+#[derive(Debug, Serialize)]
+pub struct ServerServiceDoc {
+    /// The service name.
+    pub service: String,
+    /// up (passes every check the name needs), down (fails one), unknown, drain or maint.
+    pub state: &'static str,
+    /// The checks of the name it fails.
+    pub failing: Vec<String>,
+    /// Its address is in the name's answer now (a fallback step may answer a failing server).
+    pub answered: bool,
 }
 
 /// One (address, check) pair.
@@ -124,6 +159,12 @@ pub struct CheckDoc {
     pub successes: u32,
     /// Consecutive failures toward `fall` (while up).
     pub failures: u32,
+    /// The last result in short, as HAProxy shows it (`L7OK 200`, `L4CON`, `L4TOUT`, `L7STS 503`).
+    pub code: Option<String>,
+    /// Times it went down since start.
+    pub down_count: u64,
+    /// Seconds spent down since start, the current down period included.
+    pub downtime_s: u64,
     /// Successes that bring it up.
     pub rise: u32,
     /// Failures that take it down.
@@ -159,6 +200,8 @@ pub struct ServiceDoc {
     pub zone_file: String,
     /// TTL of its answers.
     pub ttl: u32,
+    /// A/AAAA answers DNS gave for it since start (every view of its zone, every step).
+    pub answers: u64,
     /// A records.
     pub a: Option<AnswerDoc>,
     /// AAAA records.
@@ -170,10 +213,38 @@ pub struct ServiceDoc {
 pub struct AnswerDoc {
     /// The fallback step in force.
     pub step: &'static str,
-    /// True unless every address is answered because it is healthy.
+    /// A fallback step is in force: the answer is not "the healthy members" (health not known
+    /// yet, a failover pending, other sites, the relay addresses, the zone's full set, nothing).
+    pub fallback: bool,
+    /// Some member is out of the answer for a health reason (it fails a check the name needs),
+    /// or a fallback step is in force. Drained and maintenance members do not make a name
+    /// degraded: an admin took them out.
     pub degraded: bool,
+    /// The step in force and its effect, in words.
+    pub explain: String,
+    /// Members whose address is in the answer set.
+    pub answered: usize,
+    /// Members: the zone's addresses for the name.
+    pub total: usize,
     /// The first rotation of the answer.
     pub answer: Vec<IpAddr>,
+    /// Each member, and why it is or is not answered.
+    pub members: Vec<MemberDoc>,
+}
+
+/// One member of a health-driven name.
+#[derive(Debug, Serialize)]
+pub struct MemberDoc {
+    /// The zone's address.
+    pub address: IpAddr,
+    /// Its `[[server]]` (the address when none names it).
+    pub server: String,
+    /// Its address is in the answer set.
+    pub answered: bool,
+    /// healthy, rotating, failing, drain, maint, other-site or unknown.
+    pub reason: &'static str,
+    /// The reason in words: which checks fail, what the step does with it.
+    pub detail: String,
 }
 
 /// One relay.
@@ -202,8 +273,14 @@ pub struct BackendDoc {
     pub address: IpAddr,
     /// Takes new connections.
     pub usable: bool,
+    /// Why it does not take new connections (or why it does without a check result).
+    pub reason: String,
+    /// Its server's weight.
+    pub weight: u32,
     /// Open connections.
     pub active: u64,
+    /// The most connections open at once since start.
+    pub max_active: u64,
     /// Connections since start.
     pub total: u64,
     /// Failed connect attempts.
@@ -219,7 +296,7 @@ pub struct BackendDoc {
 pub struct CertDoc {
     /// "relay <name>" or "check <check> on <server> (<address>:<port>)".
     pub source: String,
-    /// Its names (relay certificates; empty for backend certificates).
+    /// Its DNS names (subjectAltName).
     pub names: Vec<String>,
     /// Its notAfter.
     pub not_after: String,
@@ -234,8 +311,13 @@ pub struct TransitionDoc {
     pub at: String,
     /// The server's name (its address when no `[[server]]` names it).
     pub server: String,
-    /// The checks, or "admin".
+    /// The checks, "admin", a service name and family ("owa.mail.test. A"), "config", "demo".
     pub what: String,
+    /// check, service, admin, reload, demo or startup.
+    pub kind: &'static str,
+    /// Who made the change (the admin client's address, SIGHUP, file watch); empty for mailns's
+    /// own decisions.
+    pub by: String,
     /// Previous state.
     pub from: &'static str,
     /// New state.
@@ -325,11 +407,21 @@ fn kind_name(k: &CheckKind) -> &'static str {
 fn rank(state: &str) -> u8 {
     match state {
         "down" => 0,
-        "maint" => 1,
-        "drain" => 2,
-        "unknown" => 3,
-        _ => 4,
+        "partial" => 1,
+        "maint" => 2,
+        "drain" => 3,
+        "unknown" => 4,
+        _ => 5,
     }
+}
+
+/// Time `r` has spent down since start, the current down period included.
+fn downtime(r: &ProbeReport) -> std::time::Duration {
+    let current = match (r.state.status, r.since) {
+        (Status::Down, Some(t)) => t.elapsed().unwrap_or_default(),
+        _ => std::time::Duration::ZERO,
+    };
+    r.downtime + current
 }
 
 fn check_rows(reports: &[ProbeReport], addrs: &[IpAddr]) -> Vec<CheckDoc> {
@@ -349,6 +441,9 @@ fn check_rows(reports: &[ProbeReport], addrs: &[IpAddr]) -> Vec<CheckDoc> {
                     .as_ref()
                     .map(|l| (l.latency.as_secs_f64() * 1e5).round() / 100.0),
                 error: r.last.as_ref().and_then(|l| l.error.clone()),
+                code: r.last.as_ref().map(|l| l.code.clone()),
+                down_count: r.downs,
+                downtime_s: downtime(r).as_secs(),
                 successes: r.state.successes,
                 failures: r.state.failures,
                 rise: r.spec.timing.rise,
@@ -366,16 +461,27 @@ pub fn build(live: &Live) -> StatusDoc {
     let health = live.out.health.load_full();
     let snap = live.store.load_full();
     let relays = live.relays.load_full();
+    let services = service_docs(&snap, &health, &answer_counts(live));
+    let mut servers = server_docs(&health, &reports);
+    for s in &mut servers {
+        s.services = server_services(s, &snap, &health);
+    }
+    let degraded = services
+        .iter()
+        .flat_map(|v| [&v.a, &v.aaaa])
+        .flatten()
+        .any(|a| a.degraded);
     StatusDoc {
+        degraded,
         version: env!("CARGO_PKG_VERSION"),
         now: time(SystemTime::now()),
         started_at: time(live.started),
         ready: live.ready.load(Ordering::Relaxed),
-        config: config_doc(&live.loaded.load_full()),
-        servers: server_docs(&health, &reports),
+        config: config_doc(&live.loaded.load_full(), &snap),
+        servers,
         views: view_docs(&snap),
-        services: service_docs(&snap),
-        relays: relay_docs(&relays, &snap),
+        services,
+        relays: relay_docs(&relays, &snap, &reports, &health),
         certificates: certificate_docs(&relays, &reports, &health),
         transitions: transition_docs(live),
         dns: dns_doc(live),
@@ -384,7 +490,7 @@ pub fn build(live: &Live) -> StatusDoc {
 }
 
 /// The config in force, and how the last reload went.
-fn config_doc(loaded: &Loaded) -> ConfigDoc {
+fn config_doc(loaded: &Loaded, snap: &Snapshot) -> ConfigDoc {
     ConfigDoc {
         file: loaded.config.path.display().to_string(),
         zone_files: loaded
@@ -392,6 +498,16 @@ fn config_doc(loaded: &Loaded) -> ConfigDoc {
             .zones
             .iter()
             .map(|z| z.file.display().to_string())
+            .collect(),
+        zones: snap
+            .static_zones
+            .iter()
+            .map(|z| ZoneDoc {
+                origin: z.origin.to_string(),
+                file: z.file.display().to_string(),
+                serial: z.serial(),
+                records: z.record_count,
+            })
             .collect(),
         loaded_at: time(loaded.at),
         reloads: loaded.reloads,
@@ -441,6 +557,55 @@ fn server_docs(health: &HealthConfig, reports: &[ProbeReport]) -> Vec<ServerDoc>
     servers
 }
 
+/// Server `s`'s state per health-driven name it is a member of (worst over families and
+/// zones), in service-name order.
+fn server_services(s: &ServerDoc, snap: &Snapshot, health: &HealthConfig) -> Vec<ServerServiceDoc> {
+    let mut out: Vec<ServerServiceDoc> = Vec::new();
+    for v in &snap.services {
+        let whys = [&v.a, &v.aaaa]
+            .into_iter()
+            .flatten()
+            .flat_map(|sel| &sel.why)
+            .filter(|(addr, _)| {
+                health
+                    .server_of(*addr)
+                    .map_or_else(|| addr.to_string(), |d| d.name.clone())
+                    == s.name
+            });
+        for (_, why) in whys {
+            let (state, failing) = match &why.reason {
+                Reason::Healthy | Reason::Rotating | Reason::OtherSite => ("up", Vec::new()),
+                Reason::Failing(c) => ("down", c.clone()),
+                Reason::Unknown => ("unknown", Vec::new()),
+                Reason::Drain => ("drain", Vec::new()),
+                Reason::Maint => ("maint", Vec::new()),
+            };
+            let name = v.name.to_string();
+            match out.iter_mut().find(|d| d.service == name) {
+                Some(d) => {
+                    if rank(state) < rank(d.state) {
+                        d.state = state;
+                    }
+                    for c in failing {
+                        if !d.failing.contains(&c) {
+                            d.failing.push(c);
+                        }
+                    }
+                    d.answered |= why.answered;
+                }
+                None => out.push(ServerServiceDoc {
+                    service: name,
+                    state,
+                    failing,
+                    answered: why.answered,
+                }),
+            }
+        }
+    }
+    out.sort_by(|a, b| a.service.cmp(&b.service));
+    out
+}
+
 /// Each view, with its zone files.
 fn view_docs(snap: &Snapshot) -> Vec<ViewDoc> {
     let list = |nets: &[ipnet::IpNet]| nets.iter().map(ToString::to_string).collect();
@@ -466,36 +631,193 @@ fn view_docs(snap: &Snapshot) -> Vec<ViewDoc> {
         .collect()
 }
 
-/// Each health-driven name: the step in force and the first rotation's answer.
-fn service_docs(snap: &Snapshot) -> Vec<ServiceDoc> {
+/// Each health-driven name: the step in force, the first rotation's answer, and why each
+/// member is in it or not.
+fn service_docs(
+    snap: &Snapshot,
+    health: &HealthConfig,
+    answers: &[(String, String, u64)],
+) -> Vec<ServiceDoc> {
     snap.services
         .iter()
         .map(|v| {
-            let doc = |sel: &Option<Selection>| {
-                sel.as_ref().map(|s| AnswerDoc {
-                    step: s.step.as_str(),
-                    degraded: s.step != Step::Healthy,
-                    answer: rotate(&s.tiers, 0, v.cap),
-                })
-            };
+            let def = health.services.iter().find(|s| s.name == v.name);
+            let site = def.and_then(|d| d.site.as_deref());
+            let name = v.name.to_string();
+            let views = snap.layout.names_of_zone(v.zone);
+            let label = |view: &str| snap.layout.implicit || views.iter().any(|x| x == view);
             ServiceDoc {
-                name: v.name.to_string(),
-                views: snap.layout.names_of_zone(v.zone),
+                answers: answers
+                    .iter()
+                    .filter(|(view, n, _)| *n == name && label(view))
+                    .map(|(_, _, c)| c)
+                    .sum(),
+                views,
                 zone_file: snap
                     .static_zones
                     .get(v.zone)
                     .map(|z| z.file.display().to_string())
                     .unwrap_or_default(),
                 ttl: v.ttl,
-                a: doc(&v.a),
-                aaaa: doc(&v.aaaa),
+                a: v.a.as_ref().map(|s| answer_doc(s, v.cap, site, health)),
+                aaaa: v.aaaa.as_ref().map(|s| answer_doc(s, v.cap, site, health)),
+                name,
             }
         })
         .collect()
 }
 
+/// One family's answer, explained.
+fn answer_doc(sel: &Selection, cap: usize, site: Option<&str>, health: &HealthConfig) -> AnswerDoc {
+    let members: Vec<MemberDoc> = sel
+        .why
+        .iter()
+        .map(|(addr, why)| MemberDoc {
+            address: *addr,
+            server: health
+                .server_of(*addr)
+                .map_or_else(|| addr.to_string(), |s| s.name.clone()),
+            answered: why.answered,
+            reason: reason_name(&why.reason),
+            detail: member_detail(why, sel.step, cap),
+        })
+        .collect();
+    let fallback = !matches!(sel.step, Step::Healthy);
+    AnswerDoc {
+        step: sel.step.as_str(),
+        fallback,
+        degraded: fallback
+            || sel
+                .why
+                .iter()
+                .any(|(_, w)| matches!(w.reason, Reason::Failing(_))),
+        explain: explain_step(sel, site),
+        answered: members.iter().filter(|m| m.answered).count(),
+        total: members.len(),
+        answer: rotate(&sel.tiers, 0, cap),
+        members,
+    }
+}
+
+fn reason_name(r: &Reason) -> &'static str {
+    match r {
+        Reason::Healthy => "healthy",
+        Reason::Rotating => "rotating",
+        Reason::Failing(_) => "failing",
+        Reason::Drain => "drain",
+        Reason::Maint => "maint",
+        Reason::OtherSite => "other-site",
+        Reason::Unknown => "unknown",
+    }
+}
+
+/// One member's state and what the step in force does with it, in words.
+fn member_detail(why: &Why, step: Step, cap: usize) -> String {
+    let state = match &why.reason {
+        Reason::Healthy => return "passes every check the name needs".into(),
+        Reason::Rotating => {
+            return format!(
+                "healthy; more addresses qualify than max_answers = {cap}, so it is in some responses and not in others"
+            )
+        }
+        Reason::Failing(checks) => format!("fails {}", checks.join(", ")),
+        Reason::Drain => "drained (admin)".into(),
+        Reason::Maint => "in maintenance (admin)".into(),
+        Reason::OtherSite => "healthy, in another site".into(),
+        Reason::Unknown => "no check result yet".into(),
+    };
+    let effect = match (why.answered, step) {
+        (false, Step::Relay) => "left out: the relay addresses are answered instead",
+        (false, Step::Empty | Step::Servfail) => "left out",
+        (false, _) => "left out of the answer",
+        (true, Step::Zone) => "answered anyway: the name fails open to the zone's full set",
+        (true, Step::Unknown) => "answered: the first probe round is not done for every member",
+        (true, Step::FailoverPending) => "answered until the failover delay ends",
+        (true, _) => "answered by the step in force",
+    };
+    format!("{state}; {effect}")
+}
+
+/// The step in force and its effect, in words, for the dashboard and the API.
+pub fn explain_step(sel: &Selection, site: Option<&str>) -> String {
+    let count = |f: &dyn Fn(&Reason) -> bool| sel.why.iter().filter(|(_, w)| f(&w.reason)).count();
+    let failing = count(&|r| matches!(r, Reason::Failing(_)));
+    let drained = count(&|r| matches!(r, Reason::Drain));
+    let total = sel.why.len();
+    let answered = sel.why.iter().filter(|(_, w)| w.answered).count();
+    let site_words = site.map_or(String::new(), |s| format!(" of site {s}"));
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    match sel.step {
+        Step::Healthy => {
+            let mut out = format!(
+                "answering {answered} of {total}: the members{site_words} that pass every check the name needs"
+            );
+            let mut out_of = Vec::new();
+            if failing > 0 {
+                out_of.push(format!("{} failing a check", plural(failing, "member", "members")));
+            }
+            if drained > 0 {
+                out_of.push(format!("{drained} drained"));
+            }
+            let maint = count(&|r| matches!(r, Reason::Maint));
+            if maint > 0 {
+                out_of.push(format!("{maint} in maintenance"));
+            }
+            let other = count(&|r| matches!(r, Reason::OtherSite));
+            if other > 0 {
+                out_of.push(format!("{other} in other sites"));
+            }
+            if !out_of.is_empty() {
+                out += &format!("; left out: {}", out_of.join(", "));
+            }
+            out
+        }
+        Step::Unknown => format!(
+            "the first probe round is not done for every member: answering the zone's full set ({answered} of {total}), as a plain round robin would"
+        ),
+        Step::FailoverPending => format!(
+            "no member{site_words} passes its checks; the other sites take over when the failover delay ends; until then the {answered} member(s){site_words} are answered"
+        ),
+        Step::OtherSites => format!(
+            "no member{site_words} passes its checks: answering the {answered} healthy member(s) of the other sites"
+        ),
+        Step::Relay => format!(
+            "no member passes its checks: answering the relay addresses instead of the {total} member(s)"
+        ),
+        Step::Zone => {
+            let mut including = Vec::new();
+            if failing > 0 {
+                including.push(format!("{} failing its checks", plural(failing, "member", "members")));
+            }
+            if drained > 0 {
+                including.push(format!("{drained} drained"));
+            }
+            let including = if including.is_empty() {
+                String::new()
+            } else {
+                format!(", including {}", including.join(" and "))
+            };
+            format!(
+                "FAILING OPEN: no member passes its checks, so the zone's full set is answered ({answered} of {total}{including}); clients may reach a broken server"
+            )
+        }
+        Step::Empty => format!(
+            "no member passes its checks: answering no addresses (NOERROR, empty), as configured; {total} member(s) left out"
+        ),
+        Step::Servfail => format!(
+            "no member passes its checks: answering SERVFAIL, as configured; {total} member(s) left out"
+        ),
+    }
+}
+
 /// Each relay, with its backends' counters and whether they take new connections.
-fn relay_docs(relays: &[Arc<Relay>], snap: &Snapshot) -> Vec<RelayDoc> {
+fn relay_docs(
+    relays: &[Arc<Relay>],
+    snap: &Snapshot,
+    reports: &[ProbeReport],
+    health: &HealthConfig,
+) -> Vec<RelayDoc> {
     relays
         .iter()
         .map(|r| {
@@ -519,24 +841,76 @@ fn relay_docs(relays: &[Arc<Relay>], snap: &Snapshot) -> Vec<RelayDoc> {
                     .iter()
                     .zip(r.stats.servers.iter())
                     .enumerate()
-                    .map(|(i, ((name, addr, _), st))| BackendDoc {
-                        name: name.clone(),
-                        address: *addr,
-                        usable: views
+                    .map(|(i, ((name, addr, _), st))| {
+                        let usable = views
                             .and_then(|v| v.get(i))
                             .copied()
                             .unwrap_or_default()
-                            .usable,
-                        active: st.active.load(Ordering::Relaxed),
-                        total: st.total.load(Ordering::Relaxed),
-                        failed_connects: st.failed_connects.load(Ordering::Relaxed),
-                        bytes_up: st.bytes.up.load(Ordering::Relaxed),
-                        bytes_down: st.bytes.down.load(Ordering::Relaxed),
+                            .usable;
+                        BackendDoc {
+                            name: name.clone(),
+                            address: *addr,
+                            usable,
+                            reason: backend_reason(usable, *addr, &r.def.checks, reports, health),
+                            weight: health.server_of(*addr).map_or(1, |s| s.weight),
+                            active: st.active.load(Ordering::Relaxed),
+                            max_active: st.peak.load(Ordering::Relaxed),
+                            total: st.total.load(Ordering::Relaxed),
+                            failed_connects: st.failed_connects.load(Ordering::Relaxed),
+                            bytes_up: st.bytes.up.load(Ordering::Relaxed),
+                            bytes_down: st.bytes.down.load(Ordering::Relaxed),
+                        }
                     })
                     .collect(),
             }
         })
         .collect()
+}
+
+/// Why a relay backend does or does not take new connections, in words.
+fn backend_reason(
+    usable: bool,
+    addr: IpAddr,
+    checks: &[String],
+    reports: &[ProbeReport],
+    health: &HealthConfig,
+) -> String {
+    let admin = health
+        .server_of(addr)
+        .map_or(AdminState::Ready, |s| s.admin);
+    let of = |c: &String| {
+        reports
+            .iter()
+            .find(|r| r.spec.addr == addr && r.spec.checks.contains(c))
+    };
+    let failing: Vec<String> = checks
+        .iter()
+        .filter_map(|c| {
+            let r = of(c)?;
+            (r.state.status == Status::Down).then(|| {
+                let why = r
+                    .last
+                    .as_ref()
+                    .and_then(|l| l.error.clone())
+                    .unwrap_or_default();
+                format!("check {c} fails: {why}")
+            })
+        })
+        .collect();
+    let unknown = checks
+        .iter()
+        .any(|c| of(c).is_none_or(|r| r.state.status == Status::Unknown));
+    match (usable, admin) {
+        (_, AdminState::Maint) => "in maintenance (admin): its connections are closed".into(),
+        (_, AdminState::Drain) => {
+            "drained (admin): open connections stay, new ones go elsewhere".into()
+        }
+        (false, _) if !failing.is_empty() => failing.join("; "),
+        (false, _) => "not usable".into(),
+        (true, _) if checks.is_empty() => "no checks configured: always used".into(),
+        (true, _) if unknown => "no check result yet: used until a check fails".into(),
+        (true, _) => format!("passes {}", checks.join(", ")),
+    }
 }
 
 /// The relays' certificates and those backends presented to https checks, soonest expiry first.
@@ -560,7 +934,7 @@ fn certificate_docs(
         }
     }
     for r in reports {
-        let Some(not_after) = r.last.as_ref().and_then(|l| l.cert_not_after) else {
+        let Some(cert) = r.last.as_ref().and_then(|l| l.cert.as_ref()) else {
             continue;
         };
         let server = health
@@ -573,8 +947,8 @@ fn certificate_docs(
                 r.spec.addr,
                 r.spec.port
             ),
-            names: Vec::new(),
-            not_after: time(unix(not_after)),
+            names: cert.names.clone(),
+            not_after: time(unix(cert.not_after)),
             days_left: r
                 .last
                 .as_ref()
@@ -598,11 +972,25 @@ fn transition_docs(live: &Live) -> Vec<TransitionDoc> {
             at: time(t.at),
             server: t.server.clone(),
             what: t.what.clone(),
+            kind: t.kind,
+            by: t.by.clone(),
             from: t.from,
             to: t.to,
             detail: t.detail.clone(),
         })
         .collect()
+}
+
+/// A/AAAA answers per (view label, service name), summed over families and steps.
+fn answer_counts(live: &Live) -> Vec<(String, String, u64)> {
+    let mut out: Vec<(String, String, u64)> = Vec::new();
+    for (view, name, _, _, n) in live.dns.service_answers() {
+        match out.iter_mut().find(|(v, s, _)| *v == view && *s == name) {
+            Some(row) => row.2 += n,
+            None => out.push((view, name, n)),
+        }
+    }
+    out
 }
 
 /// DNS counters: responses by rcode, drops, rate limiting, cookies.
@@ -649,7 +1037,11 @@ fn server_doc(
         AdminState::Maint => "maint",
         AdminState::Drain => "drain",
         AdminState::Ready => {
-            if checks.iter().any(|c| c.status == Status::Down.as_str()) {
+            let down = checks.iter().any(|c| c.status == Status::Down.as_str());
+            let up = checks.iter().any(|c| c.status == Status::Up.as_str());
+            if down && up {
+                "partial"
+            } else if down {
                 "down"
             } else if !checks.is_empty() && checks.iter().all(|c| c.status == "up") {
                 "up"
@@ -666,6 +1058,7 @@ fn server_doc(
         configured,
         admin,
         state,
+        services: Vec::new(),
         checks,
     }
 }

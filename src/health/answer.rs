@@ -24,6 +24,8 @@ pub struct Member {
     pub admin: AdminState,
     /// Combined health of every check the service requires: Up only if all are Up.
     pub health: Status,
+    /// The required checks this member fails (empty unless `health` is Down).
+    pub failing: Vec<String>,
 }
 
 /// Which rule produced an answer.
@@ -91,6 +93,39 @@ pub struct Selection {
     pub preferred_down: bool,
     /// When the answer will change by itself (a pending failover delay ends).
     pub wake_at: Option<Instant>,
+    /// Per member (the order `select` was given them): why it is or is not answered. The
+    /// dashboard and the status API show it; nothing on the query path reads it.
+    pub why: Vec<(IpAddr, Why)>,
+}
+
+/// Why one member is or is not in a service name's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Why {
+    /// Its address is in the answer set. A member answered for a reason other than
+    /// [`Reason::Healthy`] or [`Reason::Rotating`] is answered by a fallback step.
+    pub answered: bool,
+    /// What config and health say of it.
+    pub reason: Reason,
+}
+
+/// What config and health say of one member, as far as its answer goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// It passes every check the name requires and is `ready`.
+    Healthy,
+    /// Healthy, but more addresses qualify than `max_answers`, so each response carries a
+    /// rotating share and the first rotation leaves it out.
+    Rotating,
+    /// It fails these checks.
+    Failing(Vec<String>),
+    /// Its server is drained.
+    Drain,
+    /// Its server is in maintenance.
+    Maint,
+    /// Healthy, but in a site the step in force does not answer.
+    OtherSite,
+    /// Its health is not known yet.
+    Unknown,
 }
 
 impl Selection {
@@ -116,6 +151,37 @@ pub fn select(
     down_since: Option<Instant>,
     now: Instant,
 ) -> Selection {
+    let mut sel = choose(svc, members, down_since, now);
+    sel.why = explain(members, &sel.tiers, svc.max_answers);
+    sel
+}
+
+/// Why each member is or is not in `tiers` (a selection's answer set, `cap` addresses a
+/// response).
+fn explain(members: &[Member], tiers: &[Vec<(IpAddr, u32)>], cap: usize) -> Vec<(IpAddr, Why)> {
+    let first = rotate(tiers, 0, cap);
+    let why = |m: &Member| {
+        let answered = tiers.iter().flatten().any(|(a, _)| *a == m.addr);
+        let reason = match (m.admin, m.health) {
+            (AdminState::Maint, _) => Reason::Maint,
+            (AdminState::Drain, _) => Reason::Drain,
+            (_, Status::Down) => Reason::Failing(m.failing.clone()),
+            (_, Status::Unknown) => Reason::Unknown,
+            (_, Status::Up) if !answered => Reason::OtherSite,
+            (_, Status::Up) if first.contains(&m.addr) => Reason::Healthy,
+            (_, Status::Up) => Reason::Rotating,
+        };
+        Why { answered, reason }
+    };
+    members.iter().map(|m| (m.addr, why(m))).collect()
+}
+
+fn choose(
+    svc: &ServiceDef,
+    members: &[Member],
+    down_since: Option<Instant>,
+    now: Instant,
+) -> Selection {
     let zone_set = || {
         let live: Vec<&Member> = members
             .iter()
@@ -132,6 +198,7 @@ pub fn select(
         tiers,
         preferred_down: false,
         wake_at: None,
+        why: Vec::new(),
     };
     if members
         .iter()
@@ -280,6 +347,11 @@ mod tests {
             site: Some(site.into()),
             weight: 1,
             admin: AdminState::Ready,
+            failing: if health == Status::Down {
+                vec!["owa".into()]
+            } else {
+                Vec::new()
+            },
             health,
         }
     }
@@ -389,6 +461,70 @@ mod tests {
         assert_eq!(pick(vec![]), Step::Zone, "an exhausted chain fails open");
         let s = select(&svc(None, vec![Fallback::Relay]), &down, None, now);
         assert_eq!(s.tiers, vec![vec![("127.0.9.9".parse().unwrap(), 1)]]);
+    }
+
+    fn reasons(s: &Selection) -> Vec<(bool, Reason)> {
+        s.why
+            .iter()
+            .map(|(_, w)| (w.answered, w.reason.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn each_member_says_why() {
+        let now = Instant::now();
+        let owa = || Reason::Failing(vec!["owa".into()]);
+        let mut ms = vec![
+            m(1, "a", Status::Up),
+            m(2, "a", Status::Down),
+            m(3, "a", Status::Up),
+            m(4, "b", Status::Up),
+            m(5, "a", Status::Up),
+        ];
+        ms[2].admin = AdminState::Drain;
+        ms[4].admin = AdminState::Maint;
+        let s = select(&svc(Some("a"), ALL.to_vec()), &ms, None, now);
+        assert_eq!(
+            reasons(&s),
+            vec![
+                (true, Reason::Healthy),
+                (false, owa()),
+                (false, Reason::Drain),
+                (false, Reason::OtherSite),
+                (false, Reason::Maint)
+            ]
+        );
+        // Failing open: the failing and the drained members are answered, maint is not.
+        ms[0].health = Status::Down;
+        ms[0].failing = vec!["owa".into()];
+        ms[3].site = Some("a".into());
+        ms[3].health = Status::Down;
+        ms[3].failing = vec!["owa".into()];
+        let s = select(&svc(None, vec![Fallback::Zone]), &ms, None, now);
+        assert_eq!(s.step, Step::Zone);
+        assert_eq!(
+            reasons(&s),
+            vec![
+                (true, owa()),
+                (true, owa()),
+                (true, Reason::Drain),
+                (true, owa()),
+                (false, Reason::Maint)
+            ]
+        );
+        // More healthy members than max_answers: the rest rotate.
+        let mut d = svc(None, ALL.to_vec());
+        d.max_answers = 2;
+        let up: Vec<Member> = (1..=3).map(|i| m(i, "a", Status::Up)).collect();
+        let s = select(&d, &up, None, now);
+        assert_eq!(
+            reasons(&s),
+            vec![
+                (true, Reason::Healthy),
+                (true, Reason::Healthy),
+                (true, Reason::Rotating)
+            ]
+        );
     }
 
     #[test]

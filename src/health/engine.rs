@@ -29,9 +29,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, info_span, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::answer::{select, Member};
+use super::answer::{select, Member, Selection, Step};
 use super::backends::backend_view;
 use super::plan::Plan;
 use super::probe::{self, ProbeResult, TlsConfigs};
@@ -56,9 +56,14 @@ pub struct AdminCmd {
     pub server: String,
     /// Its new state.
     pub state: AdminState,
+    /// Who asked (the admin API client's address), for the transitions list.
+    pub by: String,
     /// Fires after publishing.
     pub done: oneshot::Sender<()>,
 }
+
+/// A health-driven name's family in one zone: (name, zone index, is IPv6).
+type StepKey = (String, usize, bool);
 
 /// Where engines publish: one per process, kept across reloads (each reload starts a new engine
 /// that carries the old one's probe states over).
@@ -77,6 +82,11 @@ pub struct Outputs {
     pub health: Arc<arc_swap::ArcSwap<HealthConfig>>,
     /// The last [`TRANSITIONS_KEPT`] transitions, newest last.
     pub transitions: Arc<Mutex<VecDeque<Transition>>>,
+    /// Transitions recorded since start, by kind (for `/metrics`).
+    pub transition_counts: Arc<Mutex<std::collections::BTreeMap<&'static str, u64>>>,
+    /// The step each (service name, zone, is IPv6) answered with at the last publish, kept
+    /// across reloads so that a reload does not log a step change that did not happen.
+    steps: Arc<Mutex<HashMap<StepKey, Step>>>,
 }
 
 impl Outputs {
@@ -89,6 +99,8 @@ impl Outputs {
             first_round: Arc::new(watch::channel(false).0),
             health: Arc::new(arc_swap::ArcSwap::from_pointee(health)),
             transitions: Arc::new(Mutex::new(VecDeque::new())),
+            transition_counts: Arc::default(),
+            steps: Arc::default(),
         }
     }
 
@@ -101,7 +113,23 @@ impl Outputs {
         if list.len() == TRANSITIONS_KEPT {
             list.pop_front();
         }
+        *self
+            .transition_counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(t.kind)
+            .or_default() += 1;
         list.push_back(t);
+    }
+
+    /// Remembers that `key` now answers with `step`; returns the step before, when it differs.
+    fn step_changed(&self, key: StepKey, step: Step) -> Option<Step> {
+        let mut steps = self
+            .steps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = steps.insert(key, step);
+        before.filter(|b| *b != step)
     }
 }
 
@@ -274,6 +302,7 @@ pub fn start(
         down_since: HashMap::new(),
         sentinel_up: sentinels.up,
         sentinel_of: sentinels.of,
+        folded: 0,
     };
     // The first snapshot (admin state applied, health unknown or carried over) is in place
     // before `start` returns, so no relay connection or DNS answer ever sees a `drain`/`maint`
@@ -420,7 +449,8 @@ async fn probe_task(
                         "held connection silent for {} ms (heartbeat unanswered)",
                         silent.as_millis()
                     )),
-                    cert_not_after: None,
+                    cert: None,
+                    code: "L7TOUT heartbeat".into(),
                 };
                 Event { idx: 0, state, result, flipped, heartbeat: true }
             }
@@ -514,6 +544,9 @@ struct Aggregator {
     down_since: HashMap<(usize, usize, bool), Instant>,
     sentinel_up: HashMap<SocketAddr, watch::Sender<bool>>,
     sentinel_of: Vec<SocketAddr>,
+    /// Pairs that went from unknown to up since the last round completed: the first round's
+    /// flood becomes one transition entry.
+    folded: usize,
 }
 
 impl Aggregator {
@@ -531,14 +564,11 @@ impl Aggregator {
                     let Some(ev) = ev else { return };
                     self.absorb(Some(ev), &mut rx, &mut wake_at);
                     // Only after the snapshot built from these results is published.
-                    if !*self.out.first_round.borrow() && self.reports.iter().all(|r| r.state.status != Status::Unknown) {
-                        info!(probes = self.reports.len(), "health: first probe round complete");
-                        self.out.first_round.send_replace(true);
-                    }
+                    self.round_complete();
                 }
                 cmd = admin.recv() => {
                     let Some(cmd) = cmd else { continue };
-                    self.set_admin(&cmd.server, cmd.state);
+                    self.set_admin(&cmd.server, cmd.state, &cmd.by);
                     wake_at = self.publish();
                     let _ = cmd.done.send(());
                 }
@@ -556,7 +586,7 @@ impl Aggregator {
     }
 
     /// Sets a server's admin state (a no-op for an unknown name: the API checked it).
-    fn set_admin(&mut self, server: &str, state: AdminState) {
+    fn set_admin(&mut self, server: &str, state: AdminState, by: &str) {
         let Some(s) = self.health.servers.iter_mut().find(|s| s.name == server) else {
             return;
         };
@@ -568,16 +598,70 @@ impl Aggregator {
                 server,
                 from = from.as_str(),
                 to = state.as_str(),
+                by,
                 "admin: server state changed"
             );
             self.out.record(Transition {
                 at: SystemTime::now(),
                 server: server.to_string(),
                 what: "admin".into(),
+                kind: "admin",
+                by: by.to_string(),
                 from: from.as_str(),
                 to: state.as_str(),
                 detail: String::new(),
             });
+        }
+    }
+
+    /// Once every probe has a result: says so (the first time), and records the pairs that came
+    /// up from unknown as one transition entry, not one per pair.
+    fn round_complete(&mut self) {
+        if self
+            .reports
+            .iter()
+            .any(|r| r.state.status == Status::Unknown)
+        {
+            return;
+        }
+        let first = !*self.out.first_round.borrow();
+        if first {
+            info!(
+                probes = self.reports.len(),
+                "health: first probe round complete"
+            );
+            self.out.first_round.send_replace(true);
+        }
+        if self.folded > 0 {
+            let down = self
+                .reports
+                .iter()
+                .filter(|r| r.state.status == Status::Down)
+                .count();
+            self.out.record(Transition {
+                at: SystemTime::now(),
+                server: String::new(),
+                what: if first {
+                    "first probe round"
+                } else {
+                    "new probes' first round"
+                }
+                .into(),
+                kind: "startup",
+                by: String::new(),
+                from: Status::Unknown.as_str(),
+                to: if down > 0 {
+                    "partial"
+                } else {
+                    Status::Up.as_str()
+                },
+                detail: format!(
+                    "{} of {} probes up, {down} down (each down one is listed on its own)",
+                    self.reports.len() - down,
+                    self.reports.len()
+                ),
+            });
+            self.folded = 0;
         }
     }
 
@@ -608,14 +692,24 @@ impl Aggregator {
         let before = r.state.status;
         r.state = ev.state;
         let mut result = ev.result;
-        if ev.heartbeat {
-            result.cert_not_after = r.last.as_ref().and_then(|l| l.cert_not_after);
-        } else {
+        // A heartbeat or a probe that did not reach the TLS handshake keeps the certificate
+        // seen last: a dead server's certificate still expires, and stays listed.
+        if result.cert.is_none() {
+            result.cert = r.last.as_ref().and_then(|l| l.cert.clone());
+        }
+        if !ev.heartbeat {
             r.latency.observe(result.latency);
         }
         r.last = Some(result);
         r.last_at = Some(now);
         if let Some(s) = ev.flipped {
+            if before == Status::Down {
+                let down_for = r.since.and_then(|t| now.duration_since(t).ok());
+                r.downtime += down_for.unwrap_or_default();
+            }
+            if s == Status::Down {
+                r.downs += 1;
+            }
             r.since = Some(now);
             r.changes += 1;
             let spec = &r.spec;
@@ -629,14 +723,20 @@ impl Aggregator {
                 .health
                 .server_of(spec.addr)
                 .map_or_else(|| spec.addr.to_string(), |s| s.name.clone());
-            self.out.record(Transition {
-                at: now,
-                server,
-                what: spec.checks.join(", "),
-                from: before.as_str(),
-                to: s.as_str(),
-                detail: error,
-            });
+            if before == Status::Unknown && s == Status::Up {
+                self.folded += 1;
+            } else {
+                self.out.record(Transition {
+                    at: now,
+                    server,
+                    what: spec.checks.join(", "),
+                    kind: "check",
+                    by: String::new(),
+                    from: before.as_str(),
+                    to: s.as_str(),
+                    detail: error,
+                });
+            }
             if let Some(tx) = self.sentinel_up.get(&self.sentinel_of[ev.idx]) {
                 let any_up =
                     self.reports.iter().zip(&self.sentinel_of).any(|(r, sa)| {
@@ -649,11 +749,12 @@ impl Aggregator {
         false
     }
 
-    /// Combined health of `addr` for `checks`: Up if all are Up, Down if any is Down. A public
-    /// address has its server's health.
-    fn member_health(&self, addr: IpAddr, checks: &[String]) -> Status {
+    /// Combined health of `addr` for `checks` (Up if all are Up, Down if any is Down), with the
+    /// checks that are Down. A public address has its server's health.
+    fn member_health(&self, addr: IpAddr, checks: &[String]) -> (Status, Vec<String>) {
         let addr = self.health.probed_address(addr);
         let mut all_up = true;
+        let mut failing = Vec::new();
         for c in checks {
             match self
                 .plan
@@ -661,16 +762,19 @@ impl Aggregator {
                 .get(&(addr, c.clone()))
                 .map(|&i| self.reports[i].state.status)
             {
-                Some(Status::Down) => return Status::Down,
+                Some(Status::Down) => failing.push(c.clone()),
                 Some(Status::Up) => {}
                 _ => all_up = false,
             }
         }
-        if all_up {
+        let status = if !failing.is_empty() {
+            Status::Down
+        } else if all_up {
             Status::Up
         } else {
             Status::Unknown
-        }
+        };
+        (status, failing)
     }
 
     /// The members of one family of a service, with their combined health.
@@ -680,15 +784,57 @@ impl Aggregator {
             .iter()
             .map(|&addr| {
                 let server = self.health.server_of(addr);
+                let (health, failing) = self.member_health(addr, &svc.checks);
                 Member {
                     addr,
                     site: server.and_then(|s| s.site.clone()),
                     weight: server.map_or(1, |s| s.weight),
                     admin: server.map_or_else(Default::default, |s| s.admin),
-                    health: self.member_health(addr, &svc.checks),
+                    health,
+                    failing,
                 }
             })
             .collect()
+    }
+
+    /// Logs (at WARN) and records a name entering or leaving a fallback step. Moving between
+    /// `unknown` and `healthy` is the normal start and is not recorded.
+    fn note_step(&self, v: &ServiceView, v6: bool, sel: &Selection) {
+        let name = v.name.to_string();
+        let Some(before) = self.out.step_changed((name.clone(), v.zone, v6), sel.step) else {
+            return;
+        };
+        let plain = |s: Step| matches!(s, Step::Unknown | Step::Healthy);
+        if plain(before) && plain(sel.step) {
+            return;
+        }
+        let family = if v6 { "AAAA" } else { "A" };
+        let answered = sel.why.iter().filter(|(_, w)| w.answered).count();
+        let detail = format!(
+            "{} of {} members answered{}",
+            answered,
+            sel.why.len(),
+            if plain(sel.step) {
+                ": back on healthy members"
+            } else {
+                ""
+            }
+        );
+        if plain(sel.step) {
+            warn!(service = %name, family, from = before.as_str(), to = sel.step.as_str(), "health: name left its fallback step");
+        } else {
+            warn!(service = %name, family, from = before.as_str(), to = sel.step.as_str(), answered, members = sel.why.len(), "health: name answers from a fallback step");
+        }
+        self.out.record(Transition {
+            at: SystemTime::now(),
+            server: String::new(),
+            what: format!("{name} {family}"),
+            kind: "service",
+            by: String::new(),
+            from: before.as_str(),
+            to: sel.step.as_str(),
+            detail,
+        });
     }
 
     /// Builds and stores a new snapshot; returns when it must be rebuilt by itself.
@@ -728,8 +874,10 @@ impl Aggregator {
             });
         }
         for v in &views {
-            for sel in [&v.a, &v.aaaa].into_iter().flatten() {
+            for (v6, sel) in [(false, &v.a), (true, &v.aaaa)] {
+                let Some(sel) = sel else { continue };
                 debug!(service = %v.name, step = sel.step.as_str(), "health: answer");
+                self.note_step(v, v6, sel);
             }
         }
         // Relays: each backend by the relay backend rule.
@@ -788,6 +936,8 @@ mod tests {
                 at: SystemTime::now(),
                 server: format!("ex{i}"),
                 what: "owa".into(),
+                kind: "check",
+                by: String::new(),
                 from: "up",
                 to: "down",
                 detail: String::new(),

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
@@ -38,8 +38,20 @@ pub struct ProbeResult {
     pub latency: Duration,
     /// Why it failed.
     pub error: Option<String>,
-    /// When the peer certificate expires, in Unix seconds (https only).
-    pub cert_not_after: Option<i64>,
+    /// The certificate the server presented (https only, once the handshake completed).
+    pub cert: Option<PeerCert>,
+    /// The result in short, as HAProxy's stats page shows it: `L4OK`, `L7OK 200`, `L4CON`,
+    /// `L4TOUT`, `L6RSP`, `L7STS 503`, `L7RSP`, `L7TOUT`.
+    pub code: String,
+}
+
+/// What a probe learnt of a server's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCert {
+    /// Its notAfter, in Unix seconds.
+    pub not_after: i64,
+    /// Its DNS names (subjectAltName).
+    pub names: Vec<String>,
 }
 
 impl ProbeResult {
@@ -49,7 +61,7 @@ impl ProbeResult {
             .duration_since(SystemTime::UNIX_EPOCH)
             .ok()?
             .as_secs() as i64;
-        Some((self.cert_not_after? - now).div_euclid(86_400))
+        Some((self.cert.as_ref()?.not_after - now).div_euclid(86_400))
     }
 }
 
@@ -142,12 +154,13 @@ pub async fn run(
     tls: Option<&TlsConfigs>,
 ) -> ProbeResult {
     let start = Instant::now();
-    let mut cert_not_after = None;
+    let mut seen = Seen::default();
     let res = timeout(
         limit,
-        dialogue(kind, SocketAddr::new(addr, port), tls, &mut cert_not_after),
+        dialogue(kind, SocketAddr::new(addr, port), tls, &mut seen),
     )
     .await;
+    let code = short_code(kind, res.as_ref().map_err(|_| ()), seen.connected);
     let (ok, error) = match res {
         Ok(Ok(())) => (true, None),
         Ok(Err(e)) => (false, Some(e.to_string())),
@@ -157,19 +170,59 @@ pub async fn run(
         ok,
         latency: start.elapsed(),
         error,
-        cert_not_after,
+        cert: seen.cert,
+        code,
     }
+}
+
+/// What a dialogue got to before it ended (or was cut off by the timeout).
+#[derive(Debug, Default)]
+struct Seen {
+    /// The TCP connection was established.
+    connected: bool,
+    /// The certificate the server presented.
+    cert: Option<PeerCert>,
+}
+
+/// A probe's outcome in HAProxy's short form (`Err(())`: the timeout cut it off). Layer 4 is
+/// the TCP connection, layer 6 TLS, layer 7 the protocol dialogue.
+fn short_code(
+    kind: &CheckKind,
+    res: Result<&Result<(), ProbeError>, ()>,
+    connected: bool,
+) -> String {
+    let code = match (res, kind) {
+        (Err(()), _) if !connected => "L4TOUT",
+        (Err(()), _) => "L7TOUT",
+        (Ok(Ok(())), CheckKind::Tcp) => "L4OK",
+        (Ok(Ok(())), CheckKind::Http { expect_status, .. }) => {
+            return format!("L7OK {expect_status}")
+        }
+        (Ok(Ok(())), _) => "L7OK",
+        (Ok(Err(e)), _) => match e {
+            ProbeError::Connect(_) => "L4CON",
+            ProbeError::TlsName { .. } | ProbeError::Tls(_) | ProbeError::NoTlsConfig => "L6RSP",
+            ProbeError::Status { got, .. } => return format!("L7STS {got}"),
+            ProbeError::SmtpBanner(code) | ProbeError::SmtpReply { code, .. } => {
+                return format!("L7STS {code}")
+            }
+            ProbeError::Timeout(_) => "L7TOUT",
+            _ => "L7RSP",
+        },
+    };
+    code.to_string()
 }
 
 async fn dialogue(
     kind: &CheckKind,
     addr: SocketAddr,
     tls: Option<&TlsConfigs>,
-    cert_days: &mut Option<i64>,
+    seen: &mut Seen,
 ) -> Result<(), ProbeError> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(ProbeError::Connect)?;
+    seen.connected = true;
     let _ = stream.set_nodelay(true);
     match kind {
         CheckKind::Tcp => Ok(()),
@@ -195,12 +248,15 @@ async fn dialogue(
                         .connect(name, stream)
                         .await
                         .map_err(ProbeError::Tls)?;
-                    *cert_days = conn
+                    seen.cert = conn
                         .get_ref()
                         .1
                         .peer_certificates()
                         .and_then(|c| c.first())
-                        .and_then(not_after);
+                        .and_then(|der| {
+                            let (not_after, names) = crate::tls::leaf_facts(der)?;
+                            Some(PeerCert { not_after, names })
+                        });
                     http(conn, &host, path, *expect_status, expect_body.as_deref()).await
                 }
                 (Some(_), None) => Err(ProbeError::NoTlsConfig),
@@ -356,8 +412,35 @@ fn memfind(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The certificate's notAfter, in Unix seconds.
-fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    Some(parsed.validity().not_after.timestamp())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_codes_name_the_layer_that_failed() {
+        let http = CheckKind::Http {
+            path: "/owa/healthcheck.htm".into(),
+            host: None,
+            expect_status: 200,
+            expect_body: None,
+            tls: None,
+        };
+        let refused = Err(ProbeError::Connect(
+            std::io::ErrorKind::ConnectionRefused.into(),
+        ));
+        let status = Err(ProbeError::Status {
+            got: 503,
+            expect: 200,
+        });
+        assert_eq!(short_code(&http, Ok(&Ok(())), true), "L7OK 200");
+        assert_eq!(short_code(&CheckKind::Tcp, Ok(&Ok(())), true), "L4OK");
+        assert_eq!(short_code(&http, Ok(&refused), false), "L4CON");
+        assert_eq!(short_code(&http, Ok(&status), true), "L7STS 503");
+        assert_eq!(short_code(&http, Err(()), false), "L4TOUT");
+        assert_eq!(short_code(&http, Err(()), true), "L7TOUT");
+        assert_eq!(
+            short_code(&http, Ok(&Err(ProbeError::Closed)), true),
+            "L7RSP"
+        );
+    }
 }

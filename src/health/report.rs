@@ -39,13 +39,17 @@ pub struct ProbeReport {
     pub since: Option<SystemTime>,
     /// Status changes since start (the first result included).
     pub changes: u64,
+    /// Times it went down since start.
+    pub downs: u64,
+    /// Time spent down since start, not counting a down period still going on.
+    pub downtime: Duration,
     /// Probe latencies.
     pub latency: Latency,
 }
 
 impl ProbeReport {
     /// A probe with no result yet.
-    pub(super) fn new(spec: ProbeSpec) -> Self {
+    pub fn new(spec: ProbeSpec) -> Self {
         Self {
             spec,
             state: PairState::default(),
@@ -53,6 +57,8 @@ impl ProbeReport {
             last_at: None,
             since: None,
             changes: 0,
+            downs: 0,
+            downtime: Duration::ZERO,
             latency: Latency::default(),
         }
     }
@@ -98,10 +104,16 @@ impl Latency {
 pub struct Transition {
     /// When the change happened.
     pub at: SystemTime,
-    /// The server's name (its address when no `[[server]]` names it).
+    /// The server's name (its address when no `[[server]]` names it); empty when the change is
+    /// not one server's.
     pub server: String,
-    /// What changed: the checks of a probe, or "admin".
+    /// What changed: the checks of a probe, "admin", a service name and family, a demo action.
     pub what: String,
+    /// check (a probe's state), service (the step a name answers with), admin, reload, demo, or
+    /// startup (the first probe round, folded into one entry).
+    pub kind: &'static str,
+    /// Who made the change: the admin API client's address; empty for mailns's own decisions.
+    pub by: String,
     /// Previous state.
     pub from: &'static str,
     /// New state.

@@ -33,6 +33,8 @@ use crate::tls::TlsError;
 pub struct ServerStats {
     /// Open relayed connections.
     pub active: AtomicU64,
+    /// The most connections open at once since start (HAProxy's "max sessions").
+    pub peak: AtomicU64,
     /// Relayed connections since start.
     pub total: AtomicU64,
     /// Failed connect attempts.
@@ -419,7 +421,8 @@ fn relay_bytes<'r>(
         // second copy in the task.
         let stop = &est.stop;
         let stats = &relay.stats.servers[est.server];
-        stats.active.fetch_add(1, Ordering::Relaxed);
+        let open = stats.active.fetch_add(1, Ordering::Relaxed) + 1;
+        stats.peak.fetch_max(open, Ordering::Relaxed);
         stats.total.fetch_add(1, Ordering::Relaxed);
         let end = match (est.client, &relay.front) {
             (Client::Plain(client), _) => {

@@ -155,15 +155,7 @@ pub fn load(cert: &Path, key: &Path) -> Result<LoadedCert, TlsError> {
             path: cert.to_path_buf(),
             reason: e.to_string(),
         })?;
-    let not_after = x509.validity().not_after.timestamp();
-    let mut names = Vec::new();
-    if let Ok(Some(san)) = x509.subject_alternative_name() {
-        for n in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
-                names.push(d.trim_end_matches('.').to_ascii_lowercase());
-            }
-        }
-    }
+    let (not_after, names) = facts(&x509);
     let key_pem = read(key)?;
     let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::NoKey {
         path: key.to_path_buf(),
@@ -264,6 +256,25 @@ pub fn server_config(resolver: Arc<Resolver>) -> Result<Arc<rustls::ServerConfig
         .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// A leaf certificate's notAfter (Unix seconds) and DNS names; None when it does not parse.
+pub fn leaf_facts(der: &[u8]) -> Option<(i64, Vec<String>)> {
+    let (_, x509) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(facts(&x509))
+}
+
+fn facts(x509: &x509_parser::certificate::X509Certificate<'_>) -> (i64, Vec<String>) {
+    let not_after = x509.validity().not_after.timestamp();
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = x509.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push(d.trim_end_matches('.').to_ascii_lowercase());
+            }
+        }
+    }
+    (not_after, names)
 }
 
 #[cfg(test)]
