@@ -63,13 +63,21 @@ impl Farm {
                 Sim::try_start(rt, ip, port, proto)
                     .map_err(|e| format!("demo server {ip}:{port}: {e}"))
             };
-            servers.push(DemoServer {
+            let server = DemoServer {
                 name: format!("cas0{h}"),
                 ip,
                 https: start(HTTPS_PORT, Proto::Https(tls.clone()))?,
-                smtp: start(SMTP_PORT, Proto::Smtp)?,
+                smtp: start(SMTP_PORT, Proto::SmtpStarttls(tls.clone()))?,
                 imap: start(IMAP_PORT, Proto::Imap)?,
-            });
+            };
+            // Each names itself in its banners and pages: a client sees which one it reached.
+            for sim in [&server.https, &server.smtp, &server.imap] {
+                *sim.behaviour
+                    .name
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(server.name.clone());
+            }
+            servers.push(server);
         }
         Ok(Self { servers })
     }
@@ -157,6 +165,7 @@ fn banner(config: &Config) -> String {
     let (https_ip, https_port) = https.rsplit_once(':').unwrap_or(("127.0.0.1", "443"));
     let (ip, port, admin) = (dns.ip(), dns.port(), config.admin.listen);
     let smtp = relay("smtp-vip");
+    let imap = relay("imap");
     [
         String::new(),
         "mailns demo: three simulated Exchange servers, cas01-03 on 127.0.1.1-3.".into(),
@@ -164,17 +173,18 @@ fn banner(config: &Config) -> String {
         format!("  DNS           {dns} (zone mail.example.test)"),
         format!("  dashboard     http://{admin}/   (admin token: {TOKEN})"),
         format!(
-            "  relays        HTTPS {https}   SMTP VIP {smtp}   IMAP {}   port-80 redirect {redirect}",
-            relay("imap")
+            "  relays        HTTPS {https}   SMTP VIP {smtp}   IMAP {imap}   port-80 redirect {redirect}"
         ),
         String::new(),
-        "Try:".into(),
+        "Try (each simulated server names itself, so you see which one a relay picked):".into(),
         format!("  dig @{ip} -p {port} owa.mail.example.test +short     # the healthy servers, rotated"),
         format!("  dig @{ip} -p {port} mail.example.test MX +short"),
         format!(
-            "  curl -sk --resolve owa.mail.example.test:{https_port}:{https_ip} https://owa.mail.example.test:{https_port}/owa/healthcheck.htm"
+            "  curl -sk --resolve owa.mail.example.test:{https_port}:{https_ip} https://owa.mail.example.test:{https_port}/owa/healthcheck.htm; echo"
         ),
         format!("  swaks --server {smtp} --to user@example.test --from app@example.test"),
+        format!("  swaks --server {smtp} --to user@example.test --from app@example.test --tls     # STARTTLS, passed through untouched"),
+        format!("  curl -sv imap://{imap}/ -X CAPABILITY 2>&1 | grep '^<'     # the IMAP greeting and capabilities"),
         format!("  curl -si -H 'Host: mail.example.test' http://{redirect}/ | head -3"),
         format!(
             "Then fail a server on the dashboard (or: curl -X POST http://{admin}/api/v1/demo/servers/cas02/fail)"

@@ -33,13 +33,17 @@ pub enum Proto {
     Http,
     /// The same over TLS with this certificate and key (DER).
     Https(Arc<rustls::ServerConfig>),
-    /// SMTP: 220 banner, EHLO, MAIL FROM, RCPT TO, DATA, RSET, QUIT.
+    /// SMTP as Exchange's front end speaks it: 220 banner, EHLO, MAIL FROM, RCPT TO, DATA,
+    /// RSET, NOOP, QUIT.
     Smtp,
-    /// The same plus STARTTLS (with this certificate) and AUTH LOGIN/PLAIN (any credentials).
+    /// The same, offering STARTTLS with this certificate (the session goes on over TLS).
+    SmtpStarttls(Arc<rustls::ServerConfig>),
+    /// A hub that insists on STARTTLS (with this certificate) and takes AUTH LOGIN/PLAIN (any
+    /// credentials) after it.
     SmtpTls(Arc<rustls::ServerConfig>),
-    /// IMAP greeting and LOGOUT.
+    /// IMAP before login: greeting, CAPABILITY, NOOP, LOGIN (refused), LOGOUT, any tag.
     Imap,
-    /// POP3 greeting and QUIT.
+    /// POP3 before login: greeting, CAPA, USER, PASS (refused), QUIT.
     Pop3,
     /// Writes its name and a newline, then echoes every byte (and half-closes when the client does).
     Echo(String),
@@ -71,9 +75,18 @@ pub struct Behaviour {
     /// Close a connection after this many milliseconds without a command (IIS's
     /// `connectionTimeout`, Exchange's `ConnectionInactivityTimeout`); 0: never.
     pub idle_close_ms: AtomicU32,
+    /// The server's name (`cas01`): its banners and pages name it, so a client sees which
+    /// server a relay picked. None: a generic `cas`.
+    pub name: Mutex<Option<String>>,
 }
 
 impl Behaviour {
+    /// The host name the server gives in banners and pages.
+    fn host(&self) -> String {
+        let name = self.name.lock().unwrap().clone();
+        format!("{}.mail.example.test", name.as_deref().unwrap_or("cas"))
+    }
+
     /// Waits while the server hangs (every connection, open or new, stops answering, as a
     /// stopped process does), then for the answer delay.
     async fn before_answer(&self) {
@@ -244,17 +257,24 @@ async fn serve(s: TcpStream, proto: Proto, b: Arc<Behaviour>) {
                 http(tls, b, me).await;
             }
         }
-        Proto::Smtp => smtp(s, b, &me).await,
+        Proto::Smtp => smtp(s, b, &me, None).await,
+        Proto::SmtpStarttls(cfg) => smtp(s, b, &me, Some(cfg)).await,
         Proto::SmtpTls(cfg) => smtp_tls(s, cfg).await,
         Proto::Echo(id) => echo(s, &id).await,
         Proto::ProxyEcho => proxy_echo(s).await,
         Proto::Imap => {
-            let greeting = "* OK The Microsoft Exchange IMAP4 service is ready.\r\n";
-            line_server(s, b, greeting, true).await;
+            let greeting = format!(
+                "* OK The Microsoft Exchange IMAP4 service is ready. [{}]\r\n",
+                b.host()
+            );
+            line_server(s, b, &greeting, true).await;
         }
         Proto::Pop3 => {
-            let greeting = "+OK The Microsoft Exchange POP3 service is ready.\r\n";
-            line_server(s, b, greeting, false).await;
+            let greeting = format!(
+                "+OK The Microsoft Exchange POP3 service is ready. [{}]\r\n",
+                b.host()
+            );
+            line_server(s, b, &greeting, false).await;
         }
     }
 }
@@ -288,7 +308,7 @@ async fn http<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + '
             } else if failing || flap_fail {
                 (503, "Service Unavailable".to_string())
             } else {
-                (200, "200 OK<br/>cas.mail.example.test".to_string())
+                (200, format!("200 OK<br/>{}", b.host()))
             };
             Ok::<_, std::convert::Infallible>(
                 hyper::Response::builder()
@@ -516,53 +536,118 @@ async fn smtp_after_tls<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>
     }
 }
 
-async fn smtp(s: TcpStream, b: Arc<Behaviour>, me: &str) {
+/// An Exchange SMTP session; with `tls`, STARTTLS is offered and the session goes on over
+/// TLS after it, as a client that upgrades expects.
+async fn smtp(s: TcpStream, b: Arc<Behaviour>, me: &str, tls: Option<Arc<rustls::ServerConfig>>) {
     let mut r = BufReader::new(s);
     // Exchange names itself in the banner; the address tells a client which server it reached.
-    let banner =
-        format!("220 cas.mail.example.test Microsoft ESMTP MAIL Service ready at {me}\r\n");
+    let banner = format!(
+        "220 {} Microsoft ESMTP MAIL Service ready at {me}\r\n",
+        b.host()
+    );
     if !greet(&mut r, banner.as_bytes()).await {
         return;
     }
-    let mut line = String::new();
     let opened = tokio::time::Instant::now();
+    let Some(cfg) = tls else {
+        smtp_session(&mut r, &b, opened, Offer::Plain).await;
+        return;
+    };
+    if smtp_session(&mut r, &b, opened, Offer::StartTls).await != End::StartTls {
+        return;
+    }
+    let Ok(stream) = tokio_rustls::TlsAcceptor::from(cfg)
+        .accept(r.into_inner())
+        .await
+    else {
+        return;
+    };
+    smtp_session(&mut BufReader::new(stream), &b, opened, Offer::Secured).await;
+}
+
+/// What an SMTP session offers in its EHLO reply.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Offer {
+    /// No TLS.
+    Plain,
+    /// STARTTLS.
+    StartTls,
+    /// Already over TLS: AUTH.
+    Secured,
+}
+
+/// How an SMTP session ended.
+#[derive(PartialEq, Eq)]
+enum End {
+    /// QUIT, a close, or an error.
+    Done,
+    /// STARTTLS was accepted: the TLS handshake comes next.
+    StartTls,
+}
+
+/// The commands of one SMTP session, until QUIT, a close or STARTTLS.
+async fn smtp_session<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    r: &mut BufReader<S>,
+    b: &Behaviour,
+    opened: tokio::time::Instant,
+    offer: Offer,
+) -> End {
+    let host = b.host();
+    let mut line = String::new();
     loop {
         let goodbye = b"421 4.4.1 Connection timed out\r\n";
-        let Some(cmd) = command_or_close(&mut r, &mut line, &b, opened, goodbye).await else {
-            return;
+        let Some(cmd) = command_or_close(r, &mut line, b, opened, goodbye).await else {
+            return End::Done;
         };
         let draining = !b.failing.lock().unwrap().is_empty();
-        let reply: &[u8] = if cmd == "NOOP" {
-            b"250 2.0.0 OK\r\n"
+        let reply: Vec<u8> = if cmd == "NOOP" {
+            b"250 2.0.0 OK\r\n".to_vec()
         } else if cmd.starts_with("EHLO") {
-            b"250-cas.mail.example.test Hello\r\n250-SIZE 37748736\r\n250-PIPELINING\r\n250-STARTTLS\r\n250 8BITMIME\r\n"
+            let extra = match offer {
+                Offer::Plain => "",
+                Offer::StartTls => "250-STARTTLS\r\n",
+                Offer::Secured => "250-AUTH NTLM LOGIN\r\n",
+            };
+            format!("250-{host} Hello\r\n250-SIZE 37748736\r\n250-PIPELINING\r\n{extra}250 8BITMIME\r\n").into_bytes()
+        } else if cmd == "STARTTLS" && offer == Offer::StartTls {
+            let ok = r
+                .get_mut()
+                .write_all(b"220 2.0.0 SMTP server ready\r\n")
+                .await
+                .is_ok();
+            return if ok { End::StartTls } else { End::Done };
         } else if cmd.starts_with("MAIL FROM") && draining {
-            b"421 4.3.2 Service not available\r\n"
+            b"421 4.3.2 Service not available\r\n".to_vec()
         } else if cmd.starts_with("MAIL FROM")
             || cmd.starts_with("RSET")
             || cmd.starts_with("RCPT TO")
         {
-            b"250 2.1.0 OK\r\n"
+            b"250 2.1.0 OK\r\n".to_vec()
         } else if cmd.starts_with("DATA") {
             if r.get_mut()
                 .write_all(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n")
                 .await
                 .is_err()
             {
-                return;
+                return End::Done;
             }
-            if !read_message(&mut r, &mut line).await {
-                return;
+            if !read_message(r, &mut line).await {
+                return End::Done;
             }
-            b"250 2.6.0 Queued mail for delivery\r\n"
+            let tls = if offer == Offer::Secured {
+                " over TLS"
+            } else {
+                ""
+            };
+            format!("250 2.6.0 Queued mail for delivery by {host}{tls}\r\n").into_bytes()
         } else if cmd.starts_with("QUIT") {
             let _ = r.get_mut().write_all(b"221 2.0.0 Closing\r\n").await;
-            return;
+            return End::Done;
         } else {
-            b"500 5.3.3 Unrecognized command\r\n"
+            b"500 5.3.3 Unrecognized command\r\n".to_vec()
         };
-        if r.get_mut().write_all(reply).await.is_err() {
-            return;
+        if r.get_mut().write_all(&reply).await.is_err() {
+            return End::Done;
         }
     }
 }
@@ -586,25 +671,33 @@ async fn line_server(s: TcpStream, b: Arc<Behaviour>, greeting: &str, imap: bool
             return;
         };
         let (reply, bye) = if imap {
-            let (tag, verb) = cmd.split_once(' ').unwrap_or((cmd.as_str(), ""));
-            let tag = tag.to_ascii_lowercase();
+            let (_, verb) = cmd.split_once(' ').unwrap_or((cmd.as_str(), ""));
+            // The tag goes back as the client wrote it (the command is matched uppercased).
+            let tag = line.split_whitespace().next().unwrap_or("*").to_string();
             match verb {
                 "NOOP" => (format!("{tag} OK NOOP completed.\r\n"), false),
                 "CAPABILITY" => (
-                    format!("* CAPABILITY IMAP4 IMAP4rev1 AUTH=NTLM STARTTLS\r\n{tag} OK CAPABILITY completed.\r\n"),
+                    format!("* CAPABILITY IMAP4 IMAP4rev1 AUTH=NTLM AUTH=GSSAPI AUTH=PLAIN IDLE NAMESPACE LITERAL+\r\n{tag} OK CAPABILITY completed.\r\n"),
                     false,
                 ),
+                v if v.starts_with("LOGIN") || v.starts_with("AUTHENTICATE") => {
+                    (format!("{tag} NO LOGIN failed.\r\n"), false)
+                }
                 "LOGOUT" => (
                     format!("* BYE Microsoft Exchange Server IMAP4 server signing off.\r\n{tag} OK LOGOUT completed.\r\n"),
                     true,
                 ),
-                _ => (format!("{tag} BAD Command Argument Error. 11\r\n"), false),
+                _ => (format!("{tag} BAD Command received in Invalid state.\r\n"), false),
             }
         } else {
             match cmd.as_str() {
                 "CAPA" => (
-                    "+OK\r\nTOP\r\nUIDL\r\nSASL NTLM GSSAPI PLAIN\r\nUSER\r\nSTLS\r\n.\r\n"
-                        .to_string(),
+                    "+OK\r\nTOP\r\nUIDL\r\nSASL NTLM GSSAPI PLAIN\r\nUSER\r\n.\r\n".to_string(),
+                    false,
+                ),
+                c if c.starts_with("USER ") => ("+OK\r\n".to_string(), false),
+                c if c.starts_with("PASS ") || c.starts_with("AUTH") => (
+                    "-ERR Logon failure: unknown user name or bad password.\r\n".to_string(),
                     false,
                 ),
                 "QUIT" => (
@@ -653,10 +746,21 @@ pub fn tls_server(names: &[&str]) -> Arc<rustls::ServerConfig> {
 }
 
 /// The same, with the certificate as PEM (to trust it as a CA).
+///
+/// Valid from today for 397 days, as a public CA issues them (rcgen's default, the year 4096,
+/// would show as two million days left on the dashboard).
 pub fn tls_server_with_pem(names: &[&str]) -> (Arc<rustls::ServerConfig>, String) {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let ck = rcgen::generate_simple_self_signed(names).unwrap();
-    tls_server_from(&ck.cert, &ck.signing_key)
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    let today = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let num = |r: std::ops::Range<usize>| today[r].parse::<i32>().unwrap();
+    let (y, m, d) = (num(0..4), num(5..7) as u8, num(8..10) as u8);
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    // 397 days on, near enough: a year and a month.
+    params.not_after = rcgen::date_time_ymd(y + 1, (m % 12) + 1, d.min(28));
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    tls_server_from(&cert, &key)
 }
 
 /// A server whose self-signed certificate for `names` expired in 2021.

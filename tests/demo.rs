@@ -87,3 +87,68 @@ fn demo_answers_relays_fails_over_and_exits_cleanly() {
         "{ctx}"
     );
 }
+
+/// Runs every command the demo prints under "Try", as printed, in the demo's namespace: each
+/// exits 0 within its bound and prints something.
+const TRY_SCRIPT: &str = r#"
+set -u
+ip link set lo up
+"$MAILNS" demo > "$LOG" 2>&1 &
+pid=$!
+for i in $(seq 1 200); do grep -q '^Then fail' "$LOG" && break; sleep 0.05; done
+sed -n '/^Try/,/^Then fail/p' "$LOG" | grep '^  ' | sed 's/^  //' > "$CMDS"
+n=0
+while IFS= read -r cmd; do
+  n=$((n + 1))
+  out=$(timeout 20 bash -o pipefail -c "$cmd" 2>&1 < /dev/null)
+  rc=$?
+  printf 'cmd %s rc=%s: %s\n' "$n" "$rc" "$cmd"
+  printf '%s\n' "$out" | sed "s/^/out $n: /"
+done < "$CMDS"
+kill -TERM $pid
+wait $pid
+"#;
+
+#[test]
+fn every_command_the_demo_prints_works_as_printed() {
+    for tool in ["unshare", "ip", "dig", "swaks", "curl", "timeout"] {
+        require_tool(tool);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("demo.log");
+    let out = Command::new(require_tool("unshare"))
+        .args(["-n", "bash", "-c", TRY_SCRIPT])
+        .env("MAILNS", env!("CARGO_BIN_EXE_mailns"))
+        .env("LOG", &log)
+        .env("CMDS", dir.path().join("cmds"))
+        .output()
+        .expect("unshare");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let ctx = format!(
+        "{text}\nstderr: {}\ndemo log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let runs: Vec<&str> = text.lines().filter(|l| l.starts_with("cmd ")).collect();
+    assert!(runs.len() >= 7, "the demo prints what to try: {ctx}");
+    for run in &runs {
+        assert!(run.contains(" rc=0: "), "{run}\n{ctx}");
+    }
+    let output = |needle: &str| {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("out ") && l.contains(needle)),
+            "no output with {needle:?}: {ctx}"
+        );
+    };
+    output("127.0.1.");
+    output("10 smtp.mail.example.test.");
+    // The HTTPS page, the SMTP banner and the IMAP greeting name the server behind the relay.
+    output("200 OK<br/>cas0");
+    output("<-  220 cas0");
+    output("250 2.6.0 Queued mail for delivery by cas0");
+    output("over TLS");
+    output("* OK The Microsoft Exchange IMAP4 service is ready. [cas0");
+    output("< * CAPABILITY IMAP4");
+    output("301 Moved Permanently");
+}

@@ -217,3 +217,76 @@ fn https_verification_and_certificate_expiry() {
     .to_string();
     assert!(err.starts_with("no CA certificate in"), "{err}");
 }
+
+/// The simulated IMAP and POP3 servers answer what a client sends before login, as Exchange
+/// does, for any tag: `curl imap://` and a prober's CAPABILITY get answers, not a hang.
+#[test]
+fn simulated_imap_and_pop3_answer_before_login() {
+    use std::io::{BufRead, BufReader, Write};
+    let rt = sim::runtime();
+    let imap = Sim::start(&rt, ip(40), 0, Proto::Imap);
+    let pop3 = Sim::start(&rt, ip(41), 0, Proto::Pop3);
+    *imap.behaviour.name.lock().unwrap() = Some("ex01".into());
+    let talk = |addr: std::net::SocketAddr, lines: &[&str], want: usize| {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        for l in lines {
+            (&s).write_all(l.as_bytes()).unwrap();
+        }
+        let mut r = BufReader::new(s);
+        (0..want)
+            .map(|_| {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                line.trim_end().to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    let got = talk(
+        imap.addr,
+        &[
+            "x7 CAPABILITY\r\n",
+            "x8 noop\r\n",
+            "x9 LOGIN user pass\r\n",
+            "y1 SELECT inbox\r\n",
+            "Z2 LOGOUT\r\n",
+        ],
+        8,
+    );
+    assert_eq!(
+        got[0],
+        "* OK The Microsoft Exchange IMAP4 service is ready. [ex01.mail.example.test]"
+    );
+    assert!(
+        got[1].starts_with("* CAPABILITY IMAP4 IMAP4rev1"),
+        "{got:?}"
+    );
+    assert_eq!(got[2], "x7 OK CAPABILITY completed.");
+    assert_eq!(got[3], "x8 OK NOOP completed.");
+    assert_eq!(got[4], "x9 NO LOGIN failed.");
+    assert_eq!(got[5], "y1 BAD Command received in Invalid state.");
+    assert!(got[6].starts_with("* BYE"), "{got:?}");
+    assert_eq!(got[7], "Z2 OK LOGOUT completed.");
+
+    let got = talk(
+        pop3.addr,
+        &["CAPA\r\n", "USER u\r\n", "PASS p\r\n", "QUIT\r\n"],
+        10,
+    );
+    assert!(got[0].starts_with("+OK The Microsoft Exchange POP3 service is ready."));
+    assert_eq!(got[1], "+OK");
+    assert_eq!(got[6], ".", "{got:?}");
+    assert_eq!(got[7], "+OK");
+    assert!(got[8].starts_with("-ERR Logon failure"), "{got:?}");
+    assert!(got[9].starts_with("+OK Microsoft Exchange Server POP3 server signing off."));
+
+    // curl, as a user would try it: CAPABILITY answered, and curl exits at once.
+    let curl = common::require_tool("curl");
+    let out = std::process::Command::new(curl)
+        .args(["-s", "-m", "5", "-X", "CAPABILITY"])
+        .arg(format!("imap://{}/", imap.addr))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CAPABILITY IMAP4"));
+}

@@ -281,9 +281,29 @@ fn smtp_vip_allow_list_with_swaks() {
     );
     assert!(!denied.contains("220 cas"), "{denied}");
     assert!(
+        denied.contains("<-  221 2.0.0 Bye") && !denied.contains("unexpectedly"),
+        "the refused client's QUIT is answered: {denied}"
+    );
+    assert!(
         run("127.0.0.9").contains("250 2.6.0"),
         "a single allowed address works too"
     );
+    // By hand: after the 554, a command gets 503 5.5.1, QUIT gets 221, then the close.
+    let c = connect_from("127.0.0.2".parse().unwrap(), vip).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let mut line = String::new();
+    let mut next = |line: &mut String| {
+        line.clear();
+        r.read_line(line).unwrap();
+        line.clone()
+    };
+    assert!(next(&mut line).starts_with("554 5.7.1"));
+    (&c).write_all(b"EHLO scanner.mail.test\r\n").unwrap();
+    assert!(next(&mut line).starts_with("503 5.5.1"), "{line}");
+    (&c).write_all(b"QUIT\r\n").unwrap();
+    assert_eq!(next(&mut line), "221 2.0.0 Bye\r\n");
+    assert_eq!(next(&mut line), "", "closed after the 221");
 }
 
 #[test]

@@ -3,5 +3,6 @@
 
 pub mod copy;
 pub mod pick;
+pub mod refuse;
 pub mod server;
 pub mod sni;

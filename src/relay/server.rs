@@ -78,6 +78,8 @@ pub struct Relay {
     /// Per backend: cancelled (and replaced) to close its open connections.
     closers: Vec<ArcSwap<CancellationToken>>,
     permits: Arc<Semaphore>,
+    /// SMTP refusal dialogues (554, then QUIT answered) at once.
+    refusals: Arc<Semaphore>,
     per_client: Mutex<HashMap<ipnet::IpNet, usize>>,
 }
 
@@ -101,6 +103,7 @@ impl Relay {
         Ok(Arc::new(Self {
             front,
             permits: Arc::new(Semaphore::new(def.max_connections)),
+            refusals: Arc::new(Semaphore::new(super::refuse::AT_ONCE)),
             closers: def
                 .servers
                 .iter()
@@ -320,8 +323,13 @@ async fn admit(
                 "554 5.7.1 <{}> is not allowed to relay through this address\r\n",
                 peer.ip()
             );
-            let _ = client.write_all(line.as_bytes()).await;
-            let _ = client.shutdown().await;
+            match relay.refusals.clone().try_acquire_owned() {
+                Ok(_permit) => super::refuse::dialogue(client, line.as_bytes()).await,
+                Err(_) => {
+                    let _ = client.write_all(line.as_bytes()).await;
+                    let _ = client.shutdown().await;
+                }
+            }
         }
         debug!("client not in the allow-list");
         return None;
