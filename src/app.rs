@@ -56,6 +56,10 @@ pub struct Live {
     pub admin_lock: tokio::sync::Mutex<()>,
     /// The process's shutdown token (engines run on child tokens).
     pub token: CancellationToken,
+    /// Cancelled once shutdown is complete (every relayed session ended or the grace passed):
+    /// the admin listener stays up until then, so the dashboard, `/livez` and `/readyz` tell
+    /// the admin what the node is waiting for.
+    pub exited: CancellationToken,
     /// `mailns demo`'s simulated servers (fail/heal from the dashboard).
     pub demo: Option<Arc<dyn Demo>>,
     /// Who may transfer which zone (swapped on reload).
@@ -126,6 +130,23 @@ pub enum DemoAction {
     Heal,
     /// OWA's health page answers 503; everything else stays up.
     FailOwa,
+}
+
+impl Live {
+    /// True once shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Relayed sessions open now, over every relay.
+    pub fn sessions(&self) -> u64 {
+        self.relays
+            .load()
+            .iter()
+            .flat_map(|r| &r.stats.servers)
+            .map(|s| s.active.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
 }
 
 impl DemoAction {

@@ -251,6 +251,7 @@ fn assemble(
         }),
         admin_lock: tokio::sync::Mutex::new(()),
         token: token.clone(),
+        exited: CancellationToken::new(),
         demo,
         transfers,
         edge,
@@ -354,7 +355,10 @@ async fn announce_ready(live: &Arc<Live>, config: &Config) {
 /// thread to finish (relays drain their connections within the shutdown grace).
 async fn shut_down(live: &Live, mut tasks: tokio::task::JoinSet<()>) {
     info!("shutting down");
+    live.ready.store(false, Ordering::Relaxed);
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    // The admin listener ends last, when everything else has.
+    let _exit = live.exited.clone().drop_guard();
     if let Some(h) = live.engine.lock().await.take() {
         h.stop().await;
     }
@@ -374,10 +378,24 @@ async fn shut_down(live: &Live, mut tasks: tokio::task::JoinSet<()>) {
 }
 
 /// Starts the admin listener's server on a listener the [`Listeners`] bound.
+///
+/// A reload that moves the listener stops it at once; shutdown does not: the admin listener
+/// serves until shutdown is complete, so the dashboard and `/readyz` show it going on ("shutting
+/// down, N relayed sessions left") while DNS has already stopped (resolvers turn to the other
+/// name servers of the zone at once).
 fn admin_starter(live: &Arc<Live>) -> impl FnOnce(TcpListener, CancellationToken) {
     let live = live.clone();
     move |listener, token| {
-        tokio::spawn(crate::admin::serve(listener, live, token));
+        let stop = CancellationToken::new();
+        let (until, live2) = (stop.clone(), live.clone());
+        tokio::spawn(async move {
+            token.cancelled().await;
+            if live2.shutting_down() {
+                live2.exited.cancelled().await;
+            }
+            until.cancel();
+        });
+        tokio::spawn(crate::admin::serve(listener, live, stop));
     }
 }
 

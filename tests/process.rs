@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use hickory_proto::rr::RecordType;
 use mailns::sim;
 use sim::{Proto, Sim};
 
@@ -80,6 +81,22 @@ fn sigterm_stops_accepting_and_lets_open_connections_finish() {
     r.read_line(&mut line).unwrap();
     assert_eq!(line, "still here\n");
     assert!(s.alive(), "waits for the open connection");
+    // While it waits, the admin listener says what for; DNS has stopped (the zone's other name
+    // servers answer at once).
+    assert_eq!(http_get(s.admin, "/livez"), (200, "ok\n".into()));
+    assert_eq!(
+        http_get(s.admin, "/readyz"),
+        (503, "shutting down, 1 relayed sessions left\n".into())
+    );
+    let doc = status_json(&s);
+    assert_eq!(
+        (doc["shutting_down"].as_bool(), doc["sessions"].as_u64()),
+        (Some(true), Some(1))
+    );
+    assert!(
+        udp_raw(s.addr, &query("z.test.", RecordType::SOA, None)).is_none(),
+        "DNS stopped at once"
+    );
     // Once the client is done, mailns exits at once, well inside the grace period.
     let closed = Instant::now();
     drop(r);

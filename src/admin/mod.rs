@@ -239,7 +239,10 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Re
         Route::Metrics => reply(StatusCode::OK, metrics::CONTENT_TYPE, metrics::encode(live)),
         Route::Livez => reply(StatusCode::OK, "text/plain", "ok\n"),
         Route::Readyz => {
-            if live.ready.load(std::sync::atomic::Ordering::Relaxed) {
+            if live.shutting_down() {
+                let text = format!("shutting down, {} relayed sessions left\n", live.sessions());
+                reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", text)
+            } else if live.ready.load(std::sync::atomic::Ordering::Relaxed) {
                 reply(StatusCode::OK, "text/plain", "ready\n")
             } else {
                 reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n")

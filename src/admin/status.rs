@@ -29,8 +29,13 @@ pub struct StatusDoc {
     pub now: String,
     /// When the process started.
     pub started_at: String,
-    /// First probe round done and listeners bound.
+    /// First probe round done and listeners bound (false again once shutdown begins).
     pub ready: bool,
+    /// Shutdown has begun: DNS and new relay connections have stopped, open relayed sessions
+    /// get the grace period.
+    pub shutting_down: bool,
+    /// Relayed sessions open now.
+    pub sessions: u64,
     /// Some health-driven name is degraded: a member is out of its answer because it fails a
     /// check the name needs, or a fallback step answers it. Drain and maintenance alone do not
     /// count (an admin chose them).
@@ -477,6 +482,8 @@ pub fn build(live: &Live) -> StatusDoc {
         now: time(SystemTime::now()),
         started_at: time(live.started),
         ready: live.ready.load(Ordering::Relaxed),
+        shutting_down: live.shutting_down(),
+        sessions: live.sessions(),
         config: config_doc(&live.loaded.load_full(), &snap),
         servers,
         views: view_docs(&snap),

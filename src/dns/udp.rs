@@ -149,6 +149,11 @@ fn worker(sock: &UdpSocket, sources: &Sources, stats: &Counters, token: &Cancell
                 }
             }
         }
+        // Shutdown stops DNS at once: what arrives after it is left to the zone's other name
+        // servers, as a stopped server's would be.
+        if token.is_cancelled() {
+            return;
+        }
         let snap = cache.load();
         let edge = edge.load();
         let (unix, mono) = (crate::addr::unix_seconds(), crate::addr::mono_nanos());
