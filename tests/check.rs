@@ -142,7 +142,7 @@ broken!(
     bad_ttl,
     format!("{HEAD}www 12x A 127.0.0.1\n"),
     Some(6),
-    "invalid TTL '12x'"
+    "invalid TTL '12x': a TTL is a number of seconds, or a duration such as 1h30m or 2d"
 );
 broken!(
     ttl_too_large,
@@ -312,12 +312,12 @@ fn config_unknown_key_is_rejected_in_every_table() {
     config_error(
         "[dns]\nlisten = [\"127.0.0.1:0\"]\nlisten_udp = 1\n",
         Some(3),
-        "unknown field `listen_udp`",
+        "[dns]: unknown field `listen_udp`",
     );
     config_error(
         "[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\nrefresh = 1\n",
         Some(4),
-        "unknown field `refresh`",
+        "[zone]: unknown field `refresh`",
     );
     config_error("[dsn]\n", Some(1), "unknown field `dsn`");
 }
@@ -349,7 +349,7 @@ fn config_values_are_validated_with_lines() {
     config_error(
         "[[zone]]\nname = \"z.test\"\nfile = 7\n",
         Some(3),
-        "invalid type: integer `7`, expected a string",
+        "zone.file: expected a string in double quotes, found integer `7`",
     );
 }
 
@@ -521,7 +521,7 @@ fn admin_table_is_validated_with_lines() {
     config_error(
         &format!("{zone}[admin]\nlisten = \"127.0.0.1:0\"\nstate = 1\n"),
         Some(6),
-        "unknown field `state`",
+        "[admin]: unknown field `state`",
     );
 }
 
@@ -606,4 +606,135 @@ fn split_horizon_mistakes_are_warned_about() {
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
+}
+
+/// `mailns check` on `config` (and `zone` as z.zone): its exit code and the error lines (not
+/// warnings, not the per-zone "ok" line), each without the folder.
+fn errors_of(config: &str, zone: &str) -> (i32, Vec<String>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("z.zone"), zone).unwrap();
+    let cfg = dir.path().join("mailns.toml");
+    std::fs::write(&cfg, config).unwrap();
+    let (code, out, dir) = run_check(&cfg, dir);
+    let prefix = format!("{}/", dir.path().display());
+    let out = out.replace(&prefix, "");
+    let errors = out
+        .lines()
+        .filter(|l| !l.contains(": warning: ") && !l.ends_with(", ok"))
+        .map(String::from)
+        .collect();
+    (code, errors, out)
+}
+
+/// Each mistake is one error (no follow-on errors) that names the file, the line, the key or
+/// field, the value and what is allowed.
+#[test]
+fn each_mistake_is_one_error_that_names_key_value_and_range() {
+    let zone_cfg = "[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n";
+    let one = |config: &str, zone: &str, want: &str| {
+        let (code, errors, out) = errors_of(config, zone);
+        assert_eq!(code, 1, "{out}");
+        assert_eq!(errors, vec![want.to_string()], "{out}");
+    };
+    let check = |extra: &str| {
+        format!("{zone_cfg}[[check]]\nname = \"owa\"\nkind = \"https\"\n{extra}\n[[service]]\nname = \"owa.z.test\"\nchecks = [\"owa\"]\n")
+    };
+    one(
+        &check("port = 0\n"),
+        HEAD,
+        "mailns.toml:7: check 'owa': port 0 is no port to probe; use 1 to 65535",
+    );
+    one(
+        &check("port = 70000\n"),
+        HEAD,
+        "mailns.toml:7: check.port: expected a whole number from 0 to 65535, found integer `70000`",
+    );
+    one(
+        &format!("[health]\nrise = 0\n{zone_cfg}"),
+        HEAD,
+        "mailns.toml:2: health.rise = 0: at least 1 result is needed to change a state; use 1 or more (default 2)",
+    );
+    one(
+        &check("fall = 0\n"),
+        HEAD,
+        "mailns.toml:7: check.fall = 0: at least 1 result is needed to change a state; use 1 or more (default 2)",
+    );
+    one(
+        &format!("[health]\nrise = \"two\"\n{zone_cfg}"),
+        HEAD,
+        "mailns.toml:2: health.rise: expected a whole number from 0 to 4294967295, found string \"two\"",
+    );
+    one(
+        &format!("{zone_cfg}[[server]]\nname = \"ex01\"\naddresses = [\"127.0.1.1\"]\nweight = -1\n"),
+        HEAD,
+        "mailns.toml:7: server.weight: expected a whole number from 0 to 4294967295, found integer `-1`",
+    );
+    one(
+        &format!("{zone_cfg}[[check]]\nname = \"\"\nkind = \"tcp\"\nport = 1\n"),
+        HEAD,
+        "mailns.toml:5: check name is empty: services and relays refer to a check by its name (e.g. \"owa\")",
+    );
+    let relay = |extra: &str| {
+        format!("{zone_cfg}[[server]]\nname = \"ex01\"\naddresses = [\"127.0.1.1\"]\n[[relay]]\nname = \"vip\"\nkind = \"smtp\"\nlisten = [\"127.0.0.1:2525\"]\nservers = [\"ex01\"]\n{extra}")
+    };
+    one(
+        &relay("backend_port = 0\nallow = [\"127.0.0.1\"]\n"),
+        HEAD,
+        "mailns.toml:12: relay 'vip': backend port 0 is no port to connect to; use 1 to 65535, or leave backend_port out to use the port the client connected to",
+    );
+    one(
+        &relay("allow = [\"127.0.0.1/33\"]\n"),
+        HEAD,
+        "mailns.toml:12: relay 'vip': allow: '127.0.0.1/33' is not an address or a CIDR (such as 127.0.0.1 or 198.18.0.0/15; an IPv4 prefix is at most /32, an IPv6 one /128)",
+    );
+    one(
+        &format!("[dns]\nlisten = [\"127.0.0.1:70000\"]\n{zone_cfg}"),
+        HEAD,
+        "mailns.toml:2: dns.listen: '127.0.0.1:70000' is not an address:port (e.g. \"127.0.0.1:5353\" or \"[::1]:53\")",
+    );
+    // Zone files.
+    one(
+        zone_cfg,
+        &HEAD.replace("$TTL 300", "$TTL 3x0"),
+        "z.zone:2: invalid TTL '3x0': a TTL is a number of seconds, or a duration such as 1h30m or 2d",
+    );
+    one(
+        zone_cfg,
+        &format!("{HEAD}owa 127.0.0.9\n"),
+        "z.zone:6: record for owa.z.test. has no type: '127.0.0.9' is an address, so the type is missing before it (write e.g. 'owa A 127.0.0.9')",
+    );
+    one(
+        zone_cfg,
+        &format!("{HEAD}öwa A 127.0.0.9\n"),
+        "z.zone:6: the name 'öwa' is not ASCII; resolvers ask for internationalized names in their IDNA form (RFC 5891): write its A-label 'xn--wa-eka'",
+    );
+    one(
+        zone_cfg,
+        &format!("{HEAD}sub NS ns.sub\nns.sub A 127.0.0.9\nwww.sub A 127.0.0.10\n"),
+        "z.zone:8: A record at www.sub.z.test. is below the delegation to sub.z.test., and no NS record names www.sub.z.test., so it is not glue: it would never be served (move it above the delegation, or into the delegated zone)",
+    );
+    one(
+        zone_cfg,
+        &format!("{HEAD}@ MX 70000 mx\nmx A 127.0.0.9\n"),
+        "z.zone:6: invalid MX record data: MX preference must be a number from 0 to 65535, found '70000'",
+    );
+}
+
+/// What is legal but probably wrong is a warning: `mailns check` passes and says why.
+#[test]
+fn likely_mistakes_are_warnings() {
+    let zone_cfg = "[[zone]]\nname = \"z.test\"\nfile = \"z.zone\"\n";
+    let (code, errors, out) = errors_of(
+        &format!("[dns]\nlisten = [\"127.0.0.1:0\"]\n{zone_cfg}[[check]]\nname = \"owa\"\nkind = \"tcp\"\nport = 443\ninterval = \"2s\"\ntimeout = \"5s\"\n"),
+        HEAD,
+    );
+    assert_eq!((code, errors.len()), (0, 0), "{out}");
+    assert!(
+        out.contains("mailns.toml:2: warning: dns.listen: 127.0.0.1:0 has port 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("mailns.toml:11: warning: check 'owa': timeout 5s is longer than interval 2s"),
+        "{out}"
+    );
 }

@@ -29,9 +29,9 @@ pub(super) struct RawHealth {
     /// Probe timeout ("1.5s").
     timeout: Option<Spanned<String>>,
     /// Successes to come up.
-    rise: Option<u32>,
+    rise: Option<Spanned<u32>>,
     /// Failures to go down.
-    fall: Option<u32>,
+    fall: Option<Spanned<u32>>,
     /// Re-probe interval while a pair is changing state ("0.5s").
     fast_interval: Option<Spanned<String>>,
     /// Bound on the start-up probe round ("3s").
@@ -53,7 +53,7 @@ pub(super) struct RawCheck {
     name: Spanned<String>,
     /// tcp, banner, imap, pop3, smtp, http, https.
     kind: Spanned<String>,
-    port: Option<u16>,
+    port: Option<Spanned<u16>>,
     /// http(s): request path.
     path: Option<String>,
     /// http(s): Host header and TLS SNI.
@@ -72,8 +72,8 @@ pub(super) struct RawCheck {
     ca_file: Option<String>,
     interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
-    rise: Option<u32>,
-    fall: Option<u32>,
+    rise: Option<Spanned<u32>>,
+    fall: Option<Spanned<u32>>,
     fast_interval: Option<Spanned<String>>,
 }
 
@@ -483,8 +483,8 @@ fn default_timing(cx: &mut Cx<'_>, raw: &RawHealth) -> Timing {
     Timing {
         interval: cx.duration(&raw.interval, "health.interval", Duration::from_secs(2)),
         timeout: cx.duration(&raw.timeout, "health.timeout", Duration::from_millis(1500)),
-        rise: raw.rise.unwrap_or(2).max(1),
-        fall: raw.fall.unwrap_or(2).max(1),
+        rise: threshold(cx, raw.rise.as_ref(), "health.rise", 2),
+        fall: threshold(cx, raw.fall.as_ref(), "health.fall", 2),
         fast_interval: cx.duration(
             &raw.fast_interval,
             "health.fast_interval",
@@ -493,11 +493,33 @@ fn default_timing(cx: &mut Cx<'_>, raw: &RawHealth) -> Timing {
     }
 }
 
+/// A rise or fall count: at least 1 (0 would flip a server on no evidence at all).
+fn threshold(cx: &mut Cx<'_>, raw: Option<&Spanned<u32>>, key: &str, default: u32) -> u32 {
+    match raw {
+        None => default,
+        Some(v) if *v.get_ref() == 0 => {
+            cx.err(
+                Some(v.span()),
+                format!("{key} = 0: at least 1 result is needed to change a state; use 1 or more (default {default})"),
+            );
+            default
+        }
+        Some(v) => *v.get_ref(),
+    }
+}
+
 /// The `[[check]]` tables, each name once; a broken check is reported and left out.
 fn validate_checks(cx: &mut Cx<'_>, checks: Vec<RawCheck>, defaults: &Defaults) -> Vec<CheckDef> {
     let mut out: Vec<CheckDef> = Vec::new();
     for c in checks {
         let name = c.name.get_ref().clone();
+        if name.trim().is_empty() {
+            cx.err(
+                Some(c.name.span()),
+                "check name is empty: services and relays refer to a check by its name (e.g. \"owa\")".into(),
+            );
+            continue;
+        }
         if out.iter().any(|x| x.name == name) {
             cx.err(
                 Some(c.name.span()),
@@ -530,25 +552,47 @@ fn validate_check(
             ),
         );
     }
-    let Some(port) = c.port.or(default_port) else {
+    let Some(port) = c.port.as_ref().map(|p| *p.get_ref()).or(default_port) else {
         cx.err(
             Some(c.kind.span()),
             format!("check '{name}': a {kind_s} check needs a port"),
         );
         return None;
     };
+    if port == 0 {
+        cx.err(
+            c.port.as_ref().map(Spanned::span),
+            format!("check '{name}': port 0 is no port to probe; use 1 to 65535"),
+        );
+    }
     let inherited = &defaults.timing;
     let timing = Timing {
         interval: cx.duration(&c.interval, "check.interval", inherited.interval),
         timeout: cx.duration(&c.timeout, "check.timeout", inherited.timeout),
-        rise: c.rise.unwrap_or(inherited.rise).max(1),
-        fall: c.fall.unwrap_or(inherited.fall).max(1),
+        rise: c
+            .rise
+            .as_ref()
+            .map_or(inherited.rise, |r| threshold(cx, Some(r), "check.rise", 2)),
+        fall: c
+            .fall
+            .as_ref()
+            .map_or(inherited.fall, |f| threshold(cx, Some(f), "check.fall", 2)),
         fast_interval: cx.duration(
             &c.fast_interval,
             "check.fast_interval",
             inherited.fast_interval,
         ),
     };
+    if timing.timeout > timing.interval {
+        cx.warn(
+            c.timeout.as_ref().or(c.interval.as_ref()).map(Spanned::span).or(Some(c.name.span())),
+            format!(
+                "check '{name}': timeout {} is longer than interval {}: a probe still waiting holds up the next one, so a dead server is found later than the interval says",
+                humantime::format_duration(timing.timeout),
+                humantime::format_duration(timing.interval)
+            ),
+        );
+    }
     Some(CheckDef {
         name,
         kind,

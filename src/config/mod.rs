@@ -23,6 +23,7 @@ pub mod edge;
 pub mod health;
 pub mod redirect;
 pub mod relay;
+mod toml_error;
 pub mod view;
 
 pub use health::{
@@ -218,7 +219,15 @@ fn dns_listen(cx: &mut health::Cx<'_>, raw: Vec<Spanned<String>>) -> Vec<SocketA
             Ok(a) if listen.contains(&a) => {
                 cx.error(Some(l.span()), format!("dns.listen: {a} is listed twice"));
             }
-            Ok(a) => listen.push(a),
+            Ok(a) => {
+                if a.port() == 0 {
+                    cx.warn(
+                        Some(l.span()),
+                        format!("dns.listen: {a} has port 0: the kernel picks a free port at each start, which no resolver and no NS record can follow; use 53 (or a fixed port a forwarder points at)"),
+                    );
+                }
+                listen.push(a);
+            }
             Err(_) => cx.error(
                 Some(l.span()),
                 format!("dns.listen: '{}' is not an address:port (e.g. \"127.0.0.1:5353\" or \"[::1]:53\")", l.get_ref()),
@@ -567,11 +576,12 @@ impl Config {
     /// Every problem found, as diagnostics.
     pub fn parse(path: &Path, text: &str) -> Result<Self, Vec<Diagnostic>> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
+            let at = e.span().map(|s| s.start);
+            let line = at.map(|a| line_of(text, a));
             vec![Diagnostic::error(
                 path,
                 line,
-                e.message().trim().to_string(),
+                toml_error::explain(text, e.message(), at),
             )]
         })?;
         let base = path.parent().unwrap_or(Path::new("."));

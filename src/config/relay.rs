@@ -59,7 +59,7 @@ pub(super) struct RawRelay {
     #[serde(default)]
     route: Vec<RawRoute>,
     sni_timeout: Option<Spanned<String>>,
-    backend_port: Option<u16>,
+    backend_port: Option<Spanned<u16>>,
     backend_ports: Option<Spanned<Vec<u16>>>,
     checks: Option<Spanned<Vec<String>>>,
     balance: Option<Spanned<String>>,
@@ -253,7 +253,9 @@ fn validate_relay(
     let checks = relay_checks(cx, &r, &name, health);
     let balance = balance(cx, &r, &name);
     let allow = allow_list(cx, &r, &name);
-    if kind == RelayKind::Smtp && allow.is_empty() {
+    // A list given but broken is already reported; only a missing (or empty) one is this.
+    let none_given = r.allow.as_ref().is_none_or(|a| a.get_ref().is_empty());
+    if kind == RelayKind::Smtp && none_given {
         cx.error(
             at,
             format!("relay '{name}': an SMTP relay needs `allow` (client addresses or CIDRs); without it the VIP would be an open relay"),
@@ -515,7 +517,7 @@ fn allow_list(cx: &mut Cx<'_>, r: &RawRelay, name: &str) -> Vec<IpNet> {
             Ok(n) => allow.push(n),
             Err(_) => cx.error(
                 r.allow.as_ref().map(Spanned::span),
-                format!("relay '{name}': '{a}' is not an address or CIDR"),
+                format!("relay '{name}': allow: '{a}' is not an address or a CIDR (such as 127.0.0.1 or 198.18.0.0/15; an IPv4 prefix is at most /32, an IPv6 one /128)"),
             ),
         }
     }
@@ -526,7 +528,27 @@ fn allow_list(cx: &mut Cx<'_>, r: &RawRelay, name: &str) -> Vec<IpNet> {
 fn backend_ports(cx: &mut Cx<'_>, r: &RawRelay, name: &str, listeners: usize) -> Vec<Option<u16>> {
     // Offload speaks plain HTTP to the backend: port 80 unless told otherwise.
     let offload = r.tls.as_ref().is_some_and(|t| t.get_ref() == "offload");
-    let backend_port = r.backend_port.or(offload.then_some(80));
+    let zero = r
+        .backend_port
+        .as_ref()
+        .filter(|p| *p.get_ref() == 0)
+        .map(Spanned::span);
+    let zeros = r
+        .backend_ports
+        .as_ref()
+        .filter(|p| p.get_ref().contains(&0))
+        .map(Spanned::span);
+    if let Some(at) = zero.or(zeros) {
+        cx.error(
+            Some(at),
+            format!("relay '{name}': backend port 0 is no port to connect to; use 1 to 65535, or leave backend_port out to use the port the client connected to"),
+        );
+    }
+    let backend_port = r
+        .backend_port
+        .as_ref()
+        .map(|p| *p.get_ref())
+        .or(offload.then_some(80));
     match &r.backend_ports {
         Some(p) if p.get_ref().len() == listeners => p.get_ref().iter().map(|&x| Some(x)).collect(),
         Some(p) => {

@@ -180,6 +180,12 @@ impl Loader<'_> {
                 if ttl.is_some() {
                     return Err(format!("unexpected '{s}': the TTL is already given"));
                 }
+                if s.parse::<std::net::IpAddr>().is_ok() {
+                    return Err(format!(
+                        "record for {owner} has no type: '{s}' is an address, so the type is missing before it (write e.g. '{} A {s}')",
+                        first_token.text
+                    ));
+                }
                 ttl = Some(parse_ttl_checked(s)?);
             } else if is_class(s) {
                 if !s.eq_ignore_ascii_case("IN") {
@@ -249,8 +255,11 @@ impl Loader<'_> {
                 let [ttl] = args else {
                     return Err("$TTL takes exactly one TTL".into());
                 };
-                st.default_ttl = Some(parse_ttl_checked(&ttl.text)?);
-                Ok(())
+                // A broken $TTL is one error: the records after it are not each reported for
+                // lacking a TTL (the zone is rejected anyway).
+                let parsed = parse_ttl_checked(&ttl.text);
+                st.default_ttl = Some(*parsed.as_ref().unwrap_or(&0));
+                parsed.map(|_| ())
             }
             "$INCLUDE" => {
                 let (file, origin) = match args {
@@ -293,7 +302,11 @@ fn is_class(s: &str) -> bool {
 }
 
 fn parse_ttl_checked(s: &str) -> Result<u32, String> {
-    let ttl = parse_ttl(s).map_err(|_| format!("invalid TTL '{s}'"))?;
+    let ttl = parse_ttl(s).map_err(|_| {
+        format!(
+            "invalid TTL '{s}': a TTL is a number of seconds, or a duration such as 1h30m or 2d"
+        )
+    })?;
     if ttl > MAX_TTL {
         return Err(format!("TTL {ttl} is larger than {MAX_TTL} (RFC 2181 §8)"));
     }
@@ -306,6 +319,17 @@ fn parse_name(tok: &Token, origin: &Name) -> Result<Name, String> {
     }
     if tok.text == "@" {
         return Ok(origin.clone());
+    }
+    if !tok.text.is_ascii() {
+        // Clients turn an internationalized name into its A-label before they ask (RFC 5891):
+        // the UTF-8 octets as written would never be asked for.
+        let hint = Name::from_utf8(&tok.text)
+            .map(|n| format!(": write its A-label '{}'", n.to_ascii()))
+            .unwrap_or_default();
+        return Err(format!(
+            "the name '{}' is not ASCII; resolvers ask for internationalized names in their IDNA form (RFC 5891){hint}",
+            tok.text
+        ));
     }
     super::text::name(&tok.text, origin)
         .map_err(|e| format!("invalid domain name '{}': {e}", tok.text))

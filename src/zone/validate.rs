@@ -212,15 +212,34 @@ fn mark_cuts(origin: &Name, nodes: &mut Nodes) -> Vec<Name> {
     cuts
 }
 
-/// Data at or below a cut: only NS (and DS) at the cut and addresses (glue) are served.
+/// Data at or below a cut: only NS (and DS) at the cut and glue are served. Glue is an address
+/// of a name some delegation's NS record names; any other address there is never served.
 fn check_below_cuts(placed: &[Placed], cuts: &[Name], diags: &mut Vec<Diagnostic>) {
+    let ns_targets: Vec<Name> = placed
+        .iter()
+        .filter_map(|p| match &p.record.data {
+            RData::NS(ns) if cuts.contains(&p.record.name) => Some(ns.0.to_lowercase()),
+            _ => None,
+        })
+        .collect();
     for p in placed {
         let name = &p.record.name;
         let rtype = p.record.record_type();
         let Some(cut) = cuts.iter().find(|c| c.zone_of(name)) else {
             continue;
         };
-        let glue = matches!(rtype, RecordType::A | RecordType::AAAA);
+        let address = matches!(rtype, RecordType::A | RecordType::AAAA);
+        let glue = address && ns_targets.contains(&name.to_lowercase());
+        if address && !glue {
+            diags.push(Diagnostic::error(
+                &p.file,
+                Some(p.line),
+                format!(
+                    "{rtype} record at {name} is below the delegation to {cut}, and no NS record names {name}, so it is not glue: it would never be served (move it above the delegation, or into the delegated zone)"
+                ),
+            ));
+            continue;
+        }
         let at_cut = name == cut;
         let ok = if at_cut {
             matches!(rtype, RecordType::NS | RecordType::DS) || glue
