@@ -439,14 +439,19 @@ pub fn render_transitions(doc: &Value, server: Option<&str>) -> String {
         .map(|t| {
             vec![
                 text(&t["at"]),
+                text(&t["kind"]),
                 text(&t["server"]),
                 text(&t["what"]),
                 format!("{} -> {}", text(&t["from"]), text(&t["to"])),
                 text(&t["detail"]),
+                text(&t["by"]),
             ]
         })
         .collect();
-    table(&["AT", "SERVER", "WHAT", "CHANGE", "DETAIL"], &rows)
+    table(
+        &["AT", "KIND", "SERVER", "WHAT", "CHANGE", "DETAIL", "BY"],
+        &rows,
+    )
 }
 
 #[cfg(test)]

@@ -756,8 +756,9 @@ pub fn tls_server_with_pem(names: &[&str]) -> (Arc<rustls::ServerConfig>, String
     let num = |r: std::ops::Range<usize>| today[r].parse::<i32>().unwrap();
     let (y, m, d) = (num(0..4), num(5..7) as u8, num(8..10) as u8);
     params.not_before = rcgen::date_time_ymd(y, m, d);
-    // 397 days on, near enough: a year and a month.
-    params.not_after = rcgen::date_time_ymd(y + 1, (m % 12) + 1, d.min(28));
+    // A year and a month on, near enough to 397 days.
+    let (ny, nm) = if m == 12 { (y + 2, 1) } else { (y + 1, m + 1) };
+    params.not_after = rcgen::date_time_ymd(ny, nm, d.min(28));
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
     tls_server_from(&cert, &key)

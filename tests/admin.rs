@@ -391,6 +391,39 @@ fn drain_needs_the_token_acts_within_a_second_and_survives_restart() {
     assert_eq!(server(&doc, "ex01")["state"], "drain");
     assert_eq!(doc["transitions"][0]["what"], "admin");
     assert_eq!(doc["transitions"][0]["to"], "drain");
+    assert_eq!(doc["transitions"][0]["kind"], "admin");
+    assert_eq!(
+        doc["transitions"][0]["by"], "127.0.0.1",
+        "who made the change"
+    );
+    // Why: the drained member is out of owa's answer, the relay backend takes nothing new, and
+    // a drain alone does not make the name degraded.
+    let owa = &doc["services"][0]["a"];
+    assert_eq!(owa["degraded"], false, "{owa:#}");
+    let ex01 = owa["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["server"] == "ex01")
+        .unwrap();
+    assert_eq!(
+        (ex01["answered"].as_bool(), ex01["reason"].as_str()),
+        (Some(false), Some("drain"))
+    );
+    let backend = doc["relays"][0]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "ex01")
+        .unwrap();
+    assert_eq!(backend["usable"], false);
+    assert!(
+        backend["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("drained (admin)"),
+        "{backend:#}"
+    );
     let saved: Value =
         serde_json::from_str(&std::fs::read_to_string(&state_file).unwrap()).unwrap();
     assert_eq!(saved["servers"]["ex01"], "drain");
@@ -567,4 +600,144 @@ fn readyz_waits_for_the_first_probe_round() {
         200
     );
     assert_eq!(server(&status_json(&s), "ex02")["state"], "down");
+}
+
+/// A server failing its check: the API says why it is out of the name and of the relay, the
+/// name is degraded; every server failing: the name fails open, said in words, logged at WARN
+/// once and listed as a service transition; back to healthy, logged again.
+#[test]
+fn the_api_says_why_a_server_is_out() {
+    let p = Pair::start(174);
+    let s = p.start_mailns();
+    p.http[1].fail_path("/owa/healthcheck.htm", true);
+    wait_for(Duration::from_secs(10), "ex02 out of owa", || {
+        a_set(s.addr, "owa.mail.test.") == [p.ip(1)]
+    });
+    let doc = status_json(&s);
+    assert_eq!(doc["degraded"], true);
+    let owa = &doc["services"][0]["a"];
+    assert_eq!(
+        (
+            owa["step"].as_str(),
+            owa["answered"].as_u64(),
+            owa["total"].as_u64()
+        ),
+        (Some("healthy"), Some(1), Some(2))
+    );
+    assert_eq!(owa["degraded"], true);
+    let ex02 = owa["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["server"] == "ex02")
+        .unwrap();
+    assert_eq!(ex02["reason"], "failing");
+    assert_eq!(ex02["detail"], "fails owa; left out of the answer");
+    let backend = doc["relays"][0]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "ex02")
+        .unwrap();
+    assert_eq!(backend["usable"], false);
+    assert_eq!(
+        backend["reason"],
+        "check owa fails: status 503 (expected 200)"
+    );
+    let sv = server(&doc, "ex02");
+    assert_eq!(sv["checks"][0]["code"], "L7STS 503");
+    assert_eq!(sv["checks"][0]["down_count"], 1);
+    assert_eq!(sv["services"][0]["state"], "down");
+
+    // Every server failing: the zone step, in words, at WARN once.
+    p.http[0].fail_path("/owa/healthcheck.htm", true);
+    wait_for(Duration::from_secs(10), "owa fails open", || {
+        status_json(&s)["services"][0]["a"]["step"] == "zone"
+    });
+    let doc = status_json(&s);
+    let owa = &doc["services"][0]["a"];
+    assert!(
+        owa["explain"]
+            .as_str()
+            .unwrap()
+            .starts_with("FAILING OPEN: no member passes its checks, so the zone's full set is answered (2 of 2, including 2 members failing its checks)"),
+        "{owa:#}"
+    );
+    let step = doc["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "service")
+        .expect("a service transition");
+    assert_eq!(
+        (
+            step["what"].as_str(),
+            step["from"].as_str(),
+            step["to"].as_str()
+        ),
+        (Some("owa.mail.test. A"), Some("healthy"), Some("zone"))
+    );
+    p.http[0].fail_path("/owa/healthcheck.htm", false);
+    p.http[1].fail_path("/owa/healthcheck.htm", false);
+    wait_for(Duration::from_secs(10), "both servers back", || {
+        let a = &status_json(&s)["services"][0]["a"];
+        a["step"] == "healthy" && a["answered"] == 2
+    });
+    let warns: Vec<String> = std::iter::from_fn(|| s.log.try_recv().ok())
+        .filter(|l| l.contains("WARN") && l.contains("fallback step"))
+        .collect();
+    assert_eq!(
+        warns.len(),
+        2,
+        "entering and leaving, once each: {warns:#?}"
+    );
+    assert!(
+        warns[0].contains("name answers from a fallback step") && warns[0].contains("to=\"zone\""),
+        "{warns:#?}"
+    );
+    assert!(
+        warns[1].contains("name left its fallback step"),
+        "{warns:#?}"
+    );
+    let metrics = http_get(s.admin, "/metrics").1;
+    assert!(
+        metrics.contains("mailns_transitions_total{kind=\"service\"} 2"),
+        "{metrics}"
+    );
+
+    // The history: relay connections per second, for the relay and per server.
+    let history =
+        || -> Value { serde_json::from_str(&http_get(s.admin, "/api/v1/history").1).unwrap() };
+    wait_for(Duration::from_secs(10), "a first sample", || {
+        !history()["times"].as_array().unwrap().is_empty()
+    });
+    for _ in 0..6 {
+        relayed_to(s.relay("rpc")[0]);
+    }
+    let rate = |label: &str| {
+        history()["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| {
+                x["kind"] == "relay_connections" && x["subject"] == "rpc" && x["label"] == label
+            })
+            .map_or(0.0, |x| {
+                x["points"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(Value::as_f64)
+                    .fold(0.0, f64::max)
+            })
+    };
+    wait_for(
+        Duration::from_secs(15),
+        "the relay's rate in the history",
+        || rate("") > 0.0,
+    );
+    assert!(
+        rate("ex01") > 0.0 && rate("ex02") > 0.0,
+        "round robin: both servers"
+    );
 }

@@ -50,6 +50,13 @@ fn sample(live: &Live) -> Vec<(Key, Reading)> {
             r.stats.servers.iter().map(f).sum::<u64>()
         };
         let name = r.def.name.clone();
+        // Per backend too: the dashboard's session rate per relay server, as HAProxy's.
+        for ((server, _, _), st) in r.def.servers.iter().zip(&r.stats.servers) {
+            out.push((
+                Key::new(Kind::RelayConnections, name.clone(), server.clone()),
+                Reading::Counter(st.total.load(Ordering::Relaxed)),
+            ));
+        }
         out.push((
             Key::new(Kind::RelayConnections, name.clone(), ""),
             Reading::Counter(sum(&|s| s.total.load(Ordering::Relaxed))),
