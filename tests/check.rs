@@ -647,7 +647,7 @@ fn each_mistake_is_one_error_that_names_key_value_and_range() {
     one(
         &check("port = 70000\n"),
         HEAD,
-        "mailns.toml:7: check.port: expected a whole number from 0 to 65535, found integer `70000`",
+        "mailns.toml:7: check.port: expected a port number from 1 to 65535, found integer `70000`",
     );
     one(
         &format!("[health]\nrise = 0\n{zone_cfg}"),
@@ -662,12 +662,14 @@ fn each_mistake_is_one_error_that_names_key_value_and_range() {
     one(
         &format!("[health]\nrise = \"two\"\n{zone_cfg}"),
         HEAD,
-        "mailns.toml:2: health.rise: expected a whole number from 0 to 4294967295, found string \"two\"",
+        "mailns.toml:2: health.rise: expected a whole number, 1 or more, found string \"two\"",
     );
     one(
-        &format!("{zone_cfg}[[server]]\nname = \"ex01\"\naddresses = [\"127.0.1.1\"]\nweight = -1\n"),
+        &format!(
+            "{zone_cfg}[[server]]\nname = \"ex01\"\naddresses = [\"127.0.1.1\"]\nweight = -1\n"
+        ),
         HEAD,
-        "mailns.toml:7: server.weight: expected a whole number from 0 to 4294967295, found integer `-1`",
+        "mailns.toml:7: server.weight: expected a whole number from 1 to 16, found integer `-1`",
     );
     one(
         &format!("{zone_cfg}[[check]]\nname = \"\"\nkind = \"tcp\"\nport = 1\n"),

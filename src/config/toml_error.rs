@@ -6,8 +6,13 @@
 pub(super) fn explain(text: &str, message: &str, at: Option<usize>) -> String {
     let message = message.trim();
     if let Some((found, expected)) = found_and_expected(message) {
-        let said = format!("expected {}, found {found}", allowed(expected));
-        return match at.and_then(|at| key_at(text, at)) {
+        let key = at.and_then(|at| key_at(text, at));
+        let range = key
+            .as_deref()
+            .and_then(range_of_key)
+            .map_or_else(|| allowed(expected), String::from);
+        let said = format!("expected {range}, found {found}");
+        return match key {
             Some(k) => format!("{k}: {said}"),
             None => said,
         };
@@ -55,6 +60,17 @@ fn found_and_expected(message: &str) -> Option<(&str, &str)> {
         .or_else(|| message.strip_prefix("invalid value: "))?;
     let (found, expected) = rest.rsplit_once(", expected ")?;
     Some((found, expected))
+}
+
+/// What a key whose range is narrower than its type's allows.
+fn range_of_key(key: &str) -> Option<&'static str> {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    match last {
+        "rise" | "fall" => Some("a whole number, 1 or more"),
+        "weight" => Some("a whole number from 1 to 16"),
+        "port" | "backend_port" => Some("a port number from 1 to 65535"),
+        _ => None,
+    }
 }
 
 /// serde's name of a type, as a range an admin can read.
@@ -110,11 +126,11 @@ mod tests {
                 "invalid type: string \"two\", expected u32",
                 at("\"two\"")
             ),
-            "health.rise: expected a whole number from 0 to 4294967295, found string \"two\""
+            "health.rise: expected a whole number, 1 or more, found string \"two\""
         );
         assert_eq!(
             explain(text, "invalid value: integer `-1`, expected u32", at("-1")),
-            "server.weight: expected a whole number from 0 to 4294967295, found integer `-1`"
+            "server.weight: expected a whole number from 1 to 16, found integer `-1`"
         );
         // An unknown or missing key names itself: the table is added.
         assert_eq!(
@@ -131,7 +147,7 @@ mod tests {
                 "invalid value: integer `70000`, expected u16",
                 Some(7)
             ),
-            "port: expected a whole number from 0 to 65535, found integer `70000`"
+            "port: expected a port number from 1 to 65535, found integer `70000`"
         );
     }
 }

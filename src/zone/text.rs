@@ -30,7 +30,7 @@ pub(crate) fn name(text: &str, origin: &Name) -> Result<Name, String> {
     let wire_len = all.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
     if wire_len > MAX_NAME {
         return Err(format!(
-            "the name is {wire_len} octets long; at most {MAX_NAME} are allowed"
+            "the name is {wire_len} bytes long in DNS form (its parts and one length byte each); at most {MAX_NAME} fit (RFC 1035 §2.3.4)"
         ));
     }
     let mut name = Name::from_labels(all).map_err(|e| e.to_string())?;
@@ -85,7 +85,7 @@ fn labels(text: &str) -> Result<(Vec<Vec<u8>>, bool), String> {
         }
         if label.len() > MAX_LABEL {
             return Err(format!(
-                "a label is longer than {MAX_LABEL} octets: {}",
+                "the part '{}…' between two dots is longer than {MAX_LABEL} characters, the most one part of a DNS name may have (RFC 1035 §2.3.4)",
                 String::from_utf8_lossy(&label)
             ));
         }
