@@ -116,14 +116,7 @@ fn check_states(reports: &[ProbeReport], health: &HealthConfig) -> Vec<(Key, Rea
 /// Per health-driven name (and view, with `[[view]]`): answers since start, and the step in
 /// force (the worst of its families).
 fn service_readings(live: &Live, snap: &Snapshot) -> Vec<(Key, Reading)> {
-    let mut totals: Vec<(Key, u64)> = Vec::new();
-    for (view, name, _, _, n) in live.dns.service_answers() {
-        let key = Key::new(Kind::ServiceAnswers, name, view);
-        match totals.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, t)) => *t += n,
-            None => totals.push((key, n)),
-        }
-    }
+    let totals = live.dns.service_totals();
     let mut out: Vec<(Key, Reading)> = Vec::new();
     for v in &snap.services {
         let name = v.name.to_string();
@@ -141,8 +134,8 @@ fn service_readings(live: &Live, snap: &Snapshot) -> Vec<(Key, Reading)> {
         for view in views {
             let total = totals
                 .iter()
-                .find(|(k, _)| k.subject == name && k.label == view)
-                .map_or(0, |(_, t)| *t);
+                .find(|(v, n, _)| *n == name && *v == view)
+                .map_or(0, |(_, _, t)| *t);
             out.push((
                 Key::new(Kind::ServiceAnswers, name.clone(), view.clone()),
                 Reading::Counter(total),

@@ -466,7 +466,7 @@ pub fn build(live: &Live) -> StatusDoc {
     let health = live.out.health.load_full();
     let snap = live.store.load_full();
     let relays = live.relays.load_full();
-    let services = service_docs(&snap, &health, &answer_counts(live));
+    let services = service_docs(&snap, &health, &live.dns.service_totals());
     let mut servers = server_docs(&health, &reports);
     for s in &mut servers {
         s.services = server_services(s, &snap, &health);
@@ -986,18 +986,6 @@ fn transition_docs(live: &Live) -> Vec<TransitionDoc> {
             detail: t.detail.clone(),
         })
         .collect()
-}
-
-/// A/AAAA answers per (view label, service name), summed over families and steps.
-fn answer_counts(live: &Live) -> Vec<(String, String, u64)> {
-    let mut out: Vec<(String, String, u64)> = Vec::new();
-    for (view, name, _, _, n) in live.dns.service_answers() {
-        match out.iter_mut().find(|(v, s, _)| *v == view && *s == name) {
-            Some(row) => row.2 += n,
-            None => out.push((view, name, n)),
-        }
-    }
-    out
 }
 
 /// DNS counters: responses by rcode, drops, rate limiting, cookies.

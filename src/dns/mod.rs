@@ -185,6 +185,18 @@ impl Stats {
         }
         out
     }
+
+    /// A/AAAA answers per (view label, service name), summed over families and steps.
+    pub fn service_totals(&self) -> Vec<(String, String, u64)> {
+        let mut out: Vec<(String, String, u64)> = Vec::new();
+        for (view, name, _, _, n) in self.service_answers() {
+            match out.iter_mut().find(|(v, s, _)| *v == view && *s == name) {
+                Some(row) => row.2 += n,
+                None => out.push((view, name, n)),
+            }
+        }
+        out
+    }
 }
 
 /// The edge policy in force: response rate limiting and DNS cookies (swapped on reload; the
