@@ -394,6 +394,7 @@ impl Listeners {
     /// Relays: the new order, kept or swapped relays, new listeners; then closes the rest.
     fn apply_relays(&mut self, config: &Config, pending: Vec<(Arc<Relay>, RelayListeners)>) {
         let root = self.shared.token.clone();
+        let local = local_addresses();
         let mut entries: Vec<(String, RelayEntry)> = Vec::new();
         let mut current = Vec::new();
         for (index, ((relay, fresh), def)) in pending.into_iter().zip(&config.relays).enumerate() {
@@ -410,7 +411,9 @@ impl Listeners {
                 k
             });
             for (addr, bound, socks) in fresh {
-                info!(relay = %def.name, local_addr = %bound, "listening for relay");
+                // A VIP held by the other node of a pair is bound all the same (IP_FREEBIND).
+                let on_this_host = is_here(bound.ip(), local.as_deref());
+                info!(relay = %def.name, local_addr = %bound, on_this_host, "listening for relay");
                 let token = root.child_token();
                 let slot_index = def.listen.iter().position(|a| *a == addr).unwrap_or(0);
                 for (tx, listener) in self.threads.iter().zip(socks) {
@@ -504,7 +507,9 @@ fn bind_relay(
 /// A non-blocking TCP listener with SO_REUSEPORT (and SO_REUSEADDR), ready for tokio.
 ///
 /// TCP_NODELAY and SO_KEEPALIVE are set here because Linux copies them to every accepted socket:
-/// two system calls saved per relayed connection.
+/// two system calls saved per relayed connection. IP_FREEBIND lets it bind a VIP that this node
+/// does not hold yet: on the backup of a keepalived pair the relay is already listening when the
+/// address moves over, with no notify script and no `net.ipv4.ip_nonlocal_bind`.
 pub fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
@@ -514,6 +519,9 @@ pub fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpList
     s.set_keepalive(true)?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
+        s.set_freebind_v6(true)?;
+    } else {
+        s.set_freebind_v4(true)?;
     }
     s.bind(&addr.into())?;
     s.listen(4096)?;
@@ -569,4 +577,76 @@ pub fn bind_dns(
         }
     }
     Err(last)
+}
+
+/// What `mailns check` says of this host for `config`: relay and port 80 addresses that are not
+/// on it (bound anyway, see [`reuseport_listener`]: fine for a VIP, a typo otherwise), and
+/// transparent relays that the kernel would refuse (no CAP_NET_ADMIN).
+pub fn host_problems(config: &Config) -> Vec<crate::diag::Diagnostic> {
+    use crate::diag::Diagnostic;
+    let local = local_addresses();
+    let mut out = Vec::new();
+    let path = &config.path;
+    let not_here = |what: &str, addr: &SocketAddr| {
+        format!("{what} listens on {addr}, which is not an address of this host now; it is bound anyway (IP_FREEBIND) and serves once the address arrives (a VIP that keepalived moves here); if it is not a VIP, check the address")
+    };
+    for r in &config.relays {
+        for a in r
+            .listen
+            .iter()
+            .filter(|a| !is_here(a.ip(), local.as_deref()))
+        {
+            out.push(Diagnostic::warning(
+                path,
+                None,
+                not_here(&format!("relay '{}'", r.name), a),
+            ));
+        }
+        if r.transparent {
+            let ipv6 = r.servers.iter().any(|s| s.1.is_ipv6());
+            if let Err(e) = crate::relay::transparent::available(ipv6) {
+                out.push(Diagnostic::warning(
+                    path,
+                    None,
+                    format!(
+                        "relay '{}': {} ({e}); `mailns run` refuses to start it as this user",
+                        r.name,
+                        crate::relay::transparent::NEEDS_CAP
+                    ),
+                ));
+            }
+        }
+    }
+    for a in config
+        .redirect
+        .listen
+        .iter()
+        .filter(|a| !is_here(a.ip(), local.as_deref()))
+    {
+        out.push(Diagnostic::warning(
+            path,
+            None,
+            not_here("the port 80 redirect", a),
+        ));
+    }
+    out
+}
+
+/// The addresses of this host's interfaces (None: they cannot be read, so nothing is flagged).
+fn local_addresses() -> Option<Vec<std::net::IpAddr>> {
+    let list = nix::ifaddrs::getifaddrs().ok()?;
+    Some(
+        list.filter_map(|i| {
+            let a = i.address?;
+            a.as_sockaddr_in()
+                .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+        })
+        .collect(),
+    )
+}
+
+/// True when `ip` is the wildcard, on loopback (all of 127/8 is), or an interface's address.
+fn is_here(ip: std::net::IpAddr, local: Option<&[std::net::IpAddr]>) -> bool {
+    ip.is_unspecified() || ip.is_loopback() || local.is_none_or(|l| l.contains(&ip))
 }

@@ -58,7 +58,8 @@ fn check(path: &std::path::Path) -> ExitCode {
         Err(d) => d,
         Ok(config) => match config.load_zones() {
             Ok((zones, warnings)) => {
-                for w in config.warnings.iter().chain(&warnings) {
+                let host = mailns::listeners::host_problems(&config);
+                for w in config.warnings.iter().chain(&warnings).chain(&host) {
                     println!("{w}");
                 }
                 for z in &zones {

@@ -51,6 +51,9 @@ pub enum Proto {
     ProxyEcho,
 }
 
+/// Peer addresses a sim keeps (a demo runs for days; its probes must not grow the list).
+pub const PEERS_KEPT: usize = 1024;
+
 /// Shared behaviour switches.
 #[derive(Default)]
 pub struct Behaviour {
@@ -65,6 +68,10 @@ pub struct Behaviour {
     pub hits: AtomicU32,
     /// Connections accepted.
     pub accepted: AtomicU32,
+    /// The peer address of every connection accepted, in order (the last [`PEERS_KEPT`]):
+    /// what Exchange's receive connector and message tracking would see (the client's own
+    /// behind a transparent relay).
+    pub peers: Mutex<Vec<SocketAddr>>,
     /// Milliseconds to wait before answering a new connection (a slow server).
     pub delay_ms: AtomicU32,
     /// Milliseconds to wait before every answer: each greeting, reply and HTTP response.
@@ -173,8 +180,14 @@ impl Sim {
             loop {
                 tokio::select! {
                     a = listener.accept() => {
-                        let Ok((s, _)) = a else { continue };
+                        let Ok((s, peer)) = a else { continue };
                         b.accepted.fetch_add(1, Ordering::Relaxed);
+                        let mut peers = b.peers.lock().unwrap();
+                        if peers.len() >= PEERS_KEPT {
+                            peers.remove(0);
+                        }
+                        peers.push(peer);
+                        drop(peers);
                         let (proto, b) = (proto.clone(), b.clone());
                         conns.spawn(async move { serve(s, proto, b).await });
                     }

@@ -72,6 +72,7 @@ pub(super) struct RawRelay {
     max_per_client: Option<usize>,
     allow: Option<Spanned<Vec<String>>>,
     proxy_protocol: Option<bool>,
+    transparent: Option<Spanned<bool>>,
     on_server_down: Option<Spanned<String>>,
     tls: Option<Spanned<String>>,
     certificates: Option<Spanned<Vec<RawCert>>>,
@@ -157,6 +158,9 @@ pub struct RelayDef {
     pub allow: Vec<IpNet>,
     /// Send a PROXY protocol v2 header to backends.
     pub proxy_protocol: bool,
+    /// Connect to servers from the client's own address (IP_TRANSPARENT), so Exchange sees and
+    /// logs each application's address.
+    pub transparent: bool,
     /// Open connections to a server that fails a check: kept or closed. (A server in `maint` has
     /// its connections closed either way; `drain` keeps them.)
     pub on_server_down: OnServerDown,
@@ -261,6 +265,7 @@ fn validate_relay(
             format!("relay '{name}': an SMTP relay needs `allow` (client addresses or CIDRs); without it the VIP would be an open relay"),
         );
     }
+    let transparent = transparent(cx, &r, &name, &listen, &pools.servers);
     let backend_ports = backend_ports(cx, &r, &name, listen.len());
     let on_server_down = on_server_down(cx, &r, &name);
     let tls = front_tls(cx, &r, &name, kind);
@@ -303,10 +308,46 @@ fn validate_relay(
         max_per_client: r.max_per_client.unwrap_or(1_000).max(1),
         allow,
         proxy_protocol: r.proxy_protocol.unwrap_or(false),
+        transparent,
         on_server_down,
         tls,
         name,
     }
+}
+
+/// `transparent`: a connection keeps the client's address, so the listeners and servers must
+/// be of one family; a PROXY header on top would say what the server already sees.
+fn transparent(
+    cx: &mut Cx<'_>,
+    r: &RawRelay,
+    name: &str,
+    listen: &[SocketAddr],
+    servers: &[(String, IpAddr, u32)],
+) -> bool {
+    let Some(t) = &r.transparent else {
+        return false;
+    };
+    if !*t.get_ref() {
+        return false;
+    }
+    let at = Some(t.span());
+    let mixed = listen
+        .iter()
+        .flat_map(|l| servers.iter().map(move |s| (l, s)))
+        .find(|(l, s)| l.is_ipv6() != s.1.is_ipv6());
+    if let Some((l, (server, ip, _))) = mixed {
+        cx.error(
+            at.clone(),
+            format!("relay '{name}': transparent = true connects from the client's address, so a client of {l} cannot reach server '{server}' at {ip} (another address family); give the relay listeners and servers of one family"),
+        );
+    }
+    if r.proxy_protocol == Some(true) {
+        cx.warn(
+            at,
+            format!("relay '{name}': transparent = true already gives the server the client's address; the PROXY header on top is redundant"),
+        );
+    }
+    true
 }
 
 /// A relay's `kind` (tcp by default); None, reported, for an unknown one.
@@ -689,6 +730,34 @@ mod tests {
         "[[server]]\nname = \"ex1\"\naddresses = [\"127.0.1.1\"]\n",
         "[[server]]\nname = \"ex2\"\naddresses = [\"127.0.1.2\"]\nweight = 3\n",
     );
+
+    #[test]
+    fn transparent_needs_one_family_and_makes_a_proxy_header_redundant() {
+        let relay = |listen: &str, extra: &str| {
+            format!(
+                "{SERVERS}[[relay]]\nname = \"smtp\"\nkind = \"smtp\"\nlisten = [\"{listen}\"]\nservers = [\"ex1\"]\nallow = [\"127.0.0.0/8\"]\ntransparent = true\n{extra}"
+            )
+        };
+        let c = valid(&relay("127.0.0.30:25", "proxy_protocol = true\n"));
+        assert!(c.relays[0].transparent);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.line == Some(17) && w.message.contains("redundant")),
+            "{:?}",
+            c.warnings
+        );
+        let e = errors(&relay("[::1]:2525", ""));
+        assert!(
+            has(
+                &e,
+                17,
+                "cannot reach server 'ex1' at 127.0.1.1 (another address family)"
+            ),
+            "{e:?}"
+        );
+        assert!(!valid(&format!("{SERVERS}[[relay]]\nname = \"r\"\nlisten = [\"127.0.0.30:135\"]\nservers = [\"ex1\"]\n")).relays[0].transparent);
+    }
 
     #[test]
     fn a_relay_and_its_defaults() {

@@ -6,3 +6,4 @@ pub mod pick;
 pub mod refuse;
 pub mod server;
 pub mod sni;
+pub mod transparent;

@@ -52,14 +52,30 @@ pub struct RelayStats {
     pub refused: AtomicU64,
 }
 
-/// A relay whose TLS front cannot be set up.
+/// A relay that cannot be set up: its TLS front, or transparent connections without the
+/// capability.
 #[derive(Debug, thiserror::Error)]
 #[error("relay '{relay}': {source}")]
 pub struct RelayError {
     /// The relay's name.
     pub relay: String,
-    /// What is wrong with its certificates or CA file.
-    pub source: Box<TlsError>,
+    /// What is wrong.
+    pub source: Box<RelaySetupError>,
+}
+
+/// What stops a relay from being set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelaySetupError {
+    /// Its certificates or CA file.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// `transparent = true`, but the kernel refuses IP_TRANSPARENT.
+    #[error("{}: {source}", super::transparent::NEEDS_CAP)]
+    Transparent {
+        /// The kernel's refusal.
+        source: io::Error,
+    },
 }
 
 /// A relay's shared state.
@@ -87,15 +103,23 @@ impl Relay {
     /// A relay for `def`, the `index`-th of the config.
     ///
     /// # Errors
-    /// TLS termination whose certificates or CA file cannot be loaded.
+    /// TLS termination whose certificates or CA file cannot be loaded, or transparent
+    /// connections the kernel refuses.
     pub fn new(def: RelayDef, index: usize, default_name: &str) -> Result<Arc<Self>, RelayError> {
         let front = match &def.tls {
             Some(tls) => Some(Front::new(tls, default_name).map_err(|e| RelayError {
                 relay: def.name.clone(),
-                source: Box::new(e),
+                source: Box::new(e.into()),
             })?),
             None => None,
         };
+        if def.transparent {
+            let ipv6 = def.servers.iter().any(|s| s.1.is_ipv6());
+            super::transparent::available(ipv6).map_err(|source| RelayError {
+                relay: def.name.clone(),
+                source: Box::new(RelaySetupError::Transparent { source }),
+            })?;
+        }
         let stats = RelayStats {
             servers: def.servers.iter().map(|_| ServerStats::default()).collect(),
             refused: AtomicU64::new(0),
@@ -620,7 +644,8 @@ async fn connect_first(
         .map(|&k| pool[k])
     {
         let addr = SocketAddr::new(def.servers[i].1, port);
-        match timeout(def.connect_timeout, connect(addr)).await {
+        let from = def.transparent.then_some(client);
+        match timeout(def.connect_timeout, connect(addr, from)).await {
             Ok(Ok(s)) => return Some((i, s)),
             Ok(Err(error)) => {
                 debug!(%addr, %error, "relay upstream connect failed")
@@ -635,8 +660,11 @@ async fn connect_first(
 }
 
 /// Connects to a backend with TCP_NODELAY and SO_KEEPALIVE set (the client's socket inherits both
-/// from the listener).
-async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+/// from the listener), from the client's address when `from` is given (a transparent relay).
+async fn connect(addr: SocketAddr, from: Option<IpAddr>) -> io::Result<TcpStream> {
+    if let Some(from) = from {
+        return super::transparent::socket(from, addr)?.connect(addr).await;
+    }
     let s = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

@@ -107,16 +107,21 @@ impl Mailns {
 
     /// Like [`Mailns::start_path`], calling `on_line` with each log line before "mailns ready"
     /// (to act while it starts).
-    pub fn start_watching(
+    pub fn start_watching(dir: tempfile::TempDir, path: &Path, on_line: impl FnMut(&str)) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailns"));
+        cmd.args(["run", "--config"]).arg(path);
+        Self::start_command(dir, cmd, on_line)
+    }
+
+    /// Starts mailns by `cmd` (`mailns run --config ...`, or that under `ip netns exec`), and
+    /// waits for it to be ready as [`Mailns::start_watching`] does.
+    pub fn start_command(
         dir: tempfile::TempDir,
-        path: &Path,
+        mut cmd: Command,
         mut on_line: impl FnMut(&str),
     ) -> Self {
         let mut guard = ChildGuard(
-            Command::new(env!("CARGO_BIN_EXE_mailns"))
-                .args(["run", "--config"])
-                .arg(path)
-                .env("RUST_LOG", "info")
+            cmd.env("RUST_LOG", "info")
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
