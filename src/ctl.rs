@@ -8,11 +8,9 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
+use hyper::{Method, StatusCode};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
-use tokio::net::TcpStream;
 
 /// Time allowed for connecting and for each answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,6 +24,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The bearer token (from the token file or `MAILNS_TOKEN`).
     pub token: Option<String>,
+    /// The listener speaks HTTPS (`admin.tls_cert` is set).
+    pub tls: bool,
 }
 
 impl std::fmt::Debug for Target {
@@ -73,7 +73,8 @@ pub fn target_of_config(path: &std::path::Path) -> Result<Target, String> {
             Some(t.trim().to_string()).filter(|t| !t.is_empty())
         }
     };
-    Ok(Target { addr, token })
+    let tls = admin.is_some_and(|a| a.contains_key("tls_cert"));
+    Ok(Target { addr, token, tls })
 }
 
 /// Why a command failed, in words an admin can act on.
@@ -132,40 +133,34 @@ pub async fn request(
 ) -> Result<Value, CtlError> {
     let addr = target.addr;
     let not_mailns = |detail: String| CtlError::NotMailns { addr, detail };
-    let tcp = match tokio::time::timeout(TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(source)) => return Err(CtlError::NotRunning { addr, source }),
-        Err(_) => {
-            return Err(CtlError::NotRunning {
-                addr,
-                source: std::io::ErrorKind::TimedOut.into(),
+    let tls = match target.tls {
+        false => None,
+        // Its own node, at the address its own config names: nothing to verify it against.
+        true => Some(crate::httpclient::Tls {
+            config: crate::tls::client::config(&crate::tls::client::TlsCheck {
+                verify: false,
+                ca_file: None,
             })
-        }
+            .map_err(|e| not_mailns(e.to_string()))?,
+            name: ServerName::IpAddress(addr.ip().into()),
+        }),
     };
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .map_err(|e| not_mailns(e.to_string()))?;
-    tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, addr.to_string());
-    if let Some(t) = &target.token {
-        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-    }
-    let req = req
-        .body(Full::new(Bytes::from(body.unwrap_or_default().to_string())))
-        .map_err(|e| not_mailns(e.to_string()))?;
-    let answer = tokio::time::timeout(TIMEOUT, async {
-        let resp = send.send_request(req).await?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        Ok::<_, hyper::Error>((status, bytes))
-    })
-    .await
-    .map_err(|_| not_mailns("no answer within 10 s".into()))?
-    .map_err(|e| not_mailns(e.to_string()))?;
-    let (status, bytes) = answer;
+    let host = addr.to_string();
+    let call = crate::httpclient::Call {
+        method: &method,
+        path,
+        host: &host,
+        token: target.token.as_deref(),
+        body,
+        timeout: TIMEOUT,
+    };
+    let (status, bytes) = match crate::httpclient::request(addr, tls.as_ref(), call).await {
+        Ok(answer) => answer,
+        Err(crate::httpclient::ClientError::Connect(source)) => {
+            return Err(CtlError::NotRunning { addr, source })
+        }
+        Err(e) => return Err(not_mailns(e.to_string())),
+    };
     let json: Option<Value> = serde_json::from_slice(&bytes).ok();
     match (status, json) {
         (s, Some(v)) if s.is_success() => Ok(v),

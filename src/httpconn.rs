@@ -33,15 +33,21 @@ pub struct Limits {
     pub keep_alive: bool,
 }
 
+/// Where a listener gets its TLS config for each new connection (None: plain HTTP). Asked per
+/// connection, so a reload's renewed certificate serves the next connection.
+pub type TlsSource = Arc<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
+
 /// Accepts on `listener` until `token` is cancelled; each connection holds a slot of `slots`
 /// and is served by `handler`, which gets the request, the client address and the slot (so it
-/// can mark itself busy while it answers).
+/// can mark itself busy while it answers). With `tls`, connections speak HTTPS; the handshake
+/// must finish within the header timeout.
 pub async fn serve<H, F>(
     name: &'static str,
     listener: TcpListener,
     slots: Arc<Slots>,
     limits: Limits,
     handler: H,
+    tls: Option<TlsSource>,
     token: CancellationToken,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
@@ -65,11 +71,12 @@ pub async fn serve<H, F>(
             continue;
         };
         let (handler, token) = (handler.clone(), token.clone());
+        let tls = tls.as_ref().and_then(|t| t());
         tokio::spawn(async move {
             let slot = Arc::new(slot);
             let evicted = slot.evicted.clone();
             tokio::select! {
-                r = connection(stream, peer, limits, handler, slot) => {
+                r = connection(stream, peer, limits, handler, slot, tls) => {
                     if let Err(error) = r {
                         debug!(%peer, %error, listener = name, "connection ended");
                     }
@@ -87,7 +94,8 @@ async fn connection<H, F>(
     limits: Limits,
     handler: H,
     slot: Arc<Slot>,
-) -> Result<(), hyper::Error>
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<(), ConnError>
 where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
@@ -96,6 +104,42 @@ where
     timed.set_read_timeout(Some(limits.read_timeout));
     timed.set_write_timeout(Some(limits.write_timeout));
     slot.idle(crate::addr::mono_nanos());
+    let timed = Box::pin(timed);
+    let Some(cfg) = tls else {
+        return Ok(serve_io(timed, peer, limits, handler, slot).await?);
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(cfg).accept(timed);
+    let tls = tokio::time::timeout(limits.header_timeout, accept)
+        .await
+        .map_err(|_| ConnError::Handshake(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(ConnError::Handshake)?;
+    Ok(serve_io(tls, peer, limits, handler, slot).await?)
+}
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    /// The TLS handshake failed or took too long.
+    #[error("TLS handshake: {0}")]
+    Handshake(std::io::Error),
+    /// HTTP.
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+/// Serves HTTP/1 on `io` (plain or TLS).
+async fn serve_io<IO, H, F>(
+    io: IO,
+    peer: SocketAddr,
+    limits: Limits,
+    handler: H,
+    slot: Arc<Slot>,
+) -> Result<(), hyper::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let svc = hyper::service::service_fn(move |req| {
         let (handler, slot) = (handler.clone(), slot.clone());
         async move {
@@ -110,6 +154,6 @@ where
         .max_buf_size(64 * 1024)
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .serve_connection(hyper_util::rt::TokioIo::new(Box::pin(timed)), svc)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
         .await
 }

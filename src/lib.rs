@@ -26,7 +26,8 @@
 //!
 //! Servers:
 //! - [`limits`]: connection slots per listener (a cap in total and per client).
-//! - [`httpconn`]: one HTTP/1 connection as every mailns HTTP listener serves it.
+//! - [`httpconn`]: one HTTP/1 connection as every mailns HTTP listener serves it (HTTPS too).
+//! - [`httpclient`]: one HTTP/1.1 request to an admin listener (`mailns ctl`, cluster peers).
 //! - [`redirect`]: the port 80 listener (to https://, and Outlook's autodiscover redirect).
 //! - [`dns`]: the UDP and TCP servers, response rate limiting, counters, zone transfers, NOTIFY.
 //! - [`relay`]: the TCP relays (RPC with source-hash persistence, HTTPS front, SMTP relay VIP).
@@ -36,6 +37,8 @@
 //! - [`app`]: the running application's state ([`app::Live`]) and the commands the admin
 //!   listener sends the runtime.
 //! - [`admin`]: the dashboard, the JSON status, Prometheus metrics, the token-guarded actions.
+//! - [`cluster`]: asks the `[cluster]` peers for their raw check states (the health engine
+//!   decides with them).
 //! - [`runtime`]: start-up, reloads, signals, file watching, shutdown.
 //! - `demo`, `sim` (feature `demo`, on by default): `mailns demo`'s simulated Exchange servers,
 //!   which the tests use too. A production build leaves them out (`--no-default-features`).
@@ -47,6 +50,7 @@ pub mod addr;
 pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 #[cfg(feature = "demo")]
@@ -55,6 +59,7 @@ pub mod diag;
 pub mod dns;
 pub mod health;
 pub mod history;
+pub mod httpclient;
 pub mod httpconn;
 pub mod limits;
 pub mod listeners;

@@ -96,12 +96,17 @@ fn ctl(path: &std::path::Path, admin: Option<std::net::SocketAddr>, action: CtlA
     use mailns::ctl::{self, CtlError, Target};
     let env_token = std::env::var("MAILNS_TOKEN").ok().filter(|t| !t.is_empty());
     let target = match (admin, ctl::target_of_config(path)) {
-        (Some(addr), from_file) => Target {
-            addr,
-            token: env_token.or_else(|| from_file.ok().and_then(|t| t.token)),
-        },
+        (Some(addr), from_file) => {
+            let from_file = from_file.ok();
+            Target {
+                addr,
+                tls: from_file.as_ref().is_some_and(|t| t.tls),
+                token: env_token.or_else(|| from_file.and_then(|t| t.token)),
+            }
+        }
         (None, Ok(t)) => Target {
             addr: t.addr,
+            tls: t.tls,
             token: env_token.or(t.token),
         },
         (None, Err(e)) => {

@@ -109,7 +109,7 @@ pub async fn serve(
         let cfg = cfg.load_full();
         async move { respond(&cfg, &req) }
     };
-    crate::httpconn::serve("redirect", listener, slots, limits, handler, token).await;
+    crate::httpconn::serve("redirect", listener, slots, limits, handler, None, token).await;
 }
 
 fn respond(cfg: &RedirectConfig, req: &Request<Incoming>) -> Response<Full<Bytes>> {

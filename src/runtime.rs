@@ -307,6 +307,7 @@ fn spawn_control(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(serve_commands(live.clone(), token.clone(), commands));
     tasks.spawn(crate::admin::history::run(live.clone(), token.clone()));
+    tasks.spawn(crate::cluster::run(live.clone(), token.clone()));
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hup) => {
             tasks.spawn(reload_on_hangup(live.clone(), token.clone(), hup));

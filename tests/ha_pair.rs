@@ -643,3 +643,336 @@ fn check_says_what_the_pair_needs_of_the_host() {
         "{err}"
     );
 }
+
+/// CPU time of every thread of `pid`, from the scheduler's nanosecond counters.
+fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The benchmark of BENCHMARKS.md (bench/ha.sh): mailns's CPU per SMTP session through the VIP
+/// (connect, banner, QUIT, 221, close), transparent (port 25) against plain (a second relay on
+/// port 2525 to the same servers), alternating `HA_ROUNDS` rounds of `HA_CONNS` sessions.
+#[test]
+#[ignore = "a benchmark: bench/ha.sh runs it"]
+fn transparent_cost() {
+    let rounds = env_or("HA_ROUNDS", 3);
+    let conns = env_or("HA_CONNS", 3000);
+    let lab = Lab::new();
+    let (_rt, _sims) = start_servers(&lab);
+    let dir = node_dir();
+    let toml = dir.path().join("mailns.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let plain = concat!(
+        "\n[[relay]]\nname = \"smtp-plain\"\nkind = \"smtp\"\nlisten = [\"198.18.1.100:2525\"]\n",
+        "backend_port = 25\nservers = [\"ex01\", \"ex02\"]\nchecks = [\"smtp\"]\n",
+        "allow = [\"198.18.1.0/24\"]\nmax_per_client = 100000\n"
+    );
+    let text = text.replacen("[admin]", &format!("{plain}\n[admin]"), 1);
+    std::fs::write(
+        &toml,
+        text.replace(
+            "transparent = true\n",
+            "transparent = true\nmax_per_client = 100000\n",
+        ),
+    )
+    .unwrap();
+    let node = start_mailns(&lab, "a", dir);
+    // The VIP by hand: this measures the relay, not keepalived.
+    lab.ip("a", &["addr", "add", "198.18.1.100/24", "dev", "eth0"]);
+    lab.ip("a", &["addr", "add", "198.18.2.1/24", "dev", "eth1"]);
+    let pid = node.pid();
+    let session = move |port: u16, i: u64| {
+        let from = client_ip(CLIENTS.start + (i % u64::from(CLIENTS.end - CLIENTS.start)) as u8);
+        let (banner, mut s) = first_line(from, vip(port), Duration::from_secs(3)).expect("banner");
+        assert!(banner.starts_with("220"), "{banner}");
+        s.write_all(b"QUIT\r\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        assert!(line.starts_with("221"), "{line}");
+    };
+    let mut per = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for (k, port) in [(0, 25u16), (1, 2525)] {
+            let (cpu, wall) = lab.within("c", move || {
+                let (c0, t0) = (cpu_ns(pid), Instant::now());
+                for i in 0..conns {
+                    session(port, i);
+                }
+                (cpu_ns(pid) - c0, t0.elapsed())
+            });
+            let us = cpu as f64 / conns as f64 / 1000.0;
+            eprintln!(
+                "round {round} {}: {us:.1} us of mailns CPU per session, {:.0} sessions/s",
+                ["transparent", "plain"][k],
+                conns as f64 / wall.as_secs_f64()
+            );
+            per[k].push(us);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (t, p) = (median(&mut per[0].clone()), median(&mut per[1].clone()));
+    let ratios: Vec<String> = per[0]
+        .iter()
+        .zip(&per[1])
+        .map(|(a, b)| format!("{:.2}", a / b))
+        .collect();
+    eprintln!(
+        "transparent {t:.1} us vs plain {p:.1} us per session (median of {rounds} rounds of {conns}): {:.2}x, per round {}",
+        t / p,
+        ratios.join(" ")
+    );
+}
+
+/// Two nodes with `[cluster]`: each reads the other's raw checks over HTTPS (one self-signed
+/// certificate naming both node addresses, which is also the `ca_file`), with one admin token.
+/// No keepalived: this is about the answers. `mail.mail.example.test` answers ex01 and ex02 by
+/// their SMTP check.
+struct Cluster {
+    nodes: Vec<Mailns>,
+    _sims: Vec<Arc<Sim>>,
+    _rt: Arc<tokio::runtime::Runtime>,
+    lab: Lab,
+}
+
+const NODES: [(&str, &str); 2] = [("a", "198.18.1.2"), ("b", "198.18.1.3")];
+
+impl Cluster {
+    fn up(policy: &str) -> Self {
+        let lab = Lab::new();
+        let (rt, sims) = start_servers(&lab);
+        let ck =
+            rcgen::generate_simple_self_signed(vec![NODES[0].1.into(), NODES[1].1.into()]).unwrap();
+        let nodes = NODES
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| {
+                let dir = node_dir();
+                let p = |f: &str| dir.path().join(f);
+                std::fs::write(p("node.pem"), ck.cert.pem()).unwrap();
+                std::fs::write(p("node.key"), ck.signing_key.serialize_pem()).unwrap();
+                std::fs::write(p("token"), "cluster-test-token\n").unwrap();
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(p("token"), std::fs::Permissions::from_mode(0o600))
+                    .unwrap();
+                let zone = std::fs::read_to_string(p("mail.example.test.zone")).unwrap();
+                std::fs::write(
+                    p("mail.example.test.zone"),
+                    zone + "mail A 198.18.2.10\nmail A 198.18.2.11\n",
+                )
+                .unwrap();
+                let peer = NODES[1 - i].1;
+                let toml = std::fs::read_to_string(p("mailns.toml")).unwrap();
+                let toml = toml
+                    .replace("interval = \"2s\"\ntimeout = \"1s\"", "interval = \"500ms\"\ntimeout = \"300ms\"")
+                    .replace(
+                        "listen = \"127.0.0.1:8053\"",
+                        "listen = \"0.0.0.0:8053\"\ntoken_file = \"token\"\ntls_cert = \"node.pem\"\ntls_key = \"node.key\"",
+                    )
+                    .replace(
+                        "[admin]",
+                        "[[service]]\nname = \"mail.mail.example.test\"\nchecks = [\"smtp\"]\nttl = 5\n\n[admin]",
+                    );
+                let toml = format!(
+                    "{toml}\n[cluster]\npeers = [\"https://{peer}:8053\"]\npolicy = \"{policy}\"\ninterval = \"300ms\"\ntimeout = \"250ms\"\nca_file = \"node.pem\"\n"
+                );
+                std::fs::write(p("mailns.toml"), toml).unwrap();
+                start_mailns(&lab, n, dir)
+            })
+            .collect();
+        let c = Self {
+            nodes,
+            _sims: sims,
+            _rt: rt,
+            lab,
+        };
+        for n in ["a", "b"] {
+            wait_for(
+                Duration::from_secs(20),
+                &format!("node {n} hearing its peer"),
+                || c.status(n)["cluster"]["peers"][0]["reachable"] == true,
+            );
+        }
+        c
+    }
+
+    /// The node's status document, over HTTPS from inside its namespace.
+    fn status(&self, n: &str) -> serde_json::Value {
+        let body = self.curl(n, "/api/v1/status");
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn curl(&self, n: &str, path: &str) -> String {
+        let out = self
+            .lab
+            .command(n, &require_tool("curl"))
+            .args(["-sk", "-m", "2", &format!("https://127.0.0.1:8053{path}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// What node `n` answers for mail.mail.example.test.
+    fn answer(&self, n: &str) -> Vec<String> {
+        self.lab.within(n, || {
+            a_set("127.0.0.1:53".parse().unwrap(), "mail.mail.example.test")
+        })
+    }
+
+    /// This node's own status of ex02's SMTP check.
+    fn own_ex02(&self, n: &str) -> (String, String) {
+        let doc = self.status(n);
+        let servers = doc["servers"].as_array().cloned().unwrap_or_default();
+        let ex02 = servers
+            .iter()
+            .find(|s| s["name"] == "ex02")
+            .cloned()
+            .unwrap_or_default();
+        let checks = ex02["checks"].as_array().cloned().unwrap_or_default();
+        let smtp = checks
+            .iter()
+            .find(|c| c["check"] == "smtp")
+            .cloned()
+            .unwrap_or_default();
+        (
+            smtp["status"].as_str().unwrap_or("").to_string(),
+            smtp["decided"].as_str().unwrap_or("").to_string(),
+        )
+    }
+
+    /// Cuts node `n`'s path to ex02 (every packet to it dropped, as a broken link would).
+    fn cut_ex02(&self, n: &str) {
+        iptables(
+            &self.lab,
+            n,
+            &["-A", "OUTPUT", "-d", "198.18.2.11", "-j", "DROP"],
+        );
+    }
+}
+
+fn iptables(lab: &Lab, n: &str, args: &[&str]) {
+    let ok = lab
+        .command(n, &require_tool("iptables"))
+        .args(args)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "iptables {args:?} in {n}");
+}
+
+const BOTH: [&str; 2] = ["198.18.2.10", "198.18.2.11"];
+
+/// quorum on two nodes means both: a node that alone sees a server down keeps answering it (as
+/// its peer does) until the peer sees it down too. A node that hears no peer decides alone,
+/// and says so in its status and metrics.
+#[test]
+fn quorum_keeps_a_server_until_both_nodes_see_it_down() {
+    let c = Cluster::up("quorum");
+    for n in ["a", "b"] {
+        wait_for(Duration::from_secs(15), "both servers answered", || {
+            c.answer(n) == BOTH
+        });
+    }
+    c.cut_ex02("a");
+    wait_for(Duration::from_secs(15), "A seeing ex02 down itself", || {
+        c.own_ex02("a").0 == "down"
+    });
+    // Outvoted: A's answers and relays go on using ex02, as B's do.
+    assert_eq!(c.own_ex02("a"), ("down".into(), "up".into()));
+    assert_eq!(c.answer("a"), BOTH);
+    assert_eq!(c.answer("b"), BOTH);
+    assert!(c.status("a")["cluster"]["outvoted"].as_u64().unwrap() >= 1);
+    assert_eq!(c.status("b")["cluster"]["outvoted"], 0);
+
+    // A stops hearing B: it decides alone, drops ex02, and says so.
+    iptables(
+        &c.lab,
+        "a",
+        &[
+            "-A",
+            "OUTPUT",
+            "-d",
+            "198.18.1.3",
+            "-p",
+            "tcp",
+            "--dport",
+            "8053",
+            "-j",
+            "DROP",
+        ],
+    );
+    wait_for(Duration::from_secs(10), "A deciding alone", || {
+        c.status("a")["cluster"]["alone"] == true
+    });
+    wait_for(Duration::from_secs(5), "A dropping ex02 on its own", || {
+        c.answer("a") == ["198.18.2.10"]
+    });
+    assert!(c.curl("a", "/metrics").contains("mailns_cluster_alone 1"));
+    assert!(c
+        .curl("a", "/metrics")
+        .contains("mailns_cluster_peer_up{peer=\"https://198.18.1.3:8053\"} 0"));
+    // B still hears A (A's answers to B's polls go out from port 8053) and keeps ex02.
+    assert_eq!(c.answer("b"), BOTH);
+    iptables(
+        &c.lab,
+        "a",
+        &[
+            "-D",
+            "OUTPUT",
+            "-d",
+            "198.18.1.3",
+            "-p",
+            "tcp",
+            "--dport",
+            "8053",
+            "-j",
+            "DROP",
+        ],
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "A hearing B again and keeping ex02",
+        || c.status("a")["cluster"]["alone"] == false && c.answer("a") == BOTH,
+    );
+
+    // B's path breaks too: both drop ex02.
+    c.cut_ex02("b");
+    for n in ["a", "b"] {
+        wait_for(
+            Duration::from_secs(15),
+            &format!("{n} dropping ex02"),
+            || c.answer(n) == ["198.18.2.10"],
+        );
+    }
+    let _ = &c.nodes;
+}
+
+/// any: one node seeing a server down takes it out on both.
+#[test]
+fn any_drops_a_server_on_both_nodes_when_one_sees_it_down() {
+    let c = Cluster::up("any");
+    for n in ["a", "b"] {
+        wait_for(Duration::from_secs(15), "both servers answered", || {
+            c.answer(n) == BOTH
+        });
+    }
+    c.cut_ex02("a");
+    for n in ["a", "b"] {
+        wait_for(
+            Duration::from_secs(15),
+            &format!("{n} dropping ex02"),
+            || c.answer(n) == ["198.18.2.10"],
+        );
+    }
+    // B's own check still passes; the cluster's decision is what it answers by.
+    assert_eq!(c.own_ex02("b"), ("up".into(), "down".into()));
+}

@@ -597,6 +597,11 @@ pub fn admin_route(data: &[u8]) {
             {
                 panic!("an unauthorized {method} {uri} would act")
             }
+            // The raw checks name every server: the token, on GET only.
+            Route::ClusterChecks => assert!(
+                get && with_token && bearer == Some(token),
+                "cluster checks without the token: {method} {uri}"
+            ),
             Route::SetState { server } => {
                 assert!(!server.is_empty() && !server.contains('/'), "{server:?}");
                 let _ = parse_state(body.as_bytes());

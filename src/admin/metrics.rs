@@ -166,6 +166,34 @@ fn process_families(out: &mut Vec<MetricFamily>, live: &Live) {
         "Tasks alive in mailns's async runtime.",
         [(vec![], tasks as f64)],
     );
+    let loaded = live.loaded.load();
+    if !loaded.config.cluster.peers.is_empty() {
+        let votes = live.out.votes.borrow().clone();
+        gauges(
+            out,
+            "mailns_cluster_peer_up",
+            "1 when the [cluster] peer answered its last poll (its checks count here).",
+            votes.peers.iter().map(|p| {
+                (
+                    vec![("peer", p.url.clone())],
+                    f64::from(u8::from(p.reachable)),
+                )
+            }),
+        );
+        gauges(
+            out,
+            "mailns_cluster_alone",
+            "1 when no [cluster] peer answers and this node decides on its own checks alone.",
+            [(vec![], f64::from(u8::from(votes.alone())))],
+        );
+        let reports = live.out.reports.borrow().clone();
+        gauges(
+            out,
+            "mailns_cluster_outvoted_probes",
+            "Probes whose state in answers differs from this node's own result (the peers outvoted it).",
+            [(vec![], super::status::outvoted(&reports) as f64)],
+        );
+    }
     gauges(
         out,
         "mailns_ready",

@@ -80,13 +80,35 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, token: CancellationTo
         write_timeout: Duration::from_secs(10),
         keep_alive: true,
     };
+    let config = live.clone();
+    let tls: crate::httpconn::TlsSource =
+        Arc::new(move || config.loaded.load().config.admin.tls.clone());
     let handler = move |req: Request<Incoming>, peer: SocketAddr| {
         let live = live.clone();
         // Every event of a request carries who asked for what.
         let span = info_span!("admin", %peer, method = %req.method(), path = req.uri().path());
         async move { route(&live, req, peer).await }.instrument(span)
     };
-    crate::httpconn::serve("admin", listener, slots, limits, handler, token).await;
+    crate::httpconn::serve("admin", listener, slots, limits, handler, Some(tls), token).await;
+}
+
+/// This node's own check states, before any peer's vote: what its peers combine with theirs.
+/// (The decided states would feed every node's decision back into the others'.)
+fn raw_checks(live: &Live) -> serde_json::Value {
+    let reports = live.out.reports.borrow().clone();
+    let checks: Vec<serde_json::Value> = reports
+        .iter()
+        .flat_map(|r| {
+            r.spec.checks.iter().map(|c| {
+                serde_json::json!({
+                    "address": r.spec.addr.to_string(),
+                    "check": c,
+                    "status": r.state.status.as_str(),
+                })
+            })
+        })
+        .collect();
+    serde_json::json!({ "checks": checks })
 }
 
 /// True when `host` (a Host header) names this listener in a way no DNS-rebinding page can:
@@ -132,6 +154,8 @@ pub enum Route {
     Readyz,
     /// An authorized `POST /api/v1/reload`.
     Reload,
+    /// An authorized `GET /api/v1/cluster/checks`: this node's raw check states, for its peers.
+    ClusterChecks,
     /// A demo action on a simulated server (demo mode only).
     Demo {
         /// The simulated server.
@@ -185,6 +209,12 @@ pub fn decide(method: &Method, path: &str, headers: &HeaderMap, policy: &Policy<
             Some(refusal) => Route::Refuse(refusal),
             None => Route::Reload,
         },
+        // The token, though it changes nothing: the raw states name every server and are
+        // what a peer acts on.
+        "/api/v1/cluster/checks" if get => match authorize(policy.token, headers) {
+            Some(refusal) => Route::Refuse(refusal),
+            None => Route::ClusterChecks,
+        },
         p if p.starts_with("/api/v1/demo/servers/") => {
             if !post {
                 return Route::Refuse(allow_only("POST"));
@@ -202,8 +232,14 @@ pub fn decide(method: &Method, path: &str, headers: &HeaderMap, policy: &Policy<
             let server = server_of_state_path(p).unwrap_or_default().to_string();
             Route::SetState { server }
         }
-        "/" | "/index.html" | "/api/v1/status" | "/api/v1/history" | "/metrics" | "/livez"
-        | "/readyz" => Route::Refuse(allow_only("GET, HEAD")),
+        "/"
+        | "/index.html"
+        | "/api/v1/status"
+        | "/api/v1/history"
+        | "/metrics"
+        | "/livez"
+        | "/readyz"
+        | "/api/v1/cluster/checks" => Route::Refuse(allow_only("GET, HEAD")),
         "/api/v1/reload" => Route::Refuse(allow_only("POST")),
         _ => Route::Refuse(error(
             StatusCode::NOT_FOUND,
@@ -238,6 +274,7 @@ async fn route(live: &Arc<Live>, req: Request<Incoming>, peer: SocketAddr) -> Re
         }
         Route::Metrics => reply(StatusCode::OK, metrics::CONTENT_TYPE, metrics::encode(live)),
         Route::Livez => reply(StatusCode::OK, "text/plain", "ok\n"),
+        Route::ClusterChecks => json(StatusCode::OK, &raw_checks(live)),
         Route::Readyz => {
             if live.shutting_down() {
                 let text = format!("shutting down, {} relayed sessions left\n", live.sessions());
@@ -603,5 +640,23 @@ mod tests {
             decide(&Method::POST, demo, &HeaderMap::new(), &demo_mode),
             Route::Demo { server, .. } if server == "ex01"
         ));
+        // A peer's read of the raw checks needs the token, on GET.
+        let raw = "/api/v1/cluster/checks";
+        assert!(matches!(
+            decide(&Method::GET, raw, &good, &with),
+            Route::ClusterChecks
+        ));
+        assert_eq!(
+            status_of(decide(&Method::GET, raw, &bad, &with)),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            status_of(decide(&Method::GET, raw, &good, &without)),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            status_of(decide(&Method::POST, raw, &good, &with)),
+            Some(StatusCode::METHOD_NOT_ALLOWED)
+        );
     }
 }

@@ -56,9 +56,38 @@ pub struct StatusDoc {
     pub transitions: Vec<TransitionDoc>,
     /// DNS counters.
     pub dns: DnsDoc,
+    /// `[cluster]`: the peers and whether this node decides alone (absent without peers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterDoc>,
     /// `mailns demo` only: the simulated servers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub demo: Option<Vec<crate::app::DemoView>>,
+}
+
+/// The cluster's state as this node sees it.
+#[derive(Debug, Serialize)]
+pub struct ClusterDoc {
+    /// quorum, all or any.
+    pub policy: &'static str,
+    /// No peer answers: this node decides on its own checks alone.
+    pub alone: bool,
+    /// Checks whose decided state differs from this node's own (the peers outvoted it).
+    pub outvoted: usize,
+    /// Each peer, in config order.
+    pub peers: Vec<PeerDoc>,
+}
+
+/// One peer.
+#[derive(Debug, Serialize)]
+pub struct PeerDoc {
+    /// Its admin API, as configured.
+    pub url: String,
+    /// Its last poll answered.
+    pub reachable: bool,
+    /// Why not.
+    pub error: Option<String>,
+    /// When it last answered (since this node started polling it).
+    pub last_ok: Option<String>,
 }
 
 /// Config state.
@@ -150,8 +179,11 @@ pub struct CheckDoc {
     pub port: u16,
     /// tcp, banner, smtp, http or https.
     pub kind: &'static str,
-    /// up, down or unknown.
+    /// up, down or unknown: what this node's own probes say.
     pub status: &'static str,
+    /// What answers and relays use: `status`, or with `[cluster]` peers the nodes' decision
+    /// by the cluster policy (`status` down and `decided` up: only this node sees it down).
+    pub decided: &'static str,
     /// When the status last changed.
     pub since: Option<String>,
     /// When the last probe finished.
@@ -439,6 +471,7 @@ fn check_rows(reports: &[ProbeReport], addrs: &[IpAddr]) -> Vec<CheckDoc> {
                 port: r.spec.port,
                 kind: kind_name(&r.spec.kind),
                 status: r.state.status.as_str(),
+                decided: r.decided.as_str(),
                 since: r.since.map(time),
                 last_probe: r.last_at.map(time),
                 latency_ms: r
@@ -492,8 +525,42 @@ pub fn build(live: &Live) -> StatusDoc {
         certificates: certificate_docs(&relays, &reports, &health),
         transitions: transition_docs(live),
         dns: dns_doc(live),
+        cluster: cluster_doc(live, &reports),
         demo: live.demo.as_ref().map(|f| f.view()),
     }
+}
+
+/// The peers' state; None without `[cluster]` peers.
+fn cluster_doc(live: &Live, reports: &[ProbeReport]) -> Option<ClusterDoc> {
+    let loaded = live.loaded.load();
+    let cfg = &loaded.config.cluster;
+    if cfg.peers.is_empty() {
+        return None;
+    }
+    let votes = live.out.votes.borrow().clone();
+    Some(ClusterDoc {
+        policy: cfg.policy.as_str(),
+        alone: votes.alone(),
+        outvoted: outvoted(reports),
+        peers: votes
+            .peers
+            .iter()
+            .map(|p| PeerDoc {
+                url: p.url.clone(),
+                reachable: p.reachable,
+                error: p.error.clone(),
+                last_ok: p.last_ok.map(time),
+            })
+            .collect(),
+    })
+}
+
+/// Probes whose decided state is not what this node's own probes say.
+pub fn outvoted(reports: &[ProbeReport]) -> usize {
+    reports
+        .iter()
+        .filter(|r| r.state.status != Status::Unknown && r.decided != r.state.status)
+        .count()
 }
 
 /// The config in force, and how the last reload went.

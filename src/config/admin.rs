@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -27,6 +28,10 @@ pub(super) struct RawAdmin {
     /// Host names the dashboard may be reached by, besides loopback names and addresses.
     #[serde(default)]
     hosts: Vec<Spanned<String>>,
+    /// PEM certificate chain: the listener speaks HTTPS (peers off loopback need it).
+    tls_cert: Option<Spanned<String>>,
+    /// Its PEM private key.
+    tls_key: Option<Spanned<String>>,
 }
 
 /// The validated `[admin]`.
@@ -43,6 +48,9 @@ pub struct AdminConfig {
     /// Host names accepted in the Host header besides `localhost` and IP addresses
     /// (lowercase, no port): a page that rebinds another name to this address is refused.
     pub hosts: Vec<String>,
+    /// HTTPS: the server config from `tls_cert` and `tls_key`, read when the config is (so a
+    /// reload picks up a renewed certificate, and a broken one fails the reload). None: HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for AdminConfig {
@@ -52,6 +60,7 @@ impl std::fmt::Debug for AdminConfig {
             .field("listen", &self.listen)
             .field("token_file", &self.token_file)
             .field("state_file", &self.state_file)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -88,12 +97,43 @@ pub(super) fn validate(
             .map_or(DEFAULT_STATE_FILE, |s| s.get_ref().as_str()),
     );
     let hosts = admin_hosts(cx, &raw.hosts);
+    let tls = admin_tls(cx, &raw, &base);
     AdminConfig {
         listen,
         token_file,
         token,
         state_file,
         hosts,
+        tls,
+    }
+}
+
+/// `admin.tls_cert` and `admin.tls_key`: both or neither; loaded now, so that a broken file is
+/// an error with its name.
+fn admin_tls(cx: &mut Cx<'_>, raw: &RawAdmin, base: &Path) -> Option<Arc<rustls::ServerConfig>> {
+    let (cert, key) = match (&raw.tls_cert, &raw.tls_key) {
+        (None, None) => return None,
+        (Some(c), Some(k)) => (c, k),
+        (Some(one), None) | (None, Some(one)) => {
+            cx.error(
+                Some(one.span()),
+                "admin: tls_cert and tls_key go together (a PEM chain and its key)".into(),
+            );
+            return None;
+        }
+    };
+    let loaded = crate::tls::load(&base.join(cert.get_ref()), &base.join(key.get_ref()));
+    let set = loaded.map(|c| crate::tls::CertSet::new(vec![c]));
+    match set.and_then(|set| {
+        crate::tls::server_config(Arc::new(crate::tls::Resolver(
+            arc_swap::ArcSwap::from_pointee(set),
+        )))
+    }) {
+        Ok(cfg) => Some(cfg),
+        Err(e) => {
+            cx.error(Some(cert.span()), format!("admin.tls_cert: {e}"));
+            None
+        }
     }
 }
 

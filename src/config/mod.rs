@@ -19,6 +19,7 @@ use crate::diag::{line_of, Diagnostic};
 use crate::zone::{load_zone, Zone};
 
 pub mod admin;
+pub mod cluster;
 pub mod edge;
 pub mod health;
 pub mod redirect;
@@ -65,6 +66,9 @@ struct RawConfig {
     /// The dashboard, API and metrics listener.
     #[serde(default)]
     admin: admin::RawAdmin,
+    /// The other nodes whose checks count here.
+    #[serde(default)]
+    cluster: cluster::RawCluster,
     /// Process life: shutdown grace, reload on file changes.
     #[serde(default)]
     process: RawProcess,
@@ -506,6 +510,8 @@ pub struct Config {
     pub redirect: redirect::RedirectConfig,
     /// The dashboard, API and metrics listener.
     pub admin: admin::AdminConfig,
+    /// The other nodes whose raw check results count in this node's health.
+    pub cluster: cluster::ClusterConfig,
     /// Process life.
     pub process: ProcessConfig,
     /// Warnings found while validating (printed by `check`, logged by `run`).
@@ -615,6 +621,7 @@ impl Config {
         let relays = relay::validate(&mut cx, raw.relays, &health, &listen);
         let redirect = redirect::validate(&mut cx, raw.redirect, &relays, &listen);
         let admin = admin::validate(&mut cx, raw.admin, &relays, &listen, &redirect.listen);
+        let cluster = cluster::validate(&mut cx, raw.cluster, admin.token.is_some(), base);
         let dns_edge = edge::dns_edge(
             &mut cx,
             edge::RawDnsEdge {
@@ -657,6 +664,7 @@ impl Config {
             relays,
             redirect,
             admin,
+            cluster,
             process,
             warnings: diags,
         })

@@ -33,6 +33,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::answer::{select, Member, Selection, Step};
 use super::backends::backend_view;
+use super::cluster::{self, Votes};
 use super::plan::Plan;
 use super::probe::{self, ProbeResult, TlsConfigs};
 use super::report::{same_probe, ProbeReport, ProbeSpec, Transition};
@@ -40,6 +41,7 @@ use super::schedule::{next_probe, Misses, Pace};
 use super::sentinel::{miss_every, Sentinels, Silence};
 use super::view::{BackendView, Publish, ServiceView, View};
 use super::{PairState, Status, Thresholds};
+use crate::config::cluster::Policy;
 use crate::config::relay::RelayDef;
 use crate::config::{AdminState, CheckKind, Config, HealthConfig};
 use crate::tls::TlsError;
@@ -82,6 +84,8 @@ pub struct Outputs {
     pub health: Arc<arc_swap::ArcSwap<HealthConfig>>,
     /// The last [`TRANSITIONS_KEPT`] transitions, newest last.
     pub transitions: Arc<Mutex<VecDeque<Transition>>>,
+    /// The peers' latest raw check states (`[cluster]`; the cluster poller sends them).
+    pub votes: Arc<watch::Sender<Arc<Votes>>>,
     /// Transitions recorded since start, by kind (for `/metrics`).
     pub transition_counts: Arc<Mutex<std::collections::BTreeMap<&'static str, u64>>>,
     /// The step each (service name, zone, is IPv6) answered with at the last publish, kept
@@ -99,6 +103,7 @@ impl Outputs {
             first_round: Arc::new(watch::channel(false).0),
             health: Arc::new(arc_swap::ArcSwap::from_pointee(health)),
             transitions: Arc::new(Mutex::new(VecDeque::new())),
+            votes: Arc::new(watch::channel(Arc::new(Votes::default())).0),
             transition_counts: Arc::default(),
             steps: Arc::default(),
         }
@@ -303,12 +308,16 @@ pub fn start(
         sentinel_up: sentinels.up,
         sentinel_of: sentinels.of,
         folded: 0,
+        policy: config.cluster.policy,
+        votes: out.votes.borrow().clone(),
     };
+    engine.decide_all();
     // The first snapshot (admin state applied, health unknown or carried over) is in place
     // before `start` returns, so no relay connection or DNS answer ever sees a `drain`/`maint`
     // server as ready.
     let wake_at = engine.publish();
-    let task = tokio::spawn(engine.run(rx, admin_rx, wake_at, aggregator.clone()));
+    let votes = out.votes.subscribe();
+    let task = tokio::spawn(engine.run(rx, admin_rx, votes, wake_at, aggregator.clone()));
     Handle {
         admin: admin_tx,
         token: aggregator,
@@ -547,6 +556,10 @@ struct Aggregator {
     /// Pairs that went from unknown to up since the last round completed: the first round's
     /// flood becomes one transition entry.
     folded: usize,
+    /// How the peers' votes combine with this node's (`[cluster] policy`).
+    policy: Policy,
+    /// The peers' latest votes (none without `[cluster]`).
+    votes: Arc<Votes>,
 }
 
 impl Aggregator {
@@ -554,6 +567,7 @@ impl Aggregator {
         mut self,
         mut rx: mpsc::Receiver<Event>,
         mut admin: mpsc::Receiver<AdminCmd>,
+        mut votes: watch::Receiver<Arc<Votes>>,
         mut wake_at: Option<Instant>,
         token: CancellationToken,
     ) {
@@ -571,6 +585,16 @@ impl Aggregator {
                     self.set_admin(&cmd.server, cmd.state, &cmd.by);
                     wake_at = self.publish();
                     let _ = cmd.done.send(());
+                }
+                changed = votes.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    self.votes = votes.borrow_and_update().clone();
+                    if self.decide_all() {
+                        wake_at = self.publish();
+                    }
+                    self.out.reports.send_replace(Arc::new(self.reports.clone()));
                 }
                 () = sleep_until(wake_at.unwrap_or(far)) => wake_at = self.publish(),
                 () = token.cancelled() => {
@@ -677,6 +701,7 @@ impl Aggregator {
         while let Ok(ev) = rx.try_recv() {
             changed |= self.apply(ev);
         }
+        changed |= self.decide_all();
         if changed {
             *wake_at = self.publish();
         }
@@ -749,6 +774,55 @@ impl Aggregator {
         false
     }
 
+    /// Sets each probe's decided state from its own state and the peers' votes (`[cluster]`);
+    /// true if one changed. A decision that differs from this node's own view is logged and
+    /// listed, so the dashboard shows why a server this node sees down is still answered.
+    fn decide_all(&mut self) -> bool {
+        let mut changed = false;
+        for r in &mut self.reports {
+            let keys: Vec<(IpAddr, String)> = r
+                .spec
+                .checks
+                .iter()
+                .map(|c| (r.spec.addr, c.clone()))
+                .collect();
+            let peers: Vec<Status> = self.votes.on(&keys).collect();
+            let decided = cluster::decide(self.policy, r.state.status, peers.iter().copied());
+            if decided == r.decided {
+                continue;
+            }
+            changed = true;
+            let before = std::mem::replace(&mut r.decided, decided);
+            if peers.is_empty() || before == Status::Unknown && decided == r.state.status {
+                continue;
+            }
+            let down = peers.iter().filter(|s| **s == Status::Down).count();
+            let detail = format!(
+                "policy {}: here {}, {} of {} peers down",
+                self.policy.as_str(),
+                r.state.status.as_str(),
+                down,
+                peers.len()
+            );
+            info!(addr = %r.spec.addr, checks = ?r.spec.checks, from = before.as_str(), to = decided.as_str(), %detail, "health: cluster decision changed");
+            let server = self
+                .health
+                .server_of(r.spec.addr)
+                .map_or_else(|| r.spec.addr.to_string(), |s| s.name.clone());
+            self.out.record(Transition {
+                at: SystemTime::now(),
+                server,
+                what: r.spec.checks.join(", "),
+                kind: "cluster",
+                by: String::new(),
+                from: before.as_str(),
+                to: decided.as_str(),
+                detail,
+            });
+        }
+        changed
+    }
+
     /// Combined health of `addr` for `checks` (Up if all are Up, Down if any is Down), with the
     /// checks that are Down. A public address has its server's health.
     fn member_health(&self, addr: IpAddr, checks: &[String]) -> (Status, Vec<String>) {
@@ -760,7 +834,7 @@ impl Aggregator {
                 .plan
                 .pairs
                 .get(&(addr, c.clone()))
-                .map(|&i| self.reports[i].state.status)
+                .map(|&i| self.reports[i].decided)
             {
                 Some(Status::Down) => failing.push(c.clone()),
                 Some(Status::Up) => {}
@@ -896,7 +970,7 @@ impl Aggregator {
                             self.plan
                                 .pairs
                                 .get(&(*addr, c.clone()))
-                                .map(|&i| self.reports[i].state.status)
+                                .map(|&i| self.reports[i].decided)
                                 == Some(Status::Down)
                         });
                         backend_view(admin, failing, r.on_server_down)

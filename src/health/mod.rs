@@ -4,6 +4,7 @@
 
 pub mod answer;
 mod backends;
+pub mod cluster;
 pub mod engine;
 mod heartbeat;
 pub mod plan;

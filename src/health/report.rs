@@ -29,8 +29,11 @@ pub struct ProbeSpec {
 pub struct ProbeReport {
     /// What is probed.
     pub spec: ProbeSpec,
-    /// Its rise/fall state machine.
+    /// Its rise/fall state machine: what this node sees.
     pub state: PairState,
+    /// The state answers and relays use: `state` combined with the peers' votes by the
+    /// cluster policy (the same as `state.status` without `[cluster]`).
+    pub decided: super::Status,
     /// Its last result.
     pub last: Option<ProbeResult>,
     /// When its last result came in.
@@ -53,6 +56,7 @@ impl ProbeReport {
         Self {
             spec,
             state: PairState::default(),
+            decided: super::Status::Unknown,
             last: None,
             last_at: None,
             since: None,
