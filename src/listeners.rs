@@ -590,44 +590,32 @@ pub fn host_problems(config: &Config) -> Vec<crate::diag::Diagnostic> {
     let not_here = |what: &str, addr: &SocketAddr| {
         format!("{what} listens on {addr}, which is not an address of this host now; it is bound anyway (IP_FREEBIND) and serves once the address arrives (a VIP that keepalived moves here); if it is not a VIP, check the address")
     };
-    for r in &config.relays {
-        for a in r
-            .listen
-            .iter()
-            .filter(|a| !is_here(a.ip(), local.as_deref()))
-        {
+    let listeners = config
+        .relays
+        .iter()
+        .map(|r| (format!("relay '{}'", r.name), &r.listen))
+        .chain(std::iter::once((
+            "the port 80 redirect".to_string(),
+            &config.redirect.listen,
+        )));
+    for (what, addrs) in listeners {
+        for a in addrs.iter().filter(|a| !is_here(a.ip(), local.as_deref())) {
+            out.push(Diagnostic::warning(path, None, not_here(&what, a)));
+        }
+    }
+    for r in config.relays.iter().filter(|r| r.transparent) {
+        let ipv6 = r.servers.iter().any(|s| s.1.is_ipv6());
+        if let Err(e) = crate::relay::transparent::available(ipv6) {
             out.push(Diagnostic::warning(
                 path,
                 None,
-                not_here(&format!("relay '{}'", r.name), a),
+                format!(
+                    "relay '{}': {} ({e}); `mailns run` refuses to start it as this user",
+                    r.name,
+                    crate::relay::transparent::NEEDS_CAP
+                ),
             ));
         }
-        if r.transparent {
-            let ipv6 = r.servers.iter().any(|s| s.1.is_ipv6());
-            if let Err(e) = crate::relay::transparent::available(ipv6) {
-                out.push(Diagnostic::warning(
-                    path,
-                    None,
-                    format!(
-                        "relay '{}': {} ({e}); `mailns run` refuses to start it as this user",
-                        r.name,
-                        crate::relay::transparent::NEEDS_CAP
-                    ),
-                ));
-            }
-        }
-    }
-    for a in config
-        .redirect
-        .listen
-        .iter()
-        .filter(|a| !is_here(a.ip(), local.as_deref()))
-    {
-        out.push(Diagnostic::warning(
-            path,
-            None,
-            not_here("the port 80 redirect", a),
-        ));
     }
     out
 }

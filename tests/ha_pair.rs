@@ -908,6 +908,19 @@ fn iptables(lab: &Lab, n: &str, args: &[&str]) {
 
 const BOTH: [&str; 2] = ["198.18.2.10", "198.18.2.11"];
 
+/// An iptables rule (after -A or -D) that cuts node A's polls of node B's admin API.
+const TO_B_ADMIN: [&str; 9] = [
+    "OUTPUT",
+    "-d",
+    "198.18.1.3",
+    "-p",
+    "tcp",
+    "--dport",
+    "8053",
+    "-j",
+    "DROP",
+];
+
 /// quorum on two nodes means both: a node that alone sees a server down keeps answering it (as
 /// its peer does) until the peer sees it down too. A node that hears no peer decides alone,
 /// and says so in its status and metrics.
@@ -948,22 +961,7 @@ fn quorum_keeps_a_server_until_both_nodes_see_it_down() {
     assert_eq!(c.status("b")["cluster"]["outvoted"], 0);
 
     // A stops hearing B: it decides alone, drops ex02, and says so.
-    iptables(
-        &c.lab,
-        "a",
-        &[
-            "-A",
-            "OUTPUT",
-            "-d",
-            "198.18.1.3",
-            "-p",
-            "tcp",
-            "--dport",
-            "8053",
-            "-j",
-            "DROP",
-        ],
-    );
+    iptables(&c.lab, "a", &[&["-A"], TO_B_ADMIN.as_slice()].concat());
     wait_for(Duration::from_secs(10), "A deciding alone", || {
         c.status("a")["cluster"]["alone"] == true
     });
@@ -976,22 +974,7 @@ fn quorum_keeps_a_server_until_both_nodes_see_it_down() {
         .contains("mailns_cluster_peer_up{peer=\"https://198.18.1.3:8053\"} 0"));
     // B still hears A (A's answers to B's polls go out from port 8053) and keeps ex02.
     assert_eq!(c.answer("b"), BOTH);
-    iptables(
-        &c.lab,
-        "a",
-        &[
-            "-D",
-            "OUTPUT",
-            "-d",
-            "198.18.1.3",
-            "-p",
-            "tcp",
-            "--dport",
-            "8053",
-            "-j",
-            "DROP",
-        ],
-    );
+    iptables(&c.lab, "a", &[&["-D"], TO_B_ADMIN.as_slice()].concat());
     wait_for(
         Duration::from_secs(10),
         "A hearing B again and keeping ex02",
