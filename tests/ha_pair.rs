@@ -197,6 +197,7 @@ fn ip(args: &[&str]) {
 struct Keepalived {
     child: Child,
     log: PathBuf,
+    pids: Vec<PathBuf>,
 }
 
 impl Keepalived {
@@ -227,19 +228,25 @@ impl Keepalived {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start keepalived");
-        Self { child, log }
+        let pids = ["main", "vrrp", "checkers"].map(pid).to_vec();
+        Self { child, log, pids }
     }
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGKILL to keepalived and its VRRP child: nothing is given up, as in a crash.
+    /// SIGKILL to keepalived and its VRRP child: nothing is given up, as in a crash. Its pid
+    /// files go too (a rebooted node has none), or the restart takes the unreaped child for a
+    /// running daemon.
     fn kill_hard(&mut self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
         let _ = Command::new("kill").args(["-KILL", &pid]).status();
         let _ = self.child.wait();
+        for f in &self.pids {
+            let _ = std::fs::remove_file(f);
+        }
     }
 
     fn stop(&mut self) {
@@ -589,11 +596,15 @@ fn takeover_times() {
             }
             let dir = pair.dir.path().to_path_buf();
             pair.ka[master] = Keepalived::start(&pair.lab, node, &dir, &edit);
-            wait_for(
-                Duration::from_secs(20),
-                "the restarted node in BACKUP",
-                || pair.ka[master].log().contains("Entering BACKUP STATE"),
-            );
+            let t = Instant::now();
+            while !pair.ka[master].log().contains("Entering BACKUP STATE") {
+                let log = pair.ka[master].log();
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "not in BACKUP:\n{log}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         } else {
             drop(pair.nodes[master].take());
             pair.restart_mailns(master);
