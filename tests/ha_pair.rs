@@ -569,9 +569,13 @@ fn takeover_times() {
     let mut pair = Pair::up(&edit);
     let mut times = Vec::new();
     let mut master = 0;
-    for _ in 0..kills {
+    for k in 0..kills {
         let node = ["a", "b"][master];
         pair.wait_vip(node, Duration::from_secs(20));
+        // The kill lands at a different point of the track script's and the adverts' 1 s
+        // cycles each time (a step of 0.37 s), as a real failure would: the waits above end
+        // right after a script run, which would otherwise fix the phase.
+        std::thread::sleep(Duration::from_millis(k * 370 % 1000));
         let t0 = Instant::now();
         if whole_node {
             pair.ka[master].kill_hard();
