@@ -1,20 +1,32 @@
 #!/usr/bin/env python3
 """Side-by-side DNS benchmark: mailns, NSD, Knot and gdnsd on the same zone and query mix, on loopback.
 
-For each round and each server, alternating:
-  1. unpinned saturation: dnsperf -c 4 -q 300 -Q 1000000 (dnsperf and server share both cores);
-     QPS, and the server's CPU (utime+stime of its whole process tree) -> QPS per server CPU-second;
-  2. latency: a fixed 100k QPS background load plus a 2k QPS probe (dnsperf -v): p50 / p99;
+Each round has three phases; in each phase every server runs once, one after the other, and
+the order of the servers is reversed every other round:
+  1. capacity: unpinned saturation, dnsperf -c 4 -q 300 -Q 1000000 (dnsperf and the server share
+     both cores). Recorded per run: QPS, lost, the server's CPU (utime+stime of its whole process
+     tree) and per thread, dnsperf's own CPU, and the box's steal and busy time from /proc/stat.
+     QPS per server CPU-second is the figure to compare.
+  2. latency: a background load at 50 % and at 80 % of the saturation NSD reached in phase 1 of
+     the same round (the first server's, without NSD), plus a 2k QPS probe (dnsperf -v):
+     p50 / p99 / p99.9 of the probe's queries. The fixed rates are below saturation by
+     construction, so the probe measures latency, not queueing.
   3. pinned saturation: server on CPU 0 (taskset), dnsperf on CPU 1.
-Prints medians over rounds and ratios to NSD. Every address is 127.0.0.1; every run is bounded.
+Prints medians over rounds with the min-max spread, ratios to gdnsd and NSD, and every run's
+steal, so a noisy run shows as one. Every address is 127.0.0.1; every run is bounded.
 
-Usage: bench/dns.py [--rounds 2] [--len 10] [--only mailns,nsd,knot,gdnsd] [--peers DIR] [--zone FILE --queries FILE]
-       bench/dns.py --health --only mailns,nsd,pdns-lua,gdnsd-dyna   (health-checked owa/autodiscover)
+Usage: bench/dns.py [--rounds 3] [--len 10] [--only mailns,nsd,knot,gdnsd] [--peers DIR]
+                    [--mix peers|nxdomain] [--edge] [--tcp] [--json FILE]
+       bench/dns.py --health --only mailns,nsd,gdnsd-dyna   (health-checked owa/autodiscover)
+  --mix nxdomain  every query a name that does not exist (100 % NXDOMAIN)
+  --edge          mailns with RRL and cookies on for every client (rate far above the load, no
+                  exemption: every query pays the bookkeeping)
+  --tcp           dnsperf -m tcp: pipelined queries on persistent connections
 The peers' start scripts and the zone/query mix come from ../shared/peers (see its README).
 """
-import argparse, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, re, resource, shutil, signal, statistics, subprocess, sys, tempfile, time
 
-from benchlib import cpu_seconds
+from benchlib import HZ, cpu_seconds, process_tree
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAILNS_PORT = 5310
@@ -45,8 +57,23 @@ checks = ["https-port"]
 """
 
 
+# Set by main: ["-m", "tcp"] with --tcp.
+MODE = []
+
+# --edge: RRL and cookies for every client, at a rate no bucket reaches (the cost, not the limit).
+EDGE_CONFIG = """
+[dns.rrl]
+enabled = true
+rate = 1000000000
+exempt = []
+
+[dns.cookies]
+enabled = true
+"""
+
+
 def dnsperf(port, queries, length, extra, pin=None):
-    cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", queries, "-l", str(length)] + extra
+    cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", queries, "-l", str(length)] + MODE + extra
     if pin is not None:
         cmd = ["taskset", "-c", str(pin)] + cmd
     return cmd
@@ -71,6 +98,43 @@ def probe_latencies(port, queries, length, rate):
                            capture_output=True, text=True).stdout
     bg.wait()
     return sorted(float(l.split()[-1]) for l in probe.splitlines() if l.startswith(">") and l.split()[-1][0].isdigit())
+
+
+def pct(lat, q):
+    return lat[min(len(lat) - 1, int(len(lat) * q))] * 1e3 if lat else float("nan")
+
+
+def box_ticks():
+    """(busy, steal, total) jiffies of the whole box, from /proc/stat's cpu line."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    busy = user + nice + system + irq + softirq
+    return busy, steal, busy + idle + iowait + steal
+
+
+def thread_cpu(root):
+    """CPU seconds per thread name over root's process tree ({'dns-udp-0': s, ...})."""
+    out = {}
+    for p in process_tree(root):
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/stat") as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            name = raw[raw.index("(") + 1:raw.rindex(")")]
+            fields = raw.rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / HZ
+    return out
+
+
+def delta(after, before):
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0.005}
 
 
 def wait_answer(port, name="owa.mail.example.test", timeout=20):
@@ -122,81 +186,160 @@ class Server:
                            env=dict(os.environ, PEERS_RUN=self.workdir), capture_output=True)
 
 
-def measure(server, a):
-    r = {}
-    # 1. unpinned saturation, with server CPU
+def capacity(server, a):
+    """Phase 1: unpinned saturation, with the server's CPU (total and per thread), dnsperf's
+    CPU and the box's steal."""
     server.start()
     time.sleep(1)
     pid = server.pid()
-    c0, t0 = cpu_seconds(pid), time.time()
-    out = subprocess.run(dnsperf(server.port, a.queries, a.len, ["-c", "4", "-q", "300", "-Q", "1000000"]),
-                         capture_output=True, text=True).stdout
-    c1, t1 = cpu_seconds(pid), time.time()
-    r["qps"] = qps_of(out)
-    r["lost"] = lost_of(out)
-    r["cpu"] = (c1 - c0) / (t1 - t0)
-    r["qps_per_cpu"] = r["qps"] / max(r["cpu"], 1e-9)
-    # 2. latency under a fixed load
-    lat = probe_latencies(server.port, a.queries, a.len, 100000)
-    r["p50_ms"] = lat[len(lat) // 2] * 1e3 if lat else float("nan")
-    r["p99_ms"] = lat[int(len(lat) * 0.99)] * 1e3 if lat else float("nan")
+    c0, th0, b0, t0 = cpu_seconds(pid), thread_cpu(pid), box_ticks(), time.time()
+    # dnsperf is the only child that ends in this window: its CPU is the children's delta.
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    perf = subprocess.Popen(dnsperf(server.port, a.queries, a.len, ["-c", "4", "-q", "300", "-Q", "1000000"]),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out, _ = perf.communicate()
+    c1, th1, b1, t1 = cpu_seconds(pid), thread_cpu(pid), box_ticks(), time.time()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     server.stop()
-    # 3. pinned: server CPU 0, dnsperf CPU 1
-    server.start(pin=0)
+    total = max(b1[2] - b0[2], 1)
+    r = {"qps": qps_of(out), "lost": lost_of(out), "cpu": (c1 - c0) / (t1 - t0),
+         "steal": (b1[1] - b0[1]) / total, "busy": (b1[0] - b0[0]) / total,
+         "dnsperf_cpu": (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / (t1 - t0),
+         "threads": {k: v / (t1 - t0) for k, v in delta(th1, th0).items()}}
+    r["qps_per_cpu"] = r["qps"] / max(r["cpu"], 1e-9)
+    return r
+
+
+def latency(server, a, rates):
+    """Phase 2: the probe's p50 / p99 / p99.9 (ms) at each fixed background rate."""
+    server.start()
     time.sleep(1)
-    out = subprocess.run(dnsperf(server.port, a.queries, a.len, ["-c", "4", "-q", "300", "-Q", "1000000"], pin=1),
-                         capture_output=True, text=True).stdout
-    r["pinned"] = qps_of(out)
+    r = {}
+    for label, rate in rates:
+        lat = probe_latencies(server.port, a.queries, a.len, max(rate - 2000, 1000))
+        r[label] = (pct(lat, 0.5), pct(lat, 0.99), pct(lat, 0.999))
     server.stop()
     return r
 
 
+def pinned(server, a):
+    """Phase 3: server on CPU 0, dnsperf on CPU 1."""
+    server.start(pin=0)
+    time.sleep(1)
+    out = subprocess.run(dnsperf(server.port, a.queries, a.len, ["-c", "4", "-q", "300", "-Q", "1000000"], pin=1),
+                         capture_output=True, text=True).stdout
+    server.stop()
+    return qps_of(out)
+
+
+def nxdomain_queries(path, n=100000):
+    """n distinct names under the zone that do not exist, A and AAAA."""
+    with open(path, "w") as f:
+        for i in range(n):
+            f.write(f"nx{i:06d}-{(i * 7919) % 100003}.mail.example.test {'A' if i % 2 else 'AAAA'}\n")
+
+
+def spread(xs):
+    return f"{statistics.median(xs):,.0f} ({min(xs):,.0f}-{max(xs):,.0f})"
+
+
 def main():
+    global MODE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--len", type=int, default=10, help="seconds per dnsperf run")
     ap.add_argument("--only", default="mailns,nsd,knot,gdnsd")
     ap.add_argument("--peers", default=os.path.join(os.path.dirname(ROOT), "shared", "peers"))
     ap.add_argument("--zone", default=None, help="zone file (default: the peers' mail.example.test zone)")
     ap.add_argument("--queries", default=None, help="dnsperf query file (default: the peers' mix)")
+    ap.add_argument("--mix", default="peers", choices=["peers", "nxdomain"])
+    ap.add_argument("--edge", action="store_true", help="mailns with RRL and cookies on for every client")
+    ap.add_argument("--tcp", action="store_true", help="dnsperf -m tcp (pipelined, persistent connections)")
+    ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-pinned", action="store_true")
+    ap.add_argument("--json", default=None, help="write every run's figures here")
     ap.add_argument("--health", action="store_true",
                     help="health-checked names: mailns with tcp checks on owa/autodiscover, beside pdns-lua and gdnsd-dyna "
                          "(starts the peers' TCP 443 listeners on 127.0.1.1-3)")
     a = ap.parse_args()
+    MODE = ["-m", "tcp"] if a.tcp else []
     a.zone = a.zone or os.path.join(a.peers, "zone", "mail.example.test.zone")
-    a.queries = a.queries or os.path.join(a.peers, "queries.txt")
     for tool in ["dnsperf", "dig", "taskset"]:
         if not shutil.which(tool):
             sys.exit(f"{tool} is missing: apt-get install dnsperf bind9-dnsutils util-linux (and nsd knot gdnsd for the peers)")
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="mailns-bench-")
+    if a.mix == "nxdomain" and not a.queries:
+        a.queries = os.path.join(work, "nxdomain.txt")
+        nxdomain_queries(a.queries)
+    a.queries = a.queries or os.path.join(a.peers, "queries.txt")
     shutil.copy(a.zone, os.path.join(work, "bench.zone"))
     with open(os.path.join(work, "mailns.toml"), "w") as f:
         f.write(f'[dns]\nlisten = ["127.0.0.1:{MAILNS_PORT}"]\n\n[[zone]]\nname = "mail.example.test"\nfile = "bench.zone"\n')
         if a.health:
             f.write(HEALTH_CONFIG)
+        if a.edge:
+            f.write(EDGE_CONFIG)
     if a.health:
         subprocess.run(["bash", os.path.join(a.peers, "servers", "tcp_up.sh"), "start"],
                        env=dict(os.environ, PEERS_RUN=work), check=True, capture_output=True)
     names = a.only.split(",")
-    results = {n: [] for n in names}
-    print(f"workdir {work}; {a.rounds} rounds x {len(names)} servers, {a.len} s per run", flush=True)
+    ref_name = "nsd" if "nsd" in names else names[0]
+    runs = {n: [] for n in names}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    print(f"commit {commit}; workdir {work}; {a.rounds} rounds x {len(names)} servers, {a.len} s per run; "
+          f"mix {a.mix}{', edge on' if a.edge else ''}{', tcp' if a.tcp else ''}", flush=True)
     for rnd in range(1, a.rounds + 1):
-        for n in names:
-            r = measure(Server(n, a, work), a)
-            results[n].append(r)
-            print(f"round {rnd} {n:7s} qps {r['qps']:9.0f} (lost {r['lost']:.2f}%) cpu {r['cpu']*100:5.1f}% "
-                  f"qps/cpu-s {r['qps_per_cpu']:9.0f} p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms pinned {r['pinned']:9.0f}",
+        order = names if rnd % 2 else list(reversed(names))
+        cap = {}
+        for n in order:
+            cap[n] = capacity(Server(n, a, work), a)
+            r = cap[n]
+            th = " ".join(f"{k}={v * 100:.0f}%" for k, v in sorted(r["threads"].items()))
+            print(f"round {rnd} {n:10s} qps {r['qps']:9.0f} (lost {r['lost']:.2f}%) cpu {r['cpu'] * 100:5.1f}% "
+                  f"qps/cpu-s {r['qps_per_cpu']:9.0f} dnsperf {r['dnsperf_cpu'] * 100:.0f}% steal {r['steal'] * 100:.1f}% "
+                  f"busy {r['busy'] * 100:.0f}% [{th}]",
                   flush=True)
-    med = {n: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for n, rs in results.items()}
-    ref = med.get("nsd")
-    print("\n| server | QPS | server CPU | QPS per server CPU-s | p50 / p99 ms @100k QPS | pinned QPS | vs NSD: QPS / per CPU / pinned |")
+        sat = cap[ref_name]["qps"]
+        rates = [("50%", 0.5 * sat), ("80%", 0.8 * sat)]
+        for n in order:
+            if not a.skip_latency:
+                cap[n]["latency"] = latency(Server(n, a, work), a, rates)
+                cap[n]["rates"] = rates
+                lat = " ".join(f"@{l} {x[0]:.3f}/{x[1]:.3f}/{x[2]:.3f}" for l, x in cap[n]["latency"].items())
+                print(f"round {rnd} {n:10s} p50/p99/p99.9 ms {lat} ({ref_name} saturation {sat:.0f})", flush=True)
+        for n in order:
+            if not a.skip_pinned:
+                cap[n]["pinned"] = pinned(Server(n, a, work), a)
+                print(f"round {rnd} {n:10s} pinned {cap[n]['pinned']:9.0f}", flush=True)
+        for n in names:
+            runs[n].append(cap[n])
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"commit": commit, "args": vars(a), "runs": runs}, f, indent=1)
+    med = {n: statistics.median(r["qps_per_cpu"] for r in rs) for n, rs in runs.items()}
+    print(f"\n| server | QPS | server CPU | QPS per server CPU-s (min-max) | vs gdnsd | vs NSD | steal (max) |")
     print("|---|---|---|---|---|---|---|")
-    for n, m in med.items():
-        ratio = (f"{m['qps']/ref['qps']:.2f}x / {m['qps_per_cpu']/ref['qps_per_cpu']:.2f}x / {m['pinned']/ref['pinned']:.2f}x"
-                 if ref else "-")
-        print(f"| {n} | {m['qps']:.0f} | {m['cpu']*100:.0f} % | {m['qps_per_cpu']:.0f} | {m['p50_ms']:.3f} / {m['p99_ms']:.3f} "
-              f"| {m['pinned']:.0f} | {ratio} |")
+    for n, rs in runs.items():
+        vs = lambda ref: f"{med[n] / med[ref]:.2f}x" if ref in med else "-"
+        print(f"| {n} | {statistics.median(r['qps'] for r in rs):,.0f} | {statistics.median(r['cpu'] for r in rs) * 100:.0f} % "
+              f"| {spread([r['qps_per_cpu'] for r in rs])} | {vs('gdnsd' if 'gdnsd' in med else 'gdnsd-dyna')} | {vs('nsd')} "
+              f"| {max(r['steal'] for r in rs) * 100:.1f} % |")
+    if not a.skip_latency:
+        print(f"\n| server | p50 / p99 / p99.9 ms at 50 % of {ref_name}'s saturation | at 80 % |")
+        print("|---|---|---|")
+        for n, rs in runs.items():
+            cells = []
+            for l in ["50%", "80%"]:
+                cells.append(" / ".join(f"{statistics.median(r['latency'][l][k] for r in rs):.3f}" for k in range(3)))
+            print(f"| {n} | {cells[0]} | {cells[1]} |")
+    if not a.skip_pinned:
+        pin = {n: statistics.median(r["pinned"] for r in rs) for n, rs in runs.items()}
+        print("\n| server | pinned QPS (min-max) | vs NSD |")
+        print("|---|---|---|")
+        for n, rs in runs.items():
+            print(f"| {n} | {spread([r['pinned'] for r in rs])} | "
+                  f"{pin[n] / pin['nsd']:.2f}x |" if "nsd" in pin else f"| {n} | {spread([r['pinned'] for r in rs])} | - |")
     if a.health:
         subprocess.run(["bash", os.path.join(a.peers, "servers", "tcp_up.sh"), "stop"],
                        env=dict(os.environ, PEERS_RUN=work), capture_output=True)
