@@ -18,6 +18,7 @@ steal, so a noisy run shows as one. Every address is 127.0.0.1; every run is bou
 Usage: bench/dns.py [--rounds 3] [--len 10] [--only mailns,nsd,knot,gdnsd] [--peers DIR]
                     [--mix peers|nxdomain] [--edge] [--tcp] [--json FILE]
        bench/dns.py --health --only mailns,nsd,gdnsd-dyna   (health-checked owa/autodiscover)
+       bench/dns.py --base /tmp/mailns-before --only mailns,mailns-base,gdnsd   (an A/B of a change)
   --mix nxdomain  every query a name that does not exist (100 % NXDOMAIN)
   --edge          mailns with RRL and cookies on for every client (rate far above the load, no
                   exemption: every query pays the bookkeeping)
@@ -155,13 +156,17 @@ class Server:
 
     @property
     def port(self):
-        return MAILNS_PORT if self.name == "mailns" else PEERS[self.name][2]
+        if self.name.startswith("mailns"):
+            return MAILNS_PORT + (1 if self.name == "mailns-base" else 0)
+        return PEERS[self.name][2]
 
     def start(self, pin=None):
         prefix = ["taskset", "-c", str(pin)] if pin is not None else []
-        if self.name == "mailns":
-            cfg = os.path.join(self.workdir, "mailns.toml")
-            self.proc = subprocess.Popen(prefix + [os.path.join(ROOT, "target/release/mailns"), "run", "--config", cfg],
+        if self.name.startswith("mailns"):
+            base = self.name == "mailns-base"
+            cfg = os.path.join(self.workdir, "mailns-base.toml" if base else "mailns.toml")
+            binary = self.args.base if base else os.path.join(ROOT, "target/release/mailns")
+            self.proc = subprocess.Popen(prefix + [binary, "run", "--config", cfg],
                                          env=dict(os.environ, RUST_LOG="warn"), stdout=subprocess.DEVNULL,
                                          stderr=open(os.path.join(self.workdir, "mailns.log"), "a"), start_new_session=True)
         else:
@@ -171,13 +176,13 @@ class Server:
         wait_answer(self.port)
 
     def pid(self):
-        if self.name == "mailns":
+        if self.name.startswith("mailns"):
             return self.proc.pid
         with open(os.path.join(self.workdir, PEERS[self.name][3])) as f:
             return int(f.read())
 
     def stop(self):
-        if self.name == "mailns":
+        if self.name.startswith("mailns"):
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=20)
         else:
@@ -258,6 +263,11 @@ def main():
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-pinned", action="store_true")
     ap.add_argument("--json", default=None, help="write every run's figures here")
+    ap.add_argument("--udp-workers", type=int, default=0, help="mailns's dns.udp_workers (default: one per core)")
+    ap.add_argument("--udp-workers-this-only", action="store_true",
+                    help="with --base: only this build gets --udp-workers (an A/B of the setting)")
+    ap.add_argument("--base", default=None,
+                    help="another mailns binary, run as server mailns-base beside this build (an A/B of a change)")
     ap.add_argument("--health", action="store_true",
                     help="health-checked names: mailns with tcp checks on owa/autodiscover, beside pdns-lua and gdnsd-dyna "
                          "(starts the peers' TCP 443 listeners on 127.0.1.1-3)")
@@ -274,12 +284,16 @@ def main():
         nxdomain_queries(a.queries)
     a.queries = a.queries or os.path.join(a.peers, "queries.txt")
     shutil.copy(a.zone, os.path.join(work, "bench.zone"))
-    with open(os.path.join(work, "mailns.toml"), "w") as f:
-        f.write(f'[dns]\nlisten = ["127.0.0.1:{MAILNS_PORT}"]\n\n[[zone]]\nname = "mail.example.test"\nfile = "bench.zone"\n')
-        if a.health:
-            f.write(HEALTH_CONFIG)
-        if a.edge:
-            f.write(EDGE_CONFIG)
+    for file, port in [("mailns.toml", MAILNS_PORT), ("mailns-base.toml", MAILNS_PORT + 1)]:
+        with open(os.path.join(work, file), "w") as f:
+            workers = a.udp_workers and (file == "mailns.toml" or not a.udp_workers_this_only)
+            f.write(f'[dns]\nlisten = ["127.0.0.1:{port}"]\n' + (f'udp_workers = {a.udp_workers}\n' if workers else '')
+                    + '\n[[zone]]\nname = "mail.example.test"\nfile = "bench.zone"\n')
+            f.write(f'\n[admin]\nlisten = "127.0.0.1:{port + 1000}"\n')
+            if a.health:
+                f.write(HEALTH_CONFIG)
+            if a.edge:
+                f.write(EDGE_CONFIG)
     if a.health:
         subprocess.run(["bash", os.path.join(a.peers, "servers", "tcp_up.sh"), "start"],
                        env=dict(os.environ, PEERS_RUN=work), check=True, capture_output=True)
