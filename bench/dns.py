@@ -200,7 +200,7 @@ def capacity(server, a):
     c0, th0, b0, t0 = cpu_seconds(pid), thread_cpu(pid), box_ticks(), time.time()
     # dnsperf is the only child that ends in this window: its CPU is the children's delta.
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    perf = subprocess.Popen(dnsperf(server.port, a.queries, a.len, ["-c", "4", "-q", "300", "-Q", "1000000"]),
+    perf = subprocess.Popen(dnsperf(server.port, a.queries, a.len, ["-c", str(a.clients), "-q", "300", "-Q", "1000000"]),
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     out, _ = perf.communicate()
     c1, th1, b1, t1 = cpu_seconds(pid), thread_cpu(pid), box_ticks(), time.time()
@@ -263,6 +263,8 @@ def main():
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-pinned", action="store_true")
     ap.add_argument("--json", default=None, help="write every run's figures here")
+    ap.add_argument("--clients", type=int, default=4,
+                    help="dnsperf -c in the capacity runs: its source ports, i.e. the flows SO_REUSEPORT spreads")
     ap.add_argument("--udp-workers", type=int, default=0, help="mailns's dns.udp_workers (default: one per core)")
     ap.add_argument("--udp-workers-this-only", action="store_true",
                     help="with --base: only this build gets --udp-workers (an A/B of the setting)")
