@@ -604,8 +604,7 @@ pub fn host_problems(config: &Config) -> Vec<crate::diag::Diagnostic> {
         }
     }
     for r in config.relays.iter().filter(|r| r.transparent) {
-        let ipv6 = r.servers.iter().any(|s| s.1.is_ipv6());
-        if let Err(e) = crate::relay::transparent::available(ipv6) {
+        if let Err(e) = crate::relay::transparent::available_for(r) {
             out.push(Diagnostic::warning(
                 path,
                 None,

@@ -65,7 +65,7 @@ impl Lab {
             lab.ip(n, &["link", "set", "lo", "up"]);
         }
         for br in ["brc", "brs"] {
-            // No multicast snooping: VRRP adverts go to 224.0.0.18 with no IGMP join seen.
+            // No multicast snooping: VRRP adverts reach their group without an IGMP join.
             lab.ip(
                 "sw",
                 &["link", "add", br, "type", "bridge", "mcast_snooping", "0"],
@@ -883,15 +883,12 @@ impl Cluster {
     /// This node's own status of ex02's SMTP check.
     fn own_ex02(&self, n: &str) -> (String, String) {
         let doc = self.status(n);
-        let servers = doc["servers"].as_array().cloned().unwrap_or_default();
-        let ex02 = servers
-            .iter()
-            .find(|s| s["name"] == "ex02")
-            .cloned()
-            .unwrap_or_default();
-        let checks = ex02["checks"].as_array().cloned().unwrap_or_default();
-        let smtp = checks
-            .iter()
+        let smtp = doc["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["name"] == "ex02")
+            .flat_map(|s| s["checks"].as_array().into_iter().flatten())
             .find(|c| c["check"] == "smtp")
             .cloned()
             .unwrap_or_default();

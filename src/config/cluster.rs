@@ -215,20 +215,15 @@ mod tests {
         assert_eq!(p.host, "node-b.mail.example.test");
         let p = parse_peer("http://[::1]:8054").unwrap();
         assert_eq!((p.host.as_str(), p.tls), ("::1", false));
-        assert!(parse_peer("http://198.18.1.3:8053")
-            .unwrap_err()
-            .contains("in the clear"));
-        assert!(parse_peer("198.18.1.3:8053")
-            .unwrap_err()
-            .contains("not an https:// URL"));
-        assert!(parse_peer("https://198.18.1.3")
-            .unwrap_err()
-            .contains("no port"));
-        assert!(parse_peer("https://198.18.1.3:8053/api")
-            .unwrap_err()
-            .contains("path"));
-        assert!(parse_peer("https://198.18.1.3:0")
-            .unwrap_err()
-            .contains("1 to 65535"));
+        for (url, why) in [
+            ("http://198.18.1.3:8053", "in the clear"),
+            ("198.18.1.3:8053", "not an https:// URL"),
+            ("https://198.18.1.3", "no port"),
+            ("https://198.18.1.3:8053/api", "path"),
+            ("https://198.18.1.3:0", "1 to 65535"),
+        ] {
+            let e = parse_peer(url).unwrap_err();
+            assert!(e.contains(why), "{url}: {e}");
+        }
     }
 }

@@ -591,10 +591,11 @@ impl Aggregator {
                         continue;
                     }
                     self.votes = votes.borrow_and_update().clone();
+                    // Polls come every second; only a changed decision is worth publishing.
                     if self.decide_all() {
                         wake_at = self.publish();
+                        self.out.reports.send_replace(Arc::new(self.reports.clone()));
                     }
-                    self.out.reports.send_replace(Arc::new(self.reports.clone()));
                 }
                 () = sleep_until(wake_at.unwrap_or(far)) => wake_at = self.publish(),
                 () = token.cancelled() => {
@@ -780,6 +781,11 @@ impl Aggregator {
     fn decide_all(&mut self) -> bool {
         let mut changed = false;
         for r in &mut self.reports {
+            // Without peers (no `[cluster]`, the usual case) the own state is the decision.
+            if self.votes.peers.is_empty() {
+                changed |= std::mem::replace(&mut r.decided, r.state.status) != r.state.status;
+                continue;
+            }
             let keys: Vec<(IpAddr, String)> = r
                 .spec
                 .checks

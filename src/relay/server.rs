@@ -114,8 +114,7 @@ impl Relay {
             None => None,
         };
         if def.transparent {
-            let ipv6 = def.servers.iter().any(|s| s.1.is_ipv6());
-            super::transparent::available(ipv6).map_err(|source| RelayError {
+            super::transparent::available_for(&def).map_err(|source| RelayError {
                 relay: def.name.clone(),
                 source: Box::new(RelaySetupError::Transparent { source }),
             })?;

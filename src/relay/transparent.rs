@@ -3,11 +3,11 @@
 //! client's address) and its message tracking see each application, not mailns.
 //!
 //! The outgoing socket gets `IP_TRANSPARENT`, which lets it bind an address that is not this
-//! host's; the kernel allows that only with CAP_NET_ADMIN (or CAP_NET_RAW). The server's replies are addressed to
-//! the client, so they must be routed back through mailns and delivered to the local socket (a
-//! floating gateway on the server side, plus `ip rule ... lookup 100` and
-//! `ip route add local 0.0.0.0/0 dev lo table 100`); `config/examples/ha-pair/README.md` gives
-//! the commands. Without that return path the server's SYN-ACK goes to the client directly and
+//! host's; the kernel allows that only with CAP_NET_ADMIN (or CAP_NET_RAW). The server's
+//! replies are addressed to the client, so they must be routed back through mailns and
+//! delivered to the local socket (a floating gateway on the server side, plus
+//! `ip rule ... lookup 100` and `ip route add local 0.0.0.0/0 dev lo table 100`);
+//! `config/examples/ha-pair/README.md` gives the commands. Without that return path the server's SYN-ACK goes to the client directly and
 //! every connect times out.
 
 use std::io;
@@ -28,6 +28,14 @@ pub fn available(ipv6: bool) -> io::Result<()> {
     let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
     let s = Socket::new(domain, Type::STREAM, None)?;
     set_transparent(&s, ipv6)
+}
+
+/// Whether the kernel allows `def`'s transparent connections (its servers' family).
+///
+/// # Errors
+/// As [`available`].
+pub fn available_for(def: &crate::config::relay::RelayDef) -> io::Result<()> {
+    available(def.servers.iter().any(|s| s.1.is_ipv6()))
 }
 
 /// A TCP socket bound to `from` (any port), ready to connect to `to` as if it were the client.
