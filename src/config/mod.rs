@@ -139,7 +139,7 @@ struct RawDns {
     /// Addresses to serve DNS on, UDP and TCP each.
     #[serde(default = "default_listen")]
     listen: Vec<Spanned<String>>,
-    /// UDP worker threads (one socket each, SO_REUSEPORT); 0 = one per CPU.
+    /// UDP worker threads per address (one reader, the rest help under load); 0 = one per CPU.
     #[serde(default)]
     udp_workers: usize,
     /// TCP connections idle this long are closed ("10s", "1m").

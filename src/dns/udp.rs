@@ -1,14 +1,14 @@
-//! DNS over UDP: N sockets on one address with SO_REUSEPORT, one OS thread each, a blocking
-//! receive-answer-send loop with reused buffers.
+//! DNS over UDP: one socket per address and N OS threads on it, a receive-answer-send loop
+//! with reused buffers; one thread blocks on the socket, the others help when it falls behind.
 //!
-//! The kernel spreads packets across the sockets, and no packet ever crosses a thread or a task
+//! No packet ever crosses a thread or a task: the thread that receives a query answers it
 //! (hickory-server spawns a tokio task per packet and funnels all sends through one channel).
 
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -20,32 +20,31 @@ use tracing::{debug, error};
 use arc_swap::ArcSwap;
 
 use super::{handle, Counters, Edge, Origin, Stats, Transport, Worker};
-use crate::state::Store;
+use crate::state::{Snapshot, Store};
 
 /// How often an idle worker looks at the shutdown token.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(200);
 
-/// Binds `workers` UDP sockets on `addr` (port 0: the first picks a port, the rest share it).
+/// Binds one UDP socket on `addr` and returns `workers` handles to it, one per worker thread
+/// (see [`serve`] for why they share one socket).
 ///
 /// # Errors
-/// The bind error of the first socket that fails.
+/// The bind error.
 pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
-    let mut socks = Vec::with_capacity(workers);
-    let mut addr = addr;
-    for _ in 0..workers.max(1) {
-        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        s.set_reuse_port(true)?;
-        if addr.is_ipv6() {
-            s.set_only_v6(true)?;
-        }
-        // Bursts from a resolver farm: a larger receive queue drops fewer packets.
-        let _ = s.set_recv_buffer_size(4 << 20);
-        s.bind(&addr.into())?;
-        let s: UdpSocket = s.into();
-        s.set_read_timeout(Some(SHUTDOWN_POLL))?;
-        addr = s.local_addr()?;
-        socks.push(s);
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
     }
+    // Bursts from a resolver farm: a larger receive queue drops fewer packets.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    let sock: UdpSocket = s.into();
+    sock.set_read_timeout(Some(SHUTDOWN_POLL))?;
+    let mut socks = Vec::with_capacity(workers.max(1));
+    for _ in 1..workers.max(1) {
+        socks.push(sock.try_clone()?);
+    }
+    socks.insert(0, sock);
     Ok(socks)
 }
 
@@ -60,38 +59,59 @@ pub struct Sources {
     pub stats: Arc<Stats>,
 }
 
-/// Starts one worker thread per socket, counting into shards `first_shard..` of `stats`. They
-/// return once `token` is cancelled. A worker that panics is logged and started again on the
-/// same socket: one bad packet costs at most its batch, never the listener.
+/// Starts one worker thread per socket handle, counting into shards `first_shard..` of `stats`.
+/// They return once `token` is cancelled. A worker that panics is logged and started again on
+/// the same socket: one bad packet costs at most its batch, never the listener.
+///
+/// The first worker is the reader: it alone blocks on the socket. The others are helpers, each
+/// asleep until the one before it takes a full batch (the queue is backing up), then reading
+/// without blocking until the queue is empty. At the rates most namespaces see, one thread
+/// answers everything and each wake-up carries as many queries as have arrived; under a flood
+/// every worker is busy. With one SO_REUSEPORT socket per thread instead, the kernel spreads
+/// the flows over all of them, and each thread wakes for its share: more wake-ups, each
+/// carrying less (see BENCHMARKS.md).
 pub fn serve(
     socks: Vec<UdpSocket>,
     sources: &Sources,
     first_shard: usize,
     token: CancellationToken,
 ) -> io::Result<Vec<JoinHandle<()>>> {
-    socks
-        .into_iter()
-        .enumerate()
-        .map(|(i, sock)| {
-            let (sources, token) = (sources.clone(), token.clone());
-            std::thread::Builder::new()
-                .name(format!("dns-udp-{i}"))
-                .spawn(move || {
-                    let stats = sources.stats.shard(first_shard + i);
-                    while !token.is_cancelled() {
-                        let run = std::panic::AssertUnwindSafe(|| {
-                            worker(&sock, &sources, stats, &token);
-                        });
-                        if std::panic::catch_unwind(run).is_err() {
-                            stats
-                                .restarts
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            error!(worker = i, "dns udp worker panicked; restarted");
-                        }
+    // Helpers first, last to first, so each thread knows the helper it wakes.
+    let mut next: Option<Thread> = None;
+    let mut handles = Vec::with_capacity(socks.len());
+    for (i, sock) in socks.into_iter().enumerate().rev() {
+        let (sources, token, wakes) = (sources.clone(), token.clone(), next.take());
+        let role = if i == 0 { Role::Reader } else { Role::Helper };
+        let handle = std::thread::Builder::new()
+            .name(format!("dns-udp-{i}"))
+            .spawn(move || {
+                let stats = sources.stats.shard(first_shard + i);
+                while !token.is_cancelled() {
+                    let run = std::panic::AssertUnwindSafe(|| {
+                        worker(&sock, role, wakes.as_ref(), &sources, stats, &token);
+                    });
+                    if std::panic::catch_unwind(run).is_err() {
+                        stats
+                            .restarts
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        error!(worker = i, "dns udp worker panicked; restarted");
                     }
-                })
-        })
-        .collect()
+                }
+            })?;
+        next = Some(handle.thread().clone());
+        handles.push(handle);
+    }
+    handles.reverse();
+    Ok(handles)
+}
+
+/// What a worker thread does when nothing is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Blocks on the socket.
+    Reader,
+    /// Sleeps until the worker before it takes a full batch.
+    Helper,
 }
 
 /// Datagrams received (and answers sent) per system call, at most.
@@ -99,70 +119,111 @@ const BATCH: usize = 32;
 /// Receive buffer per datagram: a query is far smaller; a longer datagram is dropped.
 const RX_SIZE: usize = 4096;
 
-/// One worker: `recvmmsg` waits for at least one datagram and takes up to [`BATCH`] more that are
-/// already queued, then the answers go out. Under load this cuts the
-/// system calls and thread wake-ups per query (the dominant cost here, not the lookup) by the
-/// batch size; when idle it answers each datagram at once.
-fn worker(sock: &UdpSocket, sources: &Sources, stats: &Counters, token: &CancellationToken) {
+/// One worker: `recvmmsg` takes up to [`BATCH`] queued datagrams (the reader waits for the
+/// first), then the answers go out. Under load this cuts the system calls and thread wake-ups
+/// per query (the dominant cost here, not the lookup) by the batch size; when idle it answers
+/// each datagram at once.
+fn worker(
+    sock: &UdpSocket,
+    role: Role,
+    wakes: Option<&Thread>,
+    sources: &Sources,
+    stats: &Counters,
+    token: &CancellationToken,
+) {
     let fd = sock.as_raw_fd();
     let mut cache = arc_swap::Cache::new(&*sources.store);
     let mut edge = arc_swap::Cache::new(&*sources.edge);
     let mut state = Worker::new(stats);
-    let mut rx = vec![[0u8; RX_SIZE]; BATCH];
-    let mut tx: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
-    let mut rx_hdrs = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut got: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(BATCH);
-    let mut out_addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(BATCH);
-    loop {
-        got.clear();
-        {
-            let mut slices: Vec<[IoSliceMut<'_>; 1]> = rx
-                .iter_mut()
-                .map(|b| [IoSliceMut::new(&mut b[..])])
-                .collect();
-            match recvmmsg(
-                fd,
-                &mut rx_hdrs,
-                slices.iter_mut(),
-                MsgFlags::MSG_WAITFORONE,
-                None,
-            ) {
-                Ok(results) => {
-                    for r in results {
-                        if r.flags.contains(MsgFlags::MSG_TRUNC) {
-                            got.push((0, None)); // oversized: dropped below
-                        } else {
-                            got.push((r.bytes, r.address));
+    let mut batch = Batch::new();
+    let wait = match role {
+        Role::Reader => MsgFlags::MSG_WAITFORONE,
+        Role::Helper => MsgFlags::MSG_DONTWAIT,
+    };
+    while !token.is_cancelled() {
+        if role == Role::Helper {
+            std::thread::park_timeout(SHUTDOWN_POLL);
+        }
+        // A helper reads until the queue is empty, then sleeps again; the reader never stops.
+        loop {
+            match batch.receive(fd, wait) {
+                Ok(0) => continue,
+                Ok(n) => {
+                    if n == BATCH {
+                        if let Some(helper) = wakes {
+                            helper.unpark();
                         }
                     }
                 }
-                Err(Errno::EAGAIN | Errno::EINTR) => {
-                    if token.is_cancelled() {
-                        return;
-                    }
-                    continue;
-                }
+                Err(Errno::EAGAIN | Errno::EINTR) => break,
                 Err(error) => {
                     // ICMP errors from earlier sends surface here (ECONNREFUSED): not fatal.
                     debug!(%error, "udp receive failed");
                     continue;
                 }
             }
+            // Shutdown stops DNS at once: what arrives after it is left to the zone's other
+            // name servers, as a stopped server's would be.
+            if token.is_cancelled() {
+                return;
+            }
+            batch.answer(cache.load(), edge.load(), &mut state);
+            batch.send(fd);
         }
-        // Shutdown stops DNS at once: what arrives after it is left to the zone's other name
-        // servers, as a stopped server's would be.
-        if token.is_cancelled() {
-            return;
+    }
+}
+
+/// The buffers of one worker, reused from batch to batch.
+struct Batch {
+    rx: Vec<[u8; RX_SIZE]>,
+    tx: Vec<Vec<u8>>,
+    rx_hdrs: MultiHeaders<SockaddrStorage>,
+    /// Length and sender of each datagram received (length 0: oversized, dropped).
+    got: Vec<(usize, Option<SockaddrStorage>)>,
+    /// Where each answer in `tx` goes.
+    out_addrs: Vec<SockaddrStorage>,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            rx: vec![[0u8; RX_SIZE]; BATCH],
+            tx: (0..BATCH).map(|_| Vec::with_capacity(1232)).collect(),
+            rx_hdrs: MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None),
+            got: Vec::with_capacity(BATCH),
+            out_addrs: Vec::with_capacity(BATCH),
         }
-        let snap = cache.load();
-        let edge = edge.load();
+    }
+
+    /// One `recvmmsg` with `flags`: how many datagrams it took.
+    fn receive(&mut self, fd: std::os::fd::RawFd, flags: MsgFlags) -> Result<usize, Errno> {
+        self.got.clear();
+        let mut slices: Vec<[IoSliceMut<'_>; 1]> = self
+            .rx
+            .iter_mut()
+            .map(|b| [IoSliceMut::new(&mut b[..])])
+            .collect();
+        let results = recvmmsg(fd, &mut self.rx_hdrs, slices.iter_mut(), flags, None)?;
+        for r in results {
+            if r.flags.contains(MsgFlags::MSG_TRUNC) {
+                self.got.push((0, None)); // oversized: dropped below
+            } else {
+                self.got.push((r.bytes, r.address));
+            }
+        }
+        Ok(self.got.len())
+    }
+
+    /// Answers what [`Batch::receive`] took, into `tx` and `out_addrs`.
+    fn answer(&mut self, snap: &Snapshot, edge: &Edge, state: &mut Worker<'_>) {
         let (unix, mono) = (crate::addr::unix_seconds(), crate::addr::mono_nanos());
-        out_addrs.clear();
-        let mut n_out = 0;
-        for (packet, &(len, addr)) in rx.iter().zip(&got) {
-            let (Some(addr), Some(packet), Some(out)) =
-                (addr, packet.get(..len), tx.get_mut(n_out))
-            else {
+        self.out_addrs.clear();
+        for (packet, &(len, addr)) in self.rx.iter().zip(&self.got) {
+            let (Some(addr), Some(packet), Some(out)) = (
+                addr,
+                packet.get(..len),
+                self.tx.get_mut(self.out_addrs.len()),
+            ) else {
                 continue;
             };
             let Some(ip) = peer_ip(&addr) else {
@@ -174,21 +235,19 @@ fn worker(sock: &UdpSocket, sources: &Sources, stats: &Counters, token: &Cancell
                 unix,
                 mono,
             };
-            if len > 0 && handle(snap, edge, &origin, packet, &mut state, out) {
-                out_addrs.push(Some(addr));
-                n_out += 1;
+            if len > 0 && handle(snap, edge, &origin, packet, state, out) {
+                self.out_addrs.push(addr);
             }
         }
-        // One send_to per answer: nix's sendmmsg gives no sent-count that can be read soundly.
-        for (out, addr) in tx.iter().take(n_out).zip(&out_addrs) {
-            if let Some(addr) = addr {
-                if let Err(error) = sendto(fd, out, addr, MsgFlags::empty()) {
-                    debug!(%error, "udp send failed");
-                }
+    }
+
+    /// Sends the answers, one `sendto` each: batching them in `sendmmsg` measured slower at
+    /// the batch sizes seen (BENCHMARKS.md).
+    fn send(&self, fd: std::os::fd::RawFd) {
+        for (out, addr) in self.tx.iter().zip(&self.out_addrs) {
+            if let Err(error) = sendto(fd, out, addr, MsgFlags::empty()) {
+                debug!(%error, "udp send failed");
             }
-        }
-        if token.is_cancelled() {
-            return;
         }
     }
 }
@@ -201,4 +260,88 @@ fn peer_ip(addr: &SockaddrStorage) -> Option<std::net::IpAddr> {
         std::net::IpAddr::V6(addr.as_sockaddr_in6()?.ip())
     };
     Some(crate::addr::canonical(ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+
+    use super::*;
+    use crate::dns::tests::{snapshot, ZONE};
+
+    fn answered(c: &Counters) -> u64 {
+        c.fast.load(Ordering::Relaxed) + c.slow.load(Ordering::Relaxed)
+    }
+
+    fn query(id: u16) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = id;
+        m.add_query(Query::query(
+            Name::from_ascii("owa.z.test.").unwrap(),
+            RecordType::A,
+        ));
+        m.to_vec().unwrap()
+    }
+
+    /// Two workers on one socket: a trickle (one query at a time) is answered by the reader
+    /// alone, and a backlog brings the helper in.
+    #[test]
+    fn the_reader_answers_a_trickle_and_the_helper_joins_a_backlog() {
+        let socks = bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let server = socks[0].local_addr().unwrap();
+        let sources = Sources {
+            store: Arc::new(ArcSwap::from_pointee(snapshot("z.test.", ZONE))),
+            edge: Arc::new(ArcSwap::from_pointee(Edge::default())),
+            stats: Arc::new(Stats::new(3)),
+        };
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        // Queued before the workers start: the reader's first receive is a full batch.
+        for id in 0..200 {
+            client.send_to(&query(id), server).unwrap();
+        }
+        let token = CancellationToken::new();
+        let threads = serve(socks, &sources, 0, token.clone()).unwrap();
+        let (reader, helper) = (sources.stats.shard(0), sources.stats.shard(1));
+        // Whatever the queue held, the backlog goes on until the helper has answered some.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut id = 200u16;
+        while answered(helper) == 0 {
+            assert!(Instant::now() < deadline, "the helper never joined");
+            for _ in 0..200 {
+                client.send_to(&query(id), server).unwrap();
+                id = id.wrapping_add(1);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Drain the answers, then a trickle: each query waits for its answer.
+        client
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        while client.recv_from(&mut buf).is_ok() {}
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let (r0, h0) = (answered(reader), answered(helper));
+        for id in 0..50 {
+            client.send_to(&query(id), server).unwrap();
+            let (n, _) = client.recv_from(&mut buf).unwrap();
+            let m = Message::from_vec(&buf[..n]).unwrap();
+            assert_eq!(m.metadata.id, id);
+            assert_eq!(m.answers.len(), 2, "{m:?}");
+        }
+        assert_eq!(answered(reader) - r0, 50, "the reader answered the trickle");
+        assert_eq!(answered(helper), h0, "the helper slept through it");
+        token.cancel();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
 }
