@@ -111,17 +111,26 @@ fn services(zone: &Zone, names: impl Iterator<Item = String>) -> Vec<ServiceView
         .collect()
 }
 
-/// What the health engine's publisher does on a change (the static zones are shared, not
-/// copied).
-fn build(zones: &Arc<Vec<Zone>>, services: &[ServiceView]) -> Snapshot {
+/// A snapshot of `zones` with `services` applied, over `previous` as the health engine's
+/// publisher builds it on a change (None: as a start or a reload does).
+fn build(
+    zones: &Arc<Vec<Zone>>,
+    services: &[ServiceView],
+    previous: Option<&Snapshot>,
+) -> Snapshot {
     Snapshot::build(
         Arc::clone(zones),
-        Arc::new(Views::single(1)),
+        Arc::clone(&LAYOUT),
         services.to_vec(),
         Vec::new(),
         |_, _| Some(0),
+        previous,
     )
 }
+
+/// One layout for every snapshot: a health change shares the base only with a snapshot of the
+/// same zones and views.
+static LAYOUT: LazyLock<Arc<Views>> = LazyLock::new(|| Arc::new(Views::single(1)));
 
 fn client_access() -> impl Iterator<Item = String> {
     ["owa", "autodiscover", "outlook", "mail"]
@@ -133,7 +142,9 @@ fn client_access() -> impl Iterator<Item = String> {
 static SMALL: LazyLock<Snapshot> = LazyLock::new(|| {
     let z = load(&zone_text(0, 200));
     let s = services(&z, client_access());
-    build(&Arc::new(vec![z]), &s)
+    let zones = Arc::new(vec![z]);
+    let loaded = build(&zones, &[], None);
+    build(&zones, &s, Some(&loaded))
 });
 
 fn query(name: &str, t: RecordType, edns: bool) -> Vec<u8> {
@@ -210,13 +221,24 @@ fn hot_path(bencher: divan::Bencher, kind: Kind) {
     });
 }
 
-/// The snapshot rebuild one health change costs: (services beyond the client-access names,
-/// plain hosts).
+/// The snapshot rebuild one health change costs, over the snapshot before it: (services
+/// beyond the client-access names, plain hosts).
 #[divan::bench(args = [(0, 200), (50, 100_000)], sample_count = 10, sample_size = 1)]
 fn snapshot_rebuild(bencher: divan::Bencher, (extra, hosts): (usize, usize)) {
     let z = load(&zone_text(extra, hosts));
     let names = client_access().chain((0..extra).map(|s| format!("svc{s}")));
     let s = services(&z, names);
     let zones = Arc::new(vec![z]);
-    bencher.bench_local(|| build(divan::black_box(&zones), &s));
+    let before = build(&zones, &s, None);
+    bencher.bench_local(|| build(divan::black_box(&zones), &s, Some(&before)));
+}
+
+/// The snapshot a start or a reload builds: every prebuilt answer of the zones.
+#[divan::bench(args = [(0, 200), (50, 100_000)], sample_count = 10, sample_size = 1)]
+fn snapshot_load(bencher: divan::Bencher, (extra, hosts): (usize, usize)) {
+    let z = load(&zone_text(extra, hosts));
+    let names = client_access().chain((0..extra).map(|s| format!("svc{s}")));
+    let s = services(&z, names);
+    let zones = Arc::new(vec![z]);
+    bencher.bench_local(|| build(divan::black_box(&zones), &s, None));
 }

@@ -117,6 +117,7 @@ pub fn load_snapshot(config: &Config, previous: &[Zone]) -> Result<Snapshot, Vec
         Vec::new(),
         Vec::new(),
         |_, _| None,
+        None,
     ))
 }
 

@@ -39,6 +39,19 @@ pub struct Snapshot {
     pub relays: Vec<Vec<BackendView>>,
     /// When this snapshot was built.
     pub built_at: SystemTime,
+    /// Per view: what its prebuilt answers are built over, from `static_zones`. Built once
+    /// per zone load and shared by the snapshots health publishes from then on.
+    bases: Arc<Vec<ViewBase>>,
+}
+
+/// One view's prebuilt answers for the zones as loaded, and who depends on whom in them.
+#[derive(Debug)]
+struct ViewBase {
+    fast: Arc<FastTable>,
+    /// Lowercase wire name → the names whose answers include its records: owners of a CNAME,
+    /// MX, SRV or NS pointing at it (a CNAME answer holds the target's RRset; MX, SRV and NS
+    /// answers hold the target's addresses).
+    referrers: rustc_hash::FxHashMap<Box<[u8]>, Vec<Box<[u8]>>>,
 }
 
 /// What one view's clients are answered.
@@ -62,20 +75,39 @@ impl Snapshot {
             Vec::new(),
             Vec::new(),
             |_, _| None,
+            None,
         )
     }
 
     /// Builds a snapshot: `services` applied to `static_zones`, then each view's zones and
     /// prebuilt answers. A service name's prebuilt A/AAAA answers carry its counter slot
     /// (`slot_of(view, name)`, None: not counted per step), so the hot path counts them without
-    /// a lookup. A zone in several views is derived once and copied into each.
+    /// a lookup. A zone in several views is derived once and shared by each.
+    ///
+    /// The prebuilt answers of the names health cannot change come from `previous` when it
+    /// was built from the same zones and views (a health change), else they are built here (a
+    /// start or a reload).
     pub fn build(
         static_zones: Arc<Vec<Zone>>,
         layout: Arc<Views>,
         services: Vec<ServiceView>,
         relays: Vec<Vec<BackendView>>,
         slot_of: impl Fn(&str, &Name) -> Option<u16>,
+        previous: Option<&Snapshot>,
     ) -> Self {
+        let bases = match previous {
+            Some(p)
+                if Arc::ptr_eq(&p.static_zones, &static_zones)
+                    && Arc::ptr_eq(&p.layout, &layout) =>
+            {
+                Arc::clone(&p.bases)
+            }
+            _ => Arc::new(
+                (0..layout.defs.len())
+                    .map(|v| ViewBase::build(&static_zones, &layout, v))
+                    .collect(),
+            ),
+        };
         let derived: Vec<Zone> = static_zones
             .iter()
             .enumerate()
@@ -91,7 +123,8 @@ impl Snapshot {
                 } else {
                     def.name.as_str()
                 };
-                build_view(&derived, &layout, v, &services, |n| slot_of(label, n))
+                let base = bases.get(v);
+                build_view(&derived, &layout, v, base, &services, |n| slot_of(label, n))
             })
             .collect();
         Self {
@@ -101,6 +134,7 @@ impl Snapshot {
             services,
             relays,
             built_at: SystemTime::now(),
+            bases,
         }
     }
 
@@ -133,23 +167,40 @@ fn build_view(
     derived: &[Zone],
     layout: &Views,
     v: usize,
+    base: Option<&ViewBase>,
     services: &[ServiceView],
     slot_of: impl Fn(&Name) -> Option<u16>,
 ) -> ViewSnap {
-    let sources: Vec<usize> = layout
-        .zone_views
-        .iter()
-        .enumerate()
-        .filter(|(_, vs)| vs.contains(&v))
-        .map(|(i, _)| i)
-        .collect();
-    let zones = ZoneSet::new(
-        sources
-            .iter()
-            .filter_map(|&i| derived.get(i).cloned())
-            .collect(),
-    );
-    let tags: rustc_hash::FxHashMap<(Box<[u8]>, RecordType), u16> = services
+    let sources = view_sources(layout, v);
+    let zones = zone_set(derived, &sources);
+    let tags = service_tags(services, &sources, slot_of);
+    let tag = |wire: &[u8], t| tags.get(&(Box::from(wire), t)).copied().unwrap_or(UNTAGGED);
+    let fast = match base {
+        Some(base) => {
+            let changed = changed_names(&zones, &base.referrers);
+            FastTable::over(
+                Arc::clone(&base.fast),
+                &zones,
+                changed.iter().map(|w| &**w),
+                tag,
+            )
+        }
+        None => FastTable::build(&zones, tag),
+    };
+    ViewSnap {
+        zones,
+        fast,
+        sources,
+    }
+}
+
+/// The counter tags of the service names' A/AAAA answers in a view serving `sources`.
+fn service_tags(
+    services: &[ServiceView],
+    sources: &[usize],
+    slot_of: impl Fn(&Name) -> Option<u16>,
+) -> rustc_hash::FxHashMap<(Box<[u8]>, RecordType), u16> {
+    services
         .iter()
         .filter(|s| sources.contains(&s.zone))
         .filter_map(|s| Some((s, slot_of(&s.name)?)))
@@ -165,15 +216,79 @@ fn build_view(
                 Some(((wire.clone(), t), tag))
             })
         })
-        .collect();
-    let fast = FastTable::build(&zones, |wire, t| {
-        tags.get(&(Box::from(wire), t)).copied().unwrap_or(UNTAGGED)
-    });
-    ViewSnap {
-        zones,
-        fast,
-        sources,
+        .collect()
+}
+
+/// The zones (indexes) view `v` serves.
+fn view_sources(layout: &Views, v: usize) -> Vec<usize> {
+    layout
+        .zone_views
+        .iter()
+        .enumerate()
+        .filter(|(_, vs)| vs.contains(&v))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn zone_set(zones: &[Zone], sources: &[usize]) -> ZoneSet {
+    ZoneSet::new(
+        sources
+            .iter()
+            .filter_map(|&i| zones.get(i).cloned())
+            .collect(),
+    )
+}
+
+impl ViewBase {
+    /// View `v`'s base, from the zones as loaded.
+    fn build(static_zones: &[Zone], layout: &Views, v: usize) -> Self {
+        let zones = zone_set(static_zones, &view_sources(layout, v));
+        let mut referrers: rustc_hash::FxHashMap<Box<[u8]>, Vec<Box<[u8]>>> =
+            rustc_hash::FxHashMap::default();
+        for zone in &zones.zones {
+            for (wire, node) in zone.iter_nodes() {
+                for r in node.rrsets.iter().flat_map(|s| &s.records) {
+                    let target = match &r.data {
+                        RData::CNAME(c) => &c.0,
+                        RData::MX(mx) => &mx.exchange,
+                        RData::SRV(srv) => &srv.target,
+                        RData::NS(ns) => &ns.0,
+                        _ => continue,
+                    };
+                    referrers
+                        .entry(wire_lower(target))
+                        .or_default()
+                        .push(wire.clone());
+                }
+            }
+        }
+        Self {
+            fast: Arc::new(FastTable::build(&zones, |_, _| UNTAGGED)),
+            referrers,
+        }
     }
+}
+
+/// The names whose prebuilt answers differ from the base's: those in an overlay, and every
+/// name whose answer includes one of them, through any number of CNAME, MX, SRV or NS steps
+/// (more than needed at times; never fewer).
+fn changed_names(
+    zones: &ZoneSet,
+    referrers: &rustc_hash::FxHashMap<Box<[u8]>, Vec<Box<[u8]>>>,
+) -> rustc_hash::FxHashSet<Box<[u8]>> {
+    let mut changed: rustc_hash::FxHashSet<Box<[u8]>> = rustc_hash::FxHashSet::default();
+    let mut todo: Vec<Box<[u8]>> = zones
+        .zones
+        .iter()
+        .flat_map(|z| z.overlay.keys().cloned())
+        .collect();
+    while let Some(wire) = todo.pop() {
+        if let Some(rs) = referrers.get(&wire) {
+            todo.extend(rs.iter().filter(|r| !changed.contains(*r)).cloned());
+        }
+        changed.insert(wire);
+    }
+    changed
 }
 
 /// The shared, swappable snapshot.
@@ -210,28 +325,35 @@ impl std::fmt::Debug for Publisher {
 
 impl Publish for Publisher {
     fn publish(&self, view: View) {
+        let previous = self.store.load();
         let snap = Snapshot::build(
             view.static_zones,
             view.layout,
             view.services,
             view.relays,
             &self.slot_of,
+            Some(&previous),
         );
         self.store.store(Arc::new(snap));
     }
 }
 
-/// `zone` as answered under `views` (those of its service names).
+/// `zone` as answered under `views` (those of its service names): the nodes health changes,
+/// copied into the zone's overlay, over the loaded nodes it shares. Every service name's node
+/// goes into the overlay, changed or not, so the overlay's names are those whose prebuilt
+/// answers must be built again ([`build_view`]).
 fn derive<'v>(zone: &Zone, views: impl Iterator<Item = &'v ServiceView>) -> Zone {
     let mine: Vec<&ServiceView> = views.collect();
     if mine.is_empty() {
         return zone.clone();
     }
-    let mut z = zone.clone();
+    let mut overlay: rustc_hash::FxHashMap<Box<[u8]>, Node> = rustc_hash::FxHashMap::default();
     for v in &mine {
-        let Some(node) = z.nodes.get_mut(&wire_lower(&v.name)) else {
+        let wire = wire_lower(&v.name);
+        let Some(node) = zone.node(&wire) else {
             continue;
         };
+        let node = overlay.entry(wire).or_insert_with(|| node.clone());
         for (rtype, sel) in [(RecordType::A, &v.a), (RecordType::AAAA, &v.aaaa)] {
             if let Some(sel) = sel {
                 apply(node, rtype, sel, v.ttl, v.cap);
@@ -245,26 +367,34 @@ fn derive<'v>(zone: &Zone, views: impl Iterator<Item = &'v ServiceView>) -> Zone
             .find(|v| v.name == *target)
             .is_none_or(|v| v.has_healthy())
     };
-    for node in z.nodes.values_mut() {
-        for set in &mut node.rrsets {
-            if !matches!(set.rtype, RecordType::MX | RecordType::SRV) {
-                continue;
-            }
-            let keep: Vec<Record> = set
-                .records
-                .iter()
-                .filter(|r| match &r.data {
-                    RData::MX(mx) => healthy(&mx.exchange),
-                    RData::SRV(srv) => healthy(&srv.target),
-                    _ => true,
-                })
-                .cloned()
-                .collect();
-            if !keep.is_empty() {
-                set.records = keep;
+    let kept = |set: &RRset| -> Option<Vec<Record>> {
+        if !matches!(set.rtype, RecordType::MX | RecordType::SRV) {
+            return None;
+        }
+        let keep: Vec<Record> = set
+            .records
+            .iter()
+            .filter(|r| match &r.data {
+                RData::MX(mx) => healthy(&mx.exchange),
+                RData::SRV(srv) => healthy(&srv.target),
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        (!keep.is_empty() && keep.len() < set.records.len()).then_some(keep)
+    };
+    for (wire, node) in zone.iter_nodes() {
+        for set in &node.rrsets {
+            let Some(keep) = kept(set) else { continue };
+            // By type: a service name's node in the overlay has its RRsets in another order.
+            let copy = overlay.entry(wire.clone()).or_insert_with(|| node.clone());
+            if let Some(s) = copy.rrsets.iter_mut().find(|s| s.rtype == set.rtype) {
+                s.records = keep;
             }
         }
     }
+    let mut z = zone.clone();
+    z.overlay = Arc::new(overlay);
     z
 }
 
@@ -311,4 +441,149 @@ fn address_record(name: &Name, ttl: u32, ip: IpAddr) -> Record {
         IpAddr::V6(v) => RData::AAAA(AAAA(v)),
     };
     Record::from_rdata(name.clone(), ttl, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::str::FromStr;
+
+    use hickory_proto::op::{Message, Query};
+
+    use super::*;
+    use crate::health::answer::Selection;
+    use crate::query::wire::{parse, Parsed};
+    use crate::zone::load_zone;
+
+    /// Service names behind CNAMEs (one chained), MX and SRV targets, NS glue, a wildcard, and
+    /// names nothing health-driven touches.
+    const ZONE: &str = "$ORIGIN z.test.\n$TTL 300\n@ SOA ns h 1 2 3 4 60\n@ NS ns\nns A 127.0.0.1\n\
+        @ MX 10 mail\n@ MX 20 mx2\nmail A 127.0.2.1\nmail A 127.0.2.2\nmx2 A 127.0.2.3\n\
+        owa 30 A 127.0.1.1\nowa 30 A 127.0.1.2\nowa 30 A 127.0.1.3\nowa 30 AAAA ::1\n\
+        autodiscover 30 A 127.0.1.1\nautodiscover 30 A 127.0.1.2\n\
+        _autodiscover._tcp SRV 0 0 443 autodiscover\nalias CNAME owa\nalias2 CNAME alias\n\
+        child NS ns.child\nns.child A 127.0.3.1\n*.w TXT \"w\"\nplain A 127.0.4.1\nplain TXT \"p\"\n\
+        outlook A 127.0.1.1\n";
+
+    fn sel(step: Step, ips: &[&str]) -> Selection {
+        Selection {
+            step,
+            tiers: vec![ips.iter().map(|ip| (ip.parse().unwrap(), 1)).collect()],
+            preferred_down: false,
+            wake_at: None,
+            why: Vec::new(),
+        }
+    }
+
+    fn service(name: &str, a: Option<Selection>) -> ServiceView {
+        ServiceView {
+            name: Name::from_ascii(name).unwrap(),
+            zone: 0,
+            a,
+            aaaa: None,
+            ttl: 20,
+            cap: 8,
+        }
+    }
+
+    fn services() -> Vec<ServiceView> {
+        vec![
+            service(
+                "owa.z.test.",
+                Some(sel(Step::Healthy, &["127.0.1.1", "127.0.1.3"])),
+            ),
+            service("mail.z.test.", Some(sel(Step::Empty, &[]))),
+            service(
+                "autodiscover.z.test.",
+                Some(sel(Step::OtherSites, &["127.0.1.2"])),
+            ),
+            service("outlook.z.test.", Some(sel(Step::Servfail, &[]))),
+        ]
+    }
+
+    fn query(name: &str, t: RecordType) -> Vec<u8> {
+        let mut m = Message::query();
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+        m.to_vec().unwrap()
+    }
+
+    /// A health change built over the snapshot of the zones as loaded answers every name and
+    /// type from its prebuilt table exactly as a snapshot built from scratch does, and the
+    /// names health cannot change come from the shared table.
+    #[test]
+    fn a_health_change_over_the_loaded_zones_answers_as_a_full_build() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(ZONE.as_bytes()).unwrap();
+        let (zone, _) = load_zone(f.path(), &Name::from_ascii("z.test.").unwrap()).unwrap();
+        let names: Vec<Name> = zone.iter_nodes().map(|(_, n)| n.name.clone()).collect();
+        let zones = Arc::new(vec![zone]);
+        let layout = Arc::new(Views::single(1));
+        let slot = |_: &str, n: &Name| Some(n.num_labels() as u16);
+        let loaded = Snapshot::build(
+            zones.clone(),
+            layout.clone(),
+            Vec::new(),
+            Vec::new(),
+            slot,
+            None,
+        );
+        let over = Snapshot::build(
+            zones.clone(),
+            layout.clone(),
+            services(),
+            Vec::new(),
+            slot,
+            Some(&loaded),
+        );
+        assert!(
+            Arc::ptr_eq(&over.bases, &loaded.bases),
+            "the base is shared"
+        );
+        // The reference: every name's answers built from the derived zones, no base.
+        let tags = service_tags(&over.services, &[0], |n| slot("", n));
+        let full = FastTable::build(&over.views[0].zones, |w, t| {
+            tags.get(&(Box::from(w), t)).copied().unwrap_or(UNTAGGED)
+        });
+        let extra = ["x.w.z.test.", "nx.z.test.", "a.owa.z.test."].map(String::from);
+        let mut compared = 0;
+        for name in names.iter().map(ToString::to_string).chain(extra) {
+            for t in ["A", "AAAA", "MX", "SRV", "CNAME", "TXT", "NS", "SOA", "CAA"] {
+                let packet = query(&name, RecordType::from_str(t).unwrap());
+                let Parsed::Query(q) = parse(&packet) else {
+                    panic!("{name} {t}");
+                };
+                for rotation in 0..4 {
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    let x = over.views[0].fast.answer(&q, 1232, rotation, &mut a);
+                    let y = full.answer(&q, 1232, rotation, &mut b);
+                    assert_eq!((x, &a), (y, &b), "{name} {t} rotation {rotation}");
+                    compared += usize::from(x.is_some());
+                }
+            }
+        }
+        assert!(compared > 100, "{compared} prebuilt answers compared");
+        // What is built again: the service names, the apex (its MX left mail out), and the
+        // names whose answers hold them (CNAME, chained CNAME, SRV).
+        let changed = changed_names(&over.views[0].zones, &loaded.bases[0].referrers);
+        let mut expected: Vec<Box<[u8]>> = [
+            "owa",
+            "mail",
+            "autodiscover",
+            "outlook",
+            "@",
+            "alias",
+            "alias2",
+            "_autodiscover._tcp",
+        ]
+        .iter()
+        .map(|l| match *l {
+            "@" => wire_lower(&Name::from_ascii("z.test.").unwrap()),
+            l => wire_lower(&Name::from_ascii(format!("{l}.z.test.")).unwrap()),
+        })
+        .collect();
+        let mut changed: Vec<Box<[u8]>> = changed.into_iter().collect();
+        expected.sort();
+        changed.sort();
+        assert_eq!(changed, expected);
+    }
 }

@@ -182,8 +182,25 @@ views = ["inside"]
         u16::try_from(at).ok()
     };
     let layout = Arc::new(config.views.clone());
-    let snap = Snapshot::build(zones.clone(), layout.clone(), views(), Vec::new(), slot_of);
-    let mut slow = Snapshot::build(zones, layout, views(), Vec::new(), slot_of);
+    // As the health engine publishes: over the snapshot of the zones as loaded, so the
+    // prebuilt answers health changes lie over those it cannot.
+    let loaded = Snapshot::build(
+        zones.clone(),
+        layout.clone(),
+        Vec::new(),
+        Vec::new(),
+        slot_of,
+        None,
+    );
+    let snap = Snapshot::build(
+        zones.clone(),
+        layout.clone(),
+        views(),
+        Vec::new(),
+        slot_of,
+        Some(&loaded),
+    );
+    let mut slow = Snapshot::build(zones, layout, views(), Vec::new(), slot_of, None);
     for v in &mut slow.views {
         v.fast = FastTable::default();
     }

@@ -733,6 +733,7 @@ pub(crate) mod tests {
             Vec::new(),
             Vec::new(),
             |_, _| None,
+            None,
         );
         let stats = Counters::default();
         // Answers `name` from `from`, with the ECS option `ecs` (its data) if given.

@@ -313,7 +313,7 @@ fn append_record(msg: &mut Vec<u8>, record: &Record<TSIG>) -> bool {
 /// The zone's records as transfer messages: SOA, every other record, SOA.
 fn build(zone: &Zone, id: u16, q: &Query) -> Vec<Vec<u8>> {
     let mut records: Vec<&Record> = vec![&zone.soa];
-    for node in zone.nodes.values() {
+    for (_, node) in zone.iter_nodes() {
         for set in &node.rrsets {
             if set.rtype != RecordType::SOA {
                 records.extend(&set.records);

@@ -8,11 +8,14 @@
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 use super::lookup::{resolve, ZoneSet};
 use super::wire::{self, Edns, Query};
 use crate::health::answer::Step;
+use crate::zone::Node;
 
 /// Tag of a prebuilt answer that is not a service name's A/AAAA.
 pub const UNTAGGED: u16 = u16::MAX;
@@ -46,7 +49,11 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct FastTable {
     names: FxHashMap<Box<[u8]>, Entry>,
-    /// Number of prebuilt responses.
+    /// The table this one lies over: a name `names` lacks is looked up there. A health change
+    /// rebuilds only the names whose answers it can change, over the table of the zones as
+    /// loaded, instead of every name of the zone.
+    base: Option<Arc<FastTable>>,
+    /// Number of prebuilt responses (the base's included).
     pub len: usize,
 }
 
@@ -56,36 +63,44 @@ impl FastTable {
     pub fn build(zones: &ZoneSet, tag: impl Fn(&[u8], RecordType) -> u16) -> Self {
         let mut table = Self::default();
         for zone in &zones.zones {
-            for (wire, node) in &zone.nodes {
+            for (wire, node) in zone.iter_nodes() {
                 if table.len >= MAX_ENTRIES {
                     return table;
                 }
-                if node.cut {
-                    continue;
+                if let Some((e, n)) = entry(zones, wire, node, &tag) {
+                    table.len += n;
+                    table.names.insert(wire.clone(), e);
                 }
-                let mut e = Entry::default();
-                // SERVFAIL markers get their own entries: the generic NODATA entry must not
-                // answer a type whose policy is SERVFAIL.
-                let mut types: Vec<RecordType> = node.rrsets.iter().map(|s| s.rtype).collect();
-                types.extend(node.servfail.iter().copied());
-                let is_cname = node.rrset(RecordType::CNAME).is_some();
-                if is_cname {
-                    types.extend([RecordType::A, RecordType::AAAA]);
-                }
-                for t in types {
-                    let v = variants(zones, wire, t, node.rrset(t), is_cname);
-                    if !v.is_empty() {
-                        table.len += v.len();
-                        e.by_type.push((t, v, tag(wire, t)));
-                    }
-                }
-                if !is_cname {
-                    e.other = prebuild(zones, wire, RecordType::NULL, 0);
-                    table.len += usize::from(e.other.is_some());
-                }
-                table.names.insert(wire.clone(), e);
             }
         }
+        table
+    }
+
+    /// A table over `base` (built from zones that differ from `zones` only at `names`): the
+    /// entries of `names` built from `zones`, every other name answered as `base` answers it.
+    /// A name that has no entry here (gone, or below a cut) hides the base's.
+    pub fn over<'n>(
+        base: Arc<FastTable>,
+        zones: &ZoneSet,
+        names: impl Iterator<Item = &'n [u8]>,
+        tag: impl Fn(&[u8], RecordType) -> u16,
+    ) -> Self {
+        let mut table = Self {
+            len: base.len,
+            ..Self::default()
+        };
+        for wire in names {
+            // As `build` does: the last zone holding the name (outside a cut) gives its entry.
+            let found = zones
+                .zones
+                .iter()
+                .rev()
+                .find_map(|z| z.node(wire).and_then(|node| entry(zones, wire, node, &tag)));
+            let (e, n) = found.unwrap_or_default();
+            table.len += n;
+            table.names.insert(Box::from(wire), e);
+        }
+        table.base = Some(base);
         table
     }
 
@@ -102,7 +117,10 @@ impl FastTable {
         if q.qclass != 1 || is_special(q.qtype) {
             return None;
         }
-        let entry = self.names.get(q.qname())?;
+        let entry = match self.names.get(q.qname()) {
+            Some(e) => e,
+            None => self.base.as_ref()?.names.get(q.qname())?,
+        };
         let (pre, tag) = match entry.by_type.iter().find(|(t, _, _)| *t == q.qtype) {
             Some((_, v, tag)) => (v.get(rotation.checked_rem(v.len())?)?, *tag),
             None => (entry.other.as_ref()?, UNTAGGED),
@@ -132,6 +150,41 @@ impl FastTable {
         }
         Some(tag)
     }
+}
+
+/// The entry of `wire` (its node `node`) and its number of responses; None below a cut or for
+/// a name with nothing to prebuild.
+fn entry(
+    zones: &ZoneSet,
+    wire: &[u8],
+    node: &Node,
+    tag: &impl Fn(&[u8], RecordType) -> u16,
+) -> Option<(Entry, usize)> {
+    if node.cut {
+        return None;
+    }
+    let mut e = Entry::default();
+    let mut len = 0;
+    // SERVFAIL markers get their own entries: the generic NODATA entry must not answer a type
+    // whose policy is SERVFAIL.
+    let mut types: Vec<RecordType> = node.rrsets.iter().map(|s| s.rtype).collect();
+    types.extend(node.servfail.iter().copied());
+    let is_cname = node.rrset(RecordType::CNAME).is_some();
+    if is_cname {
+        types.extend([RecordType::A, RecordType::AAAA]);
+    }
+    for t in types {
+        let v = variants(zones, wire, t, node.rrset(t), is_cname);
+        if !v.is_empty() {
+            len += v.len();
+            e.by_type.push((t, v, tag(wire, t)));
+        }
+    }
+    if !is_cname {
+        e.other = prebuild(zones, wire, RecordType::NULL, 0);
+        len += usize::from(e.other.is_some());
+    }
+    Some((e, len))
 }
 
 /// Types never answered from the table: meta queries and ANY (which differs by transport).

@@ -11,6 +11,7 @@ mod text;
 mod validate;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use hickory_proto::rr::{rdata::SOA, Name, RData, Record, RecordType};
 use rustc_hash::FxHashMap;
@@ -75,8 +76,13 @@ pub struct Zone {
     pub origin: Name,
     /// The apex in lowercase wire form.
     pub origin_wire: Box<[u8]>,
-    /// Every node, by lowercase wire-form name, ancestors up to the apex included.
-    pub nodes: FxHashMap<Box<[u8]>, Node>,
+    /// Every node as loaded, by lowercase wire-form name, ancestors up to the apex included.
+    /// Shared: a snapshot's derived zone and every view holding it point at the same map.
+    pub nodes: Arc<FxHashMap<Box<[u8]>, Node>>,
+    /// The nodes health changed (service names, MX/SRV owners with records left out), which
+    /// stand in for those of `nodes`; empty in a zone as loaded. A health change so copies a
+    /// few nodes, not the zone.
+    pub overlay: Arc<FxHashMap<Box<[u8]>, Node>>,
     /// The SOA record as written.
     pub soa: Record,
     /// The SOA for negative answers: TTL = min(SOA TTL, MINIMUM) (RFC 2308 §3).
@@ -90,7 +96,16 @@ pub struct Zone {
 impl Zone {
     /// The node at `name` (lowercase wire form).
     pub fn node(&self, wire: &[u8]) -> Option<&Node> {
-        self.nodes.get(wire)
+        self.overlay.get(wire).or_else(|| self.nodes.get(wire))
+    }
+
+    /// Every node as answered (the overlay's in place of those it stands in for).
+    pub fn iter_nodes(&self) -> impl Iterator<Item = (&Box<[u8]>, &Node)> {
+        self.overlay.iter().chain(
+            self.nodes
+                .iter()
+                .filter(|(wire, _)| !self.overlay.contains_key(*wire)),
+        )
     }
 
     /// The SOA serial.
@@ -107,7 +122,7 @@ impl Zone {
         };
         with(&mut self.soa);
         with(&mut self.negative_soa);
-        if let Some(apex) = self.nodes.get_mut(&self.origin_wire) {
+        if let Some(apex) = Arc::make_mut(&mut self.nodes).get_mut(&self.origin_wire) {
             for set in apex
                 .rrsets
                 .iter_mut()
@@ -123,9 +138,8 @@ impl Zone {
     pub fn content_digest(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut lines: Vec<String> = self
-            .nodes
-            .values()
-            .flat_map(|n| n.rrsets.iter())
+            .iter_nodes()
+            .flat_map(|(_, n)| n.rrsets.iter())
             .flat_map(|set| set.records.iter())
             .map(|r| {
                 let mut r = r.clone();

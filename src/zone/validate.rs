@@ -50,7 +50,8 @@ pub(super) fn build(
         Zone {
             origin: origin.clone(),
             origin_wire,
-            nodes,
+            nodes: std::sync::Arc::new(nodes),
+            overlay: std::sync::Arc::default(),
             soa,
             negative_soa,
             file: path.to_path_buf(),
