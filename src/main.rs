@@ -16,6 +16,12 @@ const EX_CONFIG: u8 = 78;
 /// Exit code for a failure to start serving (sysexits EX_OSERR).
 const EX_OSERR: u8 = 71;
 
+/// mimalloc instead of glibc's malloc: loading a zone and building its prebuilt answers makes
+/// and frees millions of small allocations, and glibc spent a quarter of a 100,000-record
+/// start in `unlink_chunk` alone (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
