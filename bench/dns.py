@@ -174,6 +174,9 @@ class Server:
             subprocess.run(prefix + ["bash", os.path.join(self.args.peers, "servers", start[0])] + start[1:],
                            env=dict(os.environ, PEERS_RUN=self.workdir), check=True, capture_output=True)
         wait_answer(self.port)
+        if self.proc is not None and self.proc.poll() is not None:
+            # Something else answers on the port (a server left over from another run).
+            sys.exit(f"{self.name} exited (see {self.workdir}/mailns.log) while port {self.port} answers")
 
     def pid(self):
         if self.name.startswith("mailns"):
