@@ -78,3 +78,36 @@ def start_backend(ip, port, countfile):
     p = subprocess.Popen([sys.executable, os.path.join(BENCH, "backend.py"), ip, str(port), countfile])
     wait_until(lambda: accepts(ip, port), 2, 0.02)
     return p
+
+
+def knot_conf(d, port, zone, module="", global_module=""):
+    """A Knot 3.2 config serving `zone` from d/<zone>.zone on 127.0.0.1@port, as the peers' knot.sh
+    does (udp-workers 2, no journal, no semantic checks); `module` and `global_module` are
+    extra YAML lines (a mod-rrl section, say). Writes d/knot.conf and returns its path."""
+    os.makedirs(os.path.join(d, "storage"), exist_ok=True)
+    path = os.path.join(d, "knot.conf")
+    with open(path, "w") as f:
+        f.write(f"""server:
+  rundir: "{d}"
+  pidfile: "{d}/knot.pid"
+  listen: 127.0.0.1@{port}
+  udp-workers: 2
+  tcp-workers: 1
+  background-workers: 1
+log:
+  - target: stderr
+    any: warning
+database:
+  storage: "{d}/storage"
+{module}template:
+  - id: default
+    storage: "{d}"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: none
+    semantic-checks: off
+{global_module}zone:
+  - domain: {zone}
+    file: "{zone}.zone"
+""")
+    return path

@@ -19,7 +19,7 @@ Usage: bench/coldstart.py [--rounds 3] [--hosts 100000] [--services 50] [--only 
 """
 import argparse, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
 
-from benchlib import rss_kb
+from benchlib import knot_conf, rss_kb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAILNS_PORT, KNOT_PORT = 5320, 5321
@@ -46,35 +46,6 @@ def mailns_config(path, services):
         f.write('[[check]]\nname = "https-port"\nkind = "tcp"\nport = 443\n\n')
         for s in range(services):
             f.write(f'[[service]]\nname = "svc{s}.{ORIGIN}"\nchecks = ["https-port"]\n\n')
-
-
-def knot_config(d):
-    os.makedirs(os.path.join(d, "storage"), exist_ok=True)
-    path = os.path.join(d, "knot.conf")
-    with open(path, "w") as f:
-        f.write(f"""server:
-  rundir: "{d}"
-  listen: 127.0.0.1@{KNOT_PORT}
-  udp-workers: 2
-  tcp-workers: 1
-  background-workers: 1
-log:
-  - target: stderr
-    any: warning
-database:
-  storage: "{d}/storage"
-template:
-  - id: default
-    storage: "{d}"
-    zonefile-sync: -1
-    zonefile-load: whole
-    journal-content: none
-    semantic-checks: off
-zone:
-  - domain: {ORIGIN}
-    file: "big.zone"
-""")
-    return path
 
 
 def dig(port, name, timeout=1):
@@ -142,8 +113,8 @@ def run_mailns(work, a, serial):
 def run_knot(work, a, serial):
     d = os.path.join(work, "knot")
     os.makedirs(d, exist_ok=True)
-    write_zone(os.path.join(d, "big.zone"), a.hosts, a.services, serial, 1)
-    conf = knot_config(d)
+    write_zone(os.path.join(d, f"{ORIGIN}.zone"), a.hosts, a.services, serial, 1)
+    conf = knot_conf(d, KNOT_PORT, ORIGIN)
     t0 = time.monotonic()
     p = subprocess.Popen(["knotd", "-c", conf], stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "log"), "w"),
                          start_new_session=True)
@@ -151,7 +122,7 @@ def run_knot(work, a, serial):
         last = f"host{a.hosts - 1}.{ORIGIN}"
         first = wait(lambda: dig(KNOT_PORT, last) != [], 120) - t0
         rss = rss_kb(p.pid) / 1024
-        write_zone(os.path.join(d, "big.zone"), a.hosts, a.services, serial + 1, 2)
+        write_zone(os.path.join(d, f"{ORIGIN}.zone"), a.hosts, a.services, serial + 1, 2)
         t1 = time.monotonic()
         r = subprocess.run(["knotc", "-c", conf, "zone-reload", ORIGIN], capture_output=True, text=True)
         if r.returncode:

@@ -22,7 +22,7 @@ Every address is in 127.0.0.0/8; every load is bounded by --len.
 """
 import argparse, os, re, select, shutil, signal, socket, statistics, struct, subprocess, sys, tempfile, time
 
-from benchlib import cpu_seconds
+from benchlib import cpu_seconds, knot_conf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZONE = "mail.example.test"
@@ -86,34 +86,10 @@ zone:
 """)
             return ["nsd", "-d", "-c", path]
         # knot
-        os.makedirs(os.path.join(d, "storage"), exist_ok=True)
         module = "" if self.rrl is None else \
             f"mod-rrl:\n  - id: default\n    rate-limit: {self.rrl[0]}\n    slip: {self.rrl[1]}\n"
         glob = "" if self.rrl is None else "    global-module: mod-rrl/default\n"
-        path = os.path.join(d, "knot.conf")
-        write(path, f"""server:
-  rundir: "{d}"
-  pidfile: "{d}/knot.pid"
-  listen: 127.0.0.1@{p}
-  udp-workers: 2
-  tcp-workers: 1
-  background-workers: 1
-log:
-  - target: stderr
-    any: warning
-database:
-  storage: "{d}/storage"
-{module}template:
-  - id: default
-    storage: "{d}"
-    zonefile-sync: -1
-    zonefile-load: whole
-    journal-content: none
-    semantic-checks: off
-{glob}zone:
-  - domain: {ZONE}
-    file: "{ZONE}.zone"
-""")
+        path = knot_conf(d, p, ZONE, module, glob)
         return ["knotd", "-c", path]
 
     def start(self, pin=None):
