@@ -221,14 +221,19 @@ fn hot_path(bencher: divan::Bencher, kind: Kind) {
     });
 }
 
-/// The snapshot rebuild one health change costs, over the snapshot before it: (services
-/// beyond the client-access names, plain hosts).
-#[divan::bench(args = [(0, 200), (50, 100_000)], sample_count = 10, sample_size = 1)]
-fn snapshot_rebuild(bencher: divan::Bencher, (extra, hosts): (usize, usize)) {
+/// The zones as loaded and every service name's selection: (services beyond the client-access
+/// names, plain hosts).
+fn big(extra: usize, hosts: usize) -> (Arc<Vec<Zone>>, Vec<ServiceView>) {
     let z = load(&zone_text(extra, hosts));
     let names = client_access().chain((0..extra).map(|s| format!("svc{s}")));
     let s = services(&z, names);
-    let zones = Arc::new(vec![z]);
+    (Arc::new(vec![z]), s)
+}
+
+/// The snapshot rebuild one health change costs, over the snapshot before it.
+#[divan::bench(args = [(0, 200), (50, 100_000)], sample_count = 10, sample_size = 1)]
+fn snapshot_rebuild(bencher: divan::Bencher, (extra, hosts): (usize, usize)) {
+    let (zones, s) = big(extra, hosts);
     let before = build(&zones, &s, None);
     bencher.bench_local(|| build(divan::black_box(&zones), &s, Some(&before)));
 }
@@ -236,9 +241,6 @@ fn snapshot_rebuild(bencher: divan::Bencher, (extra, hosts): (usize, usize)) {
 /// The snapshot a start or a reload builds: every prebuilt answer of the zones.
 #[divan::bench(args = [(0, 200), (50, 100_000)], sample_count = 10, sample_size = 1)]
 fn snapshot_load(bencher: divan::Bencher, (extra, hosts): (usize, usize)) {
-    let z = load(&zone_text(extra, hosts));
-    let names = client_access().chain((0..extra).map(|s| format!("svc{s}")));
-    let s = services(&z, names);
-    let zones = Arc::new(vec![z]);
+    let (zones, s) = big(extra, hosts);
     bencher.bench_local(|| build(divan::black_box(&zones), &s, None));
 }

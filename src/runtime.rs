@@ -178,7 +178,8 @@ fn assemble(
 ) -> Result<Assembled, RunError> {
     let started = SystemTime::now();
     let snap = load_snapshot(config, &[]).map_err(RunError::Invalid)?;
-    let statics = snap.static_zones.clone();
+    // The health engine publishes over these very Arcs, sharing this snapshot's prebuilt answers.
+    let loaded = (snap.static_zones.clone(), snap.layout.clone());
     let store: Store = Arc::new(ArcSwap::from_pointee(snap));
     // Admin states set through the API win over the config's, across restarts.
     let mut serving = config.clone();
@@ -228,7 +229,7 @@ fn assemble(
     let out = Outputs::new(Arc::new(publisher), serving.health.clone());
     let handle = crate::health::engine::start(
         &serving,
-        statics,
+        loaded,
         &out,
         &[],
         Vec::new(),
@@ -659,7 +660,7 @@ async fn prepare_reload(live: &Arc<Live>) -> Result<Config, ReloadError> {
     let carry = live.out.reports.borrow().clone();
     *engine = Some(crate::health::engine::start(
         &serving,
-        snap.static_zones.clone(),
+        (snap.static_zones.clone(), snap.layout.clone()),
         &live.out,
         &carry,
         probers,

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::config::view::Views;
 use crate::health::answer::{rotate, rotation_count, Selection, Step};
@@ -44,14 +45,16 @@ pub struct Snapshot {
     bases: Arc<Vec<ViewBase>>,
 }
 
+/// Lowercase wire name → the names whose answers include its records: owners of a CNAME, MX,
+/// SRV or NS pointing at it (a CNAME answer holds the target's RRset; MX, SRV and NS answers
+/// hold the target's addresses).
+type Referrers = FxHashMap<Box<[u8]>, Vec<Box<[u8]>>>;
+
 /// One view's prebuilt answers for the zones as loaded, and who depends on whom in them.
 #[derive(Debug)]
 struct ViewBase {
     fast: Arc<FastTable>,
-    /// Lowercase wire name → the names whose answers include its records: owners of a CNAME,
-    /// MX, SRV or NS pointing at it (a CNAME answer holds the target's RRset; MX, SRV and NS
-    /// answers hold the target's addresses).
-    referrers: rustc_hash::FxHashMap<Box<[u8]>, Vec<Box<[u8]>>>,
+    referrers: Referrers,
 }
 
 /// What one view's clients are answered.
@@ -199,7 +202,7 @@ fn service_tags(
     services: &[ServiceView],
     sources: &[usize],
     slot_of: impl Fn(&Name) -> Option<u16>,
-) -> rustc_hash::FxHashMap<(Box<[u8]>, RecordType), u16> {
+) -> FxHashMap<(Box<[u8]>, RecordType), u16> {
     services
         .iter()
         .filter(|s| sources.contains(&s.zone))
@@ -243,8 +246,7 @@ impl ViewBase {
     /// View `v`'s base, from the zones as loaded.
     fn build(static_zones: &[Zone], layout: &Views, v: usize) -> Self {
         let zones = zone_set(static_zones, &view_sources(layout, v));
-        let mut referrers: rustc_hash::FxHashMap<Box<[u8]>, Vec<Box<[u8]>>> =
-            rustc_hash::FxHashMap::default();
+        let mut referrers: Referrers = FxHashMap::default();
         for zone in &zones.zones {
             for (wire, node) in zone.iter_nodes() {
                 for r in node.rrsets.iter().flat_map(|s| &s.records) {
@@ -272,11 +274,8 @@ impl ViewBase {
 /// The names whose prebuilt answers differ from the base's: those in an overlay, and every
 /// name whose answer includes one of them, through any number of CNAME, MX, SRV or NS steps
 /// (more than needed at times; never fewer).
-fn changed_names(
-    zones: &ZoneSet,
-    referrers: &rustc_hash::FxHashMap<Box<[u8]>, Vec<Box<[u8]>>>,
-) -> rustc_hash::FxHashSet<Box<[u8]>> {
-    let mut changed: rustc_hash::FxHashSet<Box<[u8]>> = rustc_hash::FxHashSet::default();
+fn changed_names(zones: &ZoneSet, referrers: &Referrers) -> FxHashSet<Box<[u8]>> {
+    let mut changed: FxHashSet<Box<[u8]>> = FxHashSet::default();
     let mut todo: Vec<Box<[u8]>> = zones
         .zones
         .iter()
@@ -347,7 +346,7 @@ fn derive<'v>(zone: &Zone, views: impl Iterator<Item = &'v ServiceView>) -> Zone
     if mine.is_empty() {
         return zone.clone();
     }
-    let mut overlay: rustc_hash::FxHashMap<Box<[u8]>, Node> = rustc_hash::FxHashMap::default();
+    let mut overlay: FxHashMap<Box<[u8]>, Node> = FxHashMap::default();
     for v in &mine {
         let wire = wire_lower(&v.name);
         let Some(node) = zone.node(&wire) else {
@@ -367,21 +366,18 @@ fn derive<'v>(zone: &Zone, views: impl Iterator<Item = &'v ServiceView>) -> Zone
             .find(|v| v.name == *target)
             .is_none_or(|v| v.has_healthy())
     };
+    let up = |r: &Record| match &r.data {
+        RData::MX(mx) => healthy(&mx.exchange),
+        RData::SRV(srv) => healthy(&srv.target),
+        _ => true,
+    };
+    // Copied only where a record goes: most MX and SRV sets of a big zone stay as they are.
     let kept = |set: &RRset| -> Option<Vec<Record>> {
-        if !matches!(set.rtype, RecordType::MX | RecordType::SRV) {
+        if !matches!(set.rtype, RecordType::MX | RecordType::SRV) || set.records.iter().all(up) {
             return None;
         }
-        let keep: Vec<Record> = set
-            .records
-            .iter()
-            .filter(|r| match &r.data {
-                RData::MX(mx) => healthy(&mx.exchange),
-                RData::SRV(srv) => healthy(&srv.target),
-                _ => true,
-            })
-            .cloned()
-            .collect();
-        (!keep.is_empty() && keep.len() < set.records.len()).then_some(keep)
+        let keep: Vec<Record> = set.records.iter().filter(|r| up(r)).cloned().collect();
+        (!keep.is_empty()).then_some(keep)
     };
     for (wire, node) in zone.iter_nodes() {
         for set in &node.rrsets {

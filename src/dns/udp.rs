@@ -40,12 +40,10 @@ pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Vec<UdpSocket>> {
     s.bind(&addr.into())?;
     let sock: UdpSocket = s.into();
     sock.set_read_timeout(Some(SHUTDOWN_POLL))?;
-    let mut socks = Vec::with_capacity(workers.max(1));
-    for _ in 1..workers.max(1) {
-        socks.push(sock.try_clone()?);
-    }
-    socks.insert(0, sock);
-    Ok(socks)
+    let clones = (1..workers.max(1))
+        .map(|_| sock.try_clone())
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(std::iter::once(sock).chain(clones).collect())
 }
 
 /// What the UDP workers serve from.

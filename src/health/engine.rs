@@ -238,12 +238,15 @@ pub fn tls_configs(health: &HealthConfig) -> Result<TlsMap, CheckTlsError> {
     Ok(tls)
 }
 
-/// Starts the engine for `config` over `static_zones`, publishing into `out`. Probes identical
+/// Starts the engine for `config` over `loaded`, the zones and views as loaded (the `Arc`s of
+/// the snapshot that loaded them), publishing into `out`. The same `Arc`s, not copies: the
+/// snapshots it publishes then share that snapshot's prebuilt answers instead of building them
+/// again. Probes identical
 /// to one in `carry` (a previous engine's reports) start from its state, so a reload shows no
 /// "unknown" flash for servers it did not change. It stops when `token` is cancelled.
 pub fn start(
     config: &Config,
-    static_zones: Arc<Vec<Zone>>,
+    loaded: (Arc<Vec<Zone>>, Arc<crate::config::view::Views>),
     out: &Outputs,
     carry: &[ProbeReport],
     probers: Vec<Prober>,
@@ -251,6 +254,7 @@ pub fn start(
     token: CancellationToken,
 ) -> Handle {
     let health = config.health.clone();
+    let (static_zones, layout) = loaded;
     let plan = Plan::new(&health, &config.relays, &static_zones);
     let (tx, rx) = mpsc::channel(1024);
     let (admin_tx, admin_rx) = mpsc::channel(16);
@@ -301,7 +305,7 @@ pub fn start(
         relays: config.relays.clone(),
         plan,
         static_zones,
-        layout: Arc::new(config.views.clone()),
+        layout,
         out: out.clone(),
         reports: initial,
         down_since: HashMap::new(),

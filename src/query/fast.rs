@@ -6,10 +6,10 @@
 //! question bytes (same length, so compression pointers stay valid). The NODATA answer of a name
 //! is the same for every type it lacks, so one entry serves them all.
 
-use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::RecordType;
 use std::sync::Arc;
 
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
 use rustc_hash::FxHashMap;
 
 use super::lookup::{resolve, ZoneSet};
@@ -45,6 +45,14 @@ struct Entry {
     other: Option<Prebuilt>,
 }
 
+impl Entry {
+    /// Its number of prebuilt responses.
+    fn len(&self) -> usize {
+        self.by_type.iter().map(|(_, v, _)| v.len()).sum::<usize>()
+            + usize::from(self.other.is_some())
+    }
+}
+
 /// The table: lowercase wire name → prebuilt responses.
 #[derive(Debug, Default)]
 pub struct FastTable {
@@ -67,8 +75,8 @@ impl FastTable {
                 if table.len >= MAX_ENTRIES {
                     return table;
                 }
-                if let Some((e, n)) = entry(zones, wire, node, &tag) {
-                    table.len += n;
+                if let Some(e) = entry(zones, wire, node, &tag) {
+                    table.len += e.len();
                     table.names.insert(wire.clone(), e);
                 }
             }
@@ -91,13 +99,14 @@ impl FastTable {
         };
         for wire in names {
             // As `build` does: the last zone holding the name (outside a cut) gives its entry.
-            let found = zones
+            let e = zones
                 .zones
                 .iter()
                 .rev()
-                .find_map(|z| z.node(wire).and_then(|node| entry(zones, wire, node, &tag)));
-            let (e, n) = found.unwrap_or_default();
-            table.len += n;
+                .find_map(|z| z.node(wire).and_then(|node| entry(zones, wire, node, &tag)))
+                .unwrap_or_default();
+            let hidden = base.names.get(wire).map_or(0, Entry::len);
+            table.len = (table.len + e.len()).saturating_sub(hidden);
             table.names.insert(Box::from(wire), e);
         }
         table.base = Some(base);
@@ -152,19 +161,17 @@ impl FastTable {
     }
 }
 
-/// The entry of `wire` (its node `node`) and its number of responses; None below a cut or for
-/// a name with nothing to prebuild.
+/// The entry of `wire` (its node `node`); None below a cut.
 fn entry(
     zones: &ZoneSet,
     wire: &[u8],
     node: &Node,
     tag: &impl Fn(&[u8], RecordType) -> u16,
-) -> Option<(Entry, usize)> {
+) -> Option<Entry> {
     if node.cut {
         return None;
     }
     let mut e = Entry::default();
-    let mut len = 0;
     // SERVFAIL markers get their own entries: the generic NODATA entry must not answer a type
     // whose policy is SERVFAIL.
     let mut types: Vec<RecordType> = node.rrsets.iter().map(|s| s.rtype).collect();
@@ -176,15 +183,13 @@ fn entry(
     for t in types {
         let v = variants(zones, wire, t, node.rrset(t), is_cname);
         if !v.is_empty() {
-            len += v.len();
             e.by_type.push((t, v, tag(wire, t)));
         }
     }
     if !is_cname {
         e.other = prebuild(zones, wire, RecordType::NULL, 0);
-        len += usize::from(e.other.is_some());
     }
-    Some((e, len))
+    Some(e)
 }
 
 /// Types never answered from the table: meta queries and ANY (which differs by transport).

@@ -96,6 +96,10 @@ pub struct Zone {
 impl Zone {
     /// The node at `name` (lowercase wire form).
     pub fn node(&self, wire: &[u8]) -> Option<&Node> {
+        // A zone as loaded has no overlay: one lookup, not two, on the general query path.
+        if self.overlay.is_empty() {
+            return self.nodes.get(wire);
+        }
         self.overlay.get(wire).or_else(|| self.nodes.get(wire))
     }
 
