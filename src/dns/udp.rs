@@ -4,7 +4,7 @@
 //! No packet ever crosses a thread or a task: the thread that receives a query answers it
 //! (hickory-server spawns a tokio task per packet and funnels all sends through one channel).
 
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -12,7 +12,8 @@ use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::socket::{recvmmsg, sendto, MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
@@ -118,7 +119,7 @@ const BATCH: usize = 32;
 const RX_SIZE: usize = 4096;
 
 /// One worker: `recvmmsg` takes up to [`BATCH`] queued datagrams (the reader waits for the
-/// first), then the answers go out. Under load this cuts the system calls and thread wake-ups
+/// first), then the answers go out in one `sendmmsg`. Under load this cuts the system calls and thread wake-ups
 /// per query (the dominant cost here, not the lookup) by the batch size; when idle it answers
 /// each datagram at once.
 fn worker(
@@ -166,7 +167,7 @@ fn worker(
                 return;
             }
             batch.answer(cache.load(), edge.load(), &mut state);
-            batch.send(fd);
+            batch.send(sock);
         }
     }
 }
@@ -179,7 +180,7 @@ struct Batch {
     /// Length and sender of each datagram received (length 0: oversized, dropped).
     got: Vec<(usize, Option<SockaddrStorage>)>,
     /// Where each answer in `tx` goes.
-    out_addrs: Vec<SockaddrStorage>,
+    out_addrs: Vec<SocketAddrAny>,
 }
 
 impl Batch {
@@ -224,40 +225,56 @@ impl Batch {
             ) else {
                 continue;
             };
-            let Some(ip) = peer_ip(&addr) else {
+            let Some(peer) = peer(&addr) else {
                 continue;
             };
             let origin = Origin {
-                ip,
+                // v4-mapped folded to IPv4, for the rate limits and the ACLs.
+                ip: crate::addr::canonical(peer.ip()),
                 transport: Transport::Udp,
                 unix,
                 mono,
             };
             if len > 0 && handle(snap, edge, &origin, packet, state, out) {
-                self.out_addrs.push(addr);
+                self.out_addrs.push(peer.into());
             }
         }
     }
 
-    /// Sends the answers, one `sendto` each: batching them in `sendmmsg` measured slower at
-    /// the batch sizes seen (BENCHMARKS.md).
-    fn send(&self, fd: std::os::fd::RawFd) {
-        for (out, addr) in self.tx.iter().zip(&self.out_addrs) {
-            if let Err(error) = sendto(fd, out, addr, MsgFlags::empty()) {
-                debug!(%error, "udp send failed");
-            }
+    /// Sends the answers in one `sendmmsg` (more only if the kernel takes part of the batch):
+    /// one system call per batch instead of one per answer.
+    fn send(&self, sock: &UdpSocket) {
+        let iovs: Vec<[IoSlice<'_>; 1]> = self.tx.iter().map(|out| [IoSlice::new(out)]).collect();
+        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> =
+            self.out_addrs.iter().map(|_| Default::default()).collect();
+        let mut msgs: Vec<MMsgHdr<'_>> = self
+            .out_addrs
+            .iter()
+            .zip(&iovs)
+            .zip(controls.iter_mut())
+            .map(|((addr, iov), control)| MMsgHdr::new_with_addr(addr, iov, control))
+            .collect();
+        let mut rest = &mut msgs[..];
+        while !rest.is_empty() {
+            // An error is the first message's own (a later one's ends the call early): skip it.
+            let taken = match sendmmsg(sock, rest, SendFlags::empty()) {
+                Ok(n) => n.max(1),
+                Err(error) => {
+                    debug!(%error, "udp send failed");
+                    1
+                }
+            };
+            rest = rest.get_mut(taken..).unwrap_or_default();
         }
     }
 }
 
-/// The client's address, v4-mapped folded to IPv4.
-fn peer_ip(addr: &SockaddrStorage) -> Option<std::net::IpAddr> {
-    let ip = if let Some(v4) = addr.as_sockaddr_in() {
-        std::net::IpAddr::V4(v4.ip())
-    } else {
-        std::net::IpAddr::V6(addr.as_sockaddr_in6()?.ip())
-    };
-    Some(crate::addr::canonical(ip))
+/// The client's address, exactly as received (answers go back to it).
+fn peer(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    Some(SocketAddr::V6((*addr.as_sockaddr_in6()?).into()))
 }
 
 #[cfg(test)]
@@ -283,6 +300,32 @@ mod tests {
             RecordType::A,
         ));
         m.to_vec().unwrap()
+    }
+
+    /// One answer the kernel refuses (here: an IPv6 destination on an IPv4 socket) costs only
+    /// itself: the answers before and after it in the batch still go out.
+    #[test]
+    fn a_refused_answer_in_a_batch_loses_only_itself() {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let to: SocketAddr = client.local_addr().unwrap();
+        let refused: SocketAddr = "[::1]:53".parse().unwrap();
+        let mut batch = Batch::new();
+        for (i, addr) in [to, to, refused, to, refused].into_iter().enumerate() {
+            batch.tx[i] = vec![u8::try_from(i).unwrap()];
+            batch.out_addrs.push(addr.into());
+        }
+        batch.send(&server);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 16];
+        for _ in 0..3 {
+            let (n, _) = client.recv_from(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, [0, 1, 3]);
     }
 
     /// Two workers on one socket: a trickle (one query at a time) is answered by the reader
