@@ -10,7 +10,8 @@ the order of the servers is reversed every other round:
   2. latency: a background load at 50 % and at 80 % of the saturation NSD reached in phase 1 of
      the same round (the first server's, without NSD), plus a 2k QPS probe (dnsperf -v):
      p50 / p99 / p99.9 of the probe's queries. The fixed rates are below saturation by
-     construction, so the probe measures latency, not queueing.
+     construction, so the probe measures latency, not queueing. The server's CPU over each
+     fixed-rate run gives a second QPS per server CPU-second, at a load every server carries.
   3. pinned saturation: server on CPU 0 (taskset), dnsperf on CPU 1.
 Prints medians over rounds with the min-max spread, ratios to gdnsd and NSD, and every run's
 steal, so a noisy run shows as one. Every address is 127.0.0.1; every run is bounded.
@@ -90,15 +91,22 @@ def lost_of(out):
     return float(m.group(1)) if m else 100.0
 
 
+def completed_of(out):
+    m = re.search(r"Queries completed:\s+(\d+)", out)
+    return int(m.group(1)) if m else 0
+
+
 def probe_latencies(port, queries, length, rate):
-    """Sorted latencies (s) of a 2k QPS dnsperf -v probe while a background load runs at `rate`."""
+    """A 2k QPS dnsperf -v probe while a background load runs at `rate`: the probe's sorted
+    latencies (s) and the queries answered in all (background and probe)."""
     bg = subprocess.Popen(dnsperf(port, queries, length, ["-c", "4", "-q", "100", "-Q", str(int(rate))]),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     time.sleep(0.5)
     probe = subprocess.run(dnsperf(port, queries, length - 1, ["-c", "1", "-q", "10", "-Q", "2000", "-v"]),
                            capture_output=True, text=True).stdout
-    bg.wait()
-    return sorted(float(l.split()[-1]) for l in probe.splitlines() if l.startswith(">") and l.split()[-1][0].isdigit())
+    bg_out, _ = bg.communicate()
+    lat = sorted(float(l.split()[-1]) for l in probe.splitlines() if l.startswith(">") and l.split()[-1][0].isdigit())
+    return lat, completed_of(bg_out) + completed_of(probe)
 
 
 def pct(lat, q):
@@ -219,15 +227,20 @@ def capacity(server, a):
 
 
 def latency(server, a, rates):
-    """Phase 2: the probe's p50 / p99 / p99.9 (ms) at each fixed background rate."""
+    """Phase 2, at each fixed background rate: the probe's p50 / p99 / p99.9 (ms), and the
+    queries answered per server CPU-second (the cost per answer below saturation, where it
+    does not hang on how the load generator and the server happen to be scheduled)."""
     server.start()
     time.sleep(1)
-    r = {}
+    pid = server.pid()
+    r, cost = {}, {}
     for label, rate in rates:
-        lat = probe_latencies(server.port, a.queries, a.len, max(rate - 2000, 1000))
+        c0 = cpu_seconds(pid)
+        lat, answered = probe_latencies(server.port, a.queries, a.len, max(rate - 2000, 1000))
         r[label] = (pct(lat, 0.5), pct(lat, 0.99), pct(lat, 0.999))
+        cost[label] = answered / max(cpu_seconds(pid) - c0, 1e-9)
     server.stop()
-    return r
+    return r, cost
 
 
 def pinned(server, a):
@@ -323,9 +336,10 @@ def main():
         rates = [("50%", 0.5 * sat), ("80%", 0.8 * sat)]
         for n in order:
             if not a.skip_latency:
-                cap[n]["latency"] = latency(Server(n, a, work), a, rates)
+                cap[n]["latency"], cap[n]["fixed_qps_per_cpu"] = latency(Server(n, a, work), a, rates)
                 cap[n]["rates"] = rates
-                lat = " ".join(f"@{l} {x[0]:.3f}/{x[1]:.3f}/{x[2]:.3f}" for l, x in cap[n]["latency"].items())
+                lat = " ".join(f"@{l} {x[0]:.3f}/{x[1]:.3f}/{x[2]:.3f} qps/cpu-s {cap[n]['fixed_qps_per_cpu'][l]:.0f}"
+                               for l, x in cap[n]["latency"].items())
                 print(f"round {rnd} {n:10s} p50/p99/p99.9 ms {lat} ({ref_name} saturation {sat:.0f})", flush=True)
         for n in order:
             if not a.skip_pinned:
@@ -351,6 +365,17 @@ def main():
             cells = []
             for l in ["50%", "80%"]:
                 cells.append(" / ".join(f"{statistics.median(r['latency'][l][k] for r in rs):.3f}" for k in range(3)))
+            print(f"| {n} | {cells[0]} | {cells[1]} |")
+        ref = "gdnsd" if "gdnsd" in runs else "gdnsd-dyna"
+        print(f"\n| server | QPS per server CPU-s at 50 % (min-max) | vs {ref} | at 80 % | vs {ref} |")
+        print("|---|---|---|---|---|")
+        fixed = {n: {l: statistics.median(r["fixed_qps_per_cpu"][l] for r in rs) for l in ["50%", "80%"]}
+                 for n, rs in runs.items()}
+        for n, rs in runs.items():
+            cells = []
+            for l in ["50%", "80%"]:
+                vs = f"{fixed[n][l] / fixed[ref][l]:.2f}x" if ref in fixed else "-"
+                cells.append(f"{spread([r['fixed_qps_per_cpu'][l] for r in rs])} | {vs}")
             print(f"| {n} | {cells[0]} | {cells[1]} |")
     if not a.skip_pinned:
         pin = {n: statistics.median(r["pinned"] for r in rs) for n, rs in runs.items()}

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::dns::Stats;
 use crate::health::engine::{Handle, Outputs};
 use crate::relay::server::Relay;
-use crate::state::Store;
+use crate::state::{Publisher, Store};
 
 /// The config in force and how it got there.
 #[derive(Debug)]
@@ -44,6 +44,9 @@ pub struct Live {
     pub dns: Arc<Stats>,
     /// The health engine's outputs.
     pub out: Outputs,
+    /// Builds the serving snapshots from the engine's views (`out.sink`): a reload stages its
+    /// loaded snapshot here.
+    pub publisher: Arc<Publisher>,
     /// The relays in config order (a reload replaces the list).
     pub relays: Arc<ArcSwap<Vec<Arc<Relay>>>>,
     /// The engine in force (replaced by reloads).

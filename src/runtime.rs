@@ -226,7 +226,8 @@ fn assemble(
     let publisher = Publisher::new(store.clone(), move |view, name| {
         slots.slot_of(view, &name.to_string())
     });
-    let out = Outputs::new(Arc::new(publisher), serving.health.clone());
+    let publisher = Arc::new(publisher);
+    let out = Outputs::new(publisher.clone(), serving.health.clone());
     let handle = crate::health::engine::start(
         &serving,
         loaded,
@@ -242,6 +243,7 @@ fn assemble(
         store,
         dns: stats,
         out,
+        publisher,
         relays: listeners.current.clone(),
         engine: tokio::sync::Mutex::new(Some(handle)),
         ready: AtomicBool::new(false),
@@ -658,9 +660,12 @@ async fn prepare_reload(live: &Arc<Live>) -> Result<Config, ReloadError> {
         None => Vec::new(),
     };
     let carry = live.out.reports.borrow().clone();
+    let zones = snap.static_zones.clone();
+    let loaded = (zones.clone(), snap.layout.clone());
+    live.publisher.stage(snap);
     *engine = Some(crate::health::engine::start(
         &serving,
-        (snap.static_zones.clone(), snap.layout.clone()),
+        loaded,
         &live.out,
         &carry,
         probers,
@@ -679,7 +684,7 @@ async fn prepare_reload(live: &Arc<Live>) -> Result<Config, ReloadError> {
         }
     }
     let policy = TransferPolicy::new(&new.zones, &new.views);
-    notify_changed(&new, &snap.static_zones, &previous, &policy, &live.token);
+    notify_changed(&new, &zones, &previous, &policy, &live.token);
     live.transfers.store(Arc::new(policy));
     let edge = dns::Edge::new(&new.dns, Some(&live.edge.load()), live.cookie_fallback);
     live.edge.store(Arc::new(edge));

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use hickory_proto::rr::rdata::{A, AAAA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -297,6 +297,9 @@ pub type Store = Arc<ArcSwap<Snapshot>>;
 pub struct Publisher {
     store: Store,
     slot_of: SlotOf,
+    /// A reload's loaded snapshot, not served (it lacks health): the first publish over its
+    /// zones shares its prebuilt answers instead of building them again (see [`Self::stage`]).
+    staged: ArcSwapOption<Snapshot>,
 }
 
 /// Gives a (view, service name) its counter slot (the DNS counters register them as they
@@ -312,7 +315,15 @@ impl Publisher {
         Self {
             store,
             slot_of: Box::new(slot_of),
+            staged: ArcSwapOption::empty(),
         }
+    }
+
+    /// Hands over a loaded snapshot whose zones the next views will carry (a reload's). The
+    /// serving snapshot still holds the old zones, so without this the first publish would
+    /// build every name's prebuilt answers again: at 100,000 records, a third of a second.
+    pub fn stage(&self, loaded: Snapshot) {
+        self.staged.store(Some(Arc::new(loaded)));
     }
 }
 
@@ -324,7 +335,11 @@ impl std::fmt::Debug for Publisher {
 
 impl Publish for Publisher {
     fn publish(&self, view: View) {
-        let previous = self.store.load();
+        let staged = self.staged.load();
+        let previous = match staged.as_ref() {
+            Some(s) if Arc::ptr_eq(&s.static_zones, &view.static_zones) => Arc::clone(s),
+            _ => self.store.load_full(),
+        };
         let snap = Snapshot::build(
             view.static_zones,
             view.layout,
@@ -581,5 +596,47 @@ mod tests {
         expected.sort();
         changed.sort();
         assert_eq!(changed, expected);
+    }
+
+    /// A reload's first publish shares the staged (loaded, unserved) snapshot's prebuilt
+    /// answers, though the serving snapshot still holds the old zones; a view over other
+    /// zones does not.
+    #[test]
+    fn a_publish_over_staged_zones_shares_their_prebuilt_answers() {
+        let load = |text: &str| {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+            let (zone, _) = load_zone(f.path(), &Name::from_ascii("z.test.").unwrap()).unwrap();
+            Arc::new(vec![zone])
+        };
+        let layout = Arc::new(Views::single(1));
+        let build = |zones: &Arc<Vec<Zone>>| {
+            Snapshot::build(
+                zones.clone(),
+                layout.clone(),
+                Vec::new(),
+                Vec::new(),
+                |_, _| None,
+                None,
+            )
+        };
+        let (old, new) = (load(ZONE), load(ZONE));
+        let store: Store = Arc::new(ArcSwap::from_pointee(build(&old)));
+        let publisher = Publisher::new(store.clone(), |_, _| None);
+        let staged = build(&new);
+        let staged_bases = staged.bases.clone();
+        publisher.stage(staged);
+        let view = |zones: &Arc<Vec<Zone>>| View {
+            static_zones: zones.clone(),
+            layout: layout.clone(),
+            services: services(),
+            relays: Vec::new(),
+        };
+        publisher.publish(view(&new));
+        assert!(Arc::ptr_eq(&store.load().bases, &staged_bases));
+        // The old zones again (a failed engine start would publish them): built, not shared.
+        publisher.publish(view(&old));
+        assert!(!Arc::ptr_eq(&store.load().bases, &staged_bases));
+        assert!(Arc::ptr_eq(&store.load().static_zones, &old));
     }
 }
