@@ -415,7 +415,9 @@ fn apply(node: &mut Node, rtype: RecordType, sel: &Selection, ttl: u32, cap: usi
     let ttl = old
         .and_then(|s| s.records.first())
         .map_or(ttl, |r| r.ttl.min(ttl));
-    let (line, file) = old.map_or((0, Default::default()), |s| (s.line, s.file.clone()));
+    let (line, file) = old.map_or((0, Arc::from(std::path::Path::new(""))), |s| {
+        (s.line, s.file.clone())
+    });
     node.rrsets.retain(|s| s.rtype != rtype);
     node.servfail.retain(|t| *t != rtype);
     match sel.step {

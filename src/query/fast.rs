@@ -29,11 +29,43 @@ pub fn tag(slot: u16, v6: bool, step: Step) -> u16 {
 /// Above this many prebuilt responses, further names are answered by the general path.
 const MAX_ENTRIES: usize = 1_000_000;
 
-/// One response, without and with OPT.
+/// One response, without OPT, and with it where that is more than [`OPT`] appended.
 #[derive(Debug)]
 pub struct Prebuilt {
     plain: Box<[u8]>,
-    edns: Box<[u8]>,
+    /// None: the EDNS response is `plain` with [`OPT`] appended and ARCOUNT one more, as it is
+    /// for every response the table holds today. Keeping one copy, not two, halves the table.
+    edns: Option<Box<[u8]>>,
+}
+
+/// The OPT record of a prebuilt EDNS response: root owner, type 41, our payload size, no
+/// extended RCODE, version 0, no flags (DO is set per query), no options.
+const OPT: [u8; 11] = {
+    let p = wire::MAX_UDP_PAYLOAD.to_be_bytes();
+    [0, 0, 41, p[0], p[1], 0, 0, 0, 0, 0, 0]
+};
+
+impl Prebuilt {
+    /// Writes the response (with OPT or not) into `out`; false where it is longer than `limit`.
+    fn write(&self, edns: bool, limit: usize, out: &mut Vec<u8>) -> bool {
+        let (bytes, opt): (&[u8], &[u8]) = match (edns, &self.edns) {
+            (false, _) => (&self.plain, &[]),
+            (true, Some(with)) => (with, &[]),
+            (true, None) => (&self.plain, &OPT),
+        };
+        if bytes.len() + opt.len() > limit {
+            return false;
+        }
+        out.clear();
+        out.extend_from_slice(bytes);
+        if !opt.is_empty() {
+            out.extend_from_slice(opt);
+            if let Some(arcount) = out.get_mut(10..12).and_then(|s| s.first_chunk_mut::<2>()) {
+                *arcount = u16::from_be_bytes(*arcount).wrapping_add(1).to_be_bytes();
+            }
+        }
+        true
+    }
 }
 
 #[derive(Debug, Default)]
@@ -134,16 +166,9 @@ impl FastTable {
             Some((_, v, tag)) => (v.get(rotation.checked_rem(v.len())?)?, *tag),
             None => (entry.other.as_ref()?, UNTAGGED),
         };
-        let bytes = if q.edns.is_some() {
-            &pre.edns
-        } else {
-            &pre.plain
-        };
-        if bytes.len() > limit {
+        if !pre.write(q.edns.is_some(), limit, out) {
             return None;
         }
-        out.clear();
-        out.extend_from_slice(bytes);
         // Every prebuilt answer holds a header and a question as long as the client's (the same
         // name, type and class); a None here only sends the query down the general path.
         let head = out.first_chunk_mut::<12>()?;
@@ -265,8 +290,86 @@ fn prebuild(zones: &ZoneSet, wire: &[u8], qtype: RecordType, rotation: usize) ->
     });
     let mut edns = Vec::new();
     wire::encode_answer(&mut edns, &q, ans.rcode, &ans, usize::from(u16::MAX)).ok()?;
-    Some(Prebuilt {
+    let plain = Prebuilt {
         plain: plain.into(),
-        edns: edns.into(),
+        edns: None,
+    };
+    let mut derived = Vec::new();
+    let same = plain.write(true, usize::MAX, &mut derived) && derived == edns;
+    Some(Prebuilt {
+        edns: (!same).then(|| edns.into()),
+        ..plain
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use hickory_proto::rr::Name;
+
+    use super::*;
+    use crate::dns::tests::ZONE;
+    use crate::zone::load_zone;
+
+    /// Every response of a zone's table is kept once (the EDNS one is derived), and the derived
+    /// EDNS response is the one the encoder writes, for each name and type.
+    #[test]
+    fn the_edns_responses_are_derived_and_equal_the_encoders() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(ZONE.as_bytes()).unwrap();
+        let (zone, _) = load_zone(f.path(), &Name::from_ascii("z.test.").unwrap()).unwrap();
+        let zones = ZoneSet::new(vec![zone]);
+        let table = FastTable::build(&zones, |_, _| UNTAGGED);
+        let mut checked = 0;
+        for (wire, entry) in &table.names {
+            let types = entry.by_type.iter().map(|(t, v, _)| (*t, v.len()));
+            for (t, rotations) in types.chain([(RecordType::NULL, 1)]) {
+                for r in 0..rotations {
+                    let Some(pre) = prebuild(&zones, wire, t, r) else {
+                        continue;
+                    };
+                    assert!(pre.edns.is_none(), "{wire:?} {t}: kept twice");
+                    let mut q = query(wire, t);
+                    q.edns = Some(Edns {
+                        payload: wire::MAX_UDP_PAYLOAD,
+                        version: 0,
+                        dnssec_ok: false,
+                    });
+                    let ans = resolve(&zones, wire, t, true, r);
+                    let mut encoded = Vec::new();
+                    wire::encode_answer(&mut encoded, &q, ans.rcode, &ans, 65535).unwrap();
+                    let mut derived = Vec::new();
+                    assert!(pre.write(true, 65535, &mut derived));
+                    assert_eq!(derived, encoded, "{wire:?} {t}");
+                    assert!(!pre.write(true, derived.len() - 1, &mut derived));
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10, "{checked}");
+    }
+
+    fn query(wire: &[u8], t: RecordType) -> Query<'static> {
+        let mut question = wire.to_vec();
+        question.extend_from_slice(&u16::from(t).to_be_bytes());
+        question.extend_from_slice(&1u16.to_be_bytes());
+        let mut q = Query {
+            id: 0,
+            flags_hi: 0,
+            flags_lo: 0,
+            question: Vec::leak(question),
+            qname_len: wire.len(),
+            qname_lower: [0; 256],
+            qtype: t,
+            qclass: 1,
+            edns: None,
+            cookie: crate::query::cookie::Received::Absent,
+            ecs: crate::query::ecs::Received::Absent,
+            signed_by: None,
+            packet: &[],
+        };
+        q.qname_lower[..wire.len()].copy_from_slice(wire);
+        q
+    }
 }

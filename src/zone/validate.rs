@@ -4,7 +4,7 @@
 //! have no glue, and data hidden below a delegation.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use rustc_hash::FxHashMap;
@@ -17,7 +17,7 @@ use crate::diag::Diagnostic;
 #[derive(Debug, Clone)]
 pub(crate) struct Placed {
     pub(crate) record: Record,
-    pub(crate) file: PathBuf,
+    pub(crate) file: std::sync::Arc<Path>,
     pub(crate) line: usize,
 }
 
