@@ -567,8 +567,11 @@ mod tests {
                 };
                 for rotation in 0..4 {
                     let (mut a, mut b) = (Vec::new(), Vec::new());
-                    let x = over.views[0].fast.answer(&q, 1232, rotation, &mut a);
-                    let y = full.answer(&q, 1232, rotation, &mut b);
+                    let x =
+                        over.views[0]
+                            .fast
+                            .answer(&over.views[0].zones, &q, 1232, rotation, &mut a);
+                    let y = full.answer(&over.views[0].zones, &q, 1232, rotation, &mut b);
                     assert_eq!((x, &a), (y, &b), "{name} {t} rotation {rotation}");
                     compared += usize::from(x.is_some());
                 }

@@ -507,7 +507,7 @@ fn answer(
     }
     .saturating_sub(room);
     if q.opcode() == 0 && q.edns.is_none_or(|e| e.version == 0) {
-        if let Some(t) = view.fast.answer(q, limit, rotation, out) {
+        if let Some(t) = view.fast.answer(&view.zones, q, limit, rotation, out) {
             stats.fast.fetch_add(1, Ordering::Relaxed);
             if t != UNTAGGED {
                 if let Some(c) = stats.tagged.get(usize::from(t)) {
@@ -832,6 +832,9 @@ pub(crate) mod tests {
             "mx.z.test.",
             "ns.z.test.",
             "nope.z.test.",
+            "NoPe.Z.TeSt.",
+            "a.b.nope.z.test.",
+            "x.ns.z.test.",
             "x.w.z.test.",
         ] {
             for t in [
@@ -853,12 +856,35 @@ pub(crate) mod tests {
                         panic!("parse")
                     };
                     let mut fast = Vec::new();
-                    let used_fast = snap.views[0].fast.answer(&q, 1232, 0, &mut fast).is_some();
+                    let view = &snap.views[0];
+                    let used_fast = view.fast.answer(&view.zones, &q, 1232, 0, &mut fast);
                     let mut slow = Vec::new();
-                    answer_slow(&snap.views[0].zones, &q, Transport::Udp, 1232, 0, &mut slow);
-                    if used_fast {
+                    answer_slow(&view.zones, &q, Transport::Udp, 1232, 0, &mut slow);
+                    let nx = name.to_ascii_lowercase().contains("nope") || name.starts_with("x.ns");
+                    assert_eq!(
+                        used_fast.is_some(),
+                        !name.starts_with("x.w"),
+                        "{name} {t}: all but the wildcard's answers are prebuilt"
+                    );
+                    if used_fast.is_none() {
+                        continue;
+                    }
+                    if name != "x.ns.z.test." {
                         assert_eq!(fast, slow, "{name} {t} edns={edns}");
                     }
+                    // Below ns, the general encoder points the SOA's MNAME at the question's
+                    // "ns.z.test"; the prebuilt answer spells "ns" and points at the apex.
+                    // Both say the same.
+                    let (f, s) = (
+                        Message::from_vec(&fast).unwrap(),
+                        Message::from_vec(&slow).unwrap(),
+                    );
+                    assert_eq!(f, s, "{name} {t} edns={edns}");
+                    assert_eq!(
+                        f.metadata.response_code == ResponseCode::NXDomain,
+                        nx,
+                        "{name} {t}"
+                    );
                 }
             }
         }
@@ -877,7 +903,7 @@ pub(crate) mod tests {
         let snap = snapshot("z.test", ZONE);
         let stats = Counters::default();
         let mut out = Vec::new();
-        for name in ["owa.z.test.", "nope.z.test."] {
+        for name in ["owa.z.test.", "nope.z.test.", "x.w.z.test."] {
             let mut m = Message::new(1, MessageType::Query, OpCode::Query);
             m.add_query(HQuery::query(
                 Name::from_ascii(name).unwrap(),
@@ -891,13 +917,17 @@ pub(crate) mod tests {
                 &stats,
             );
         }
-        assert_eq!(stats.fast.load(Ordering::Relaxed), 1, "owa: prebuilt");
+        assert_eq!(
+            stats.fast.load(Ordering::Relaxed),
+            2,
+            "owa and nope's NXDOMAIN: prebuilt"
+        );
         assert_eq!(
             stats.slow.load(Ordering::Relaxed),
             1,
-            "nope: NXDOMAIN, general path"
+            "a wildcard's answer: general path"
         );
-        assert_eq!(stats.rcodes[0].load(Ordering::Relaxed), 1, "one NOERROR");
+        assert_eq!(stats.rcodes[0].load(Ordering::Relaxed), 2, "two NOERROR");
         assert_eq!(stats.rcodes[3].load(Ordering::Relaxed), 1, "one NXDOMAIN");
     }
 

@@ -4,7 +4,8 @@
 //! and EDNS. So each (name, type) answer is encoded once with a lowercased question, with and
 //! without OPT; per query the server copies it and patches the ID, the flags and the client's own
 //! question bytes (same length, so compression pointers stay valid). The NODATA answer of a name
-//! is the same for every type it lacks, so one entry serves them all.
+//! is the same for every type it lacks, so one entry serves them all; a name a zone lacks gets
+//! the zone's prebuilt NXDOMAIN answer ([`Negative`]).
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use hickory_proto::rr::RecordType;
 use rustc_hash::FxHashMap;
 
 use super::lookup::{resolve, ZoneSet};
+use super::negative::Negative;
 use super::wire::{self, Edns, Query};
 use crate::health::answer::Step;
 use crate::zone::Node;
@@ -93,6 +95,8 @@ pub struct FastTable {
     /// rebuilds only the names whose answers it can change, over the table of the zones as
     /// loaded, instead of every name of the zone.
     base: Option<Arc<FastTable>>,
+    /// Per zone of the zones the table was built from (their order), its NXDOMAIN answer.
+    negatives: Vec<Option<Negative>>,
     /// Number of prebuilt responses (the base's included).
     pub len: usize,
 }
@@ -101,7 +105,10 @@ impl FastTable {
     /// Builds the table for every name in `zones` that is not at or below a zone cut; `tag`
     /// gives the counter tag of a (lowercase wire name, type).
     pub fn build(zones: &ZoneSet, tag: impl Fn(&[u8], RecordType) -> u16) -> Self {
-        let mut table = Self::default();
+        let mut table = Self {
+            negatives: negatives(zones),
+            ..Self::default()
+        };
         for zone in &zones.zones {
             for (wire, node) in zone.iter_nodes() {
                 if table.len >= MAX_ENTRIES {
@@ -127,6 +134,7 @@ impl FastTable {
     ) -> Self {
         let mut table = Self {
             len: base.len,
+            negatives: negatives(zones),
             ..Self::default()
         };
         for wire in names {
@@ -146,10 +154,12 @@ impl FastTable {
     }
 
     /// The response for `q`, written into `out`, if the table has it and it fits `limit`; then
-    /// its counter tag. `rotation` picks among the rotations of a health-driven answer.
+    /// its counter tag. `rotation` picks among the rotations of a health-driven answer;
+    /// `zones` are the zones the table was built from, which tell a name they lack.
     #[inline]
     pub fn answer(
         &self,
+        zones: &ZoneSet,
         q: &Query<'_>,
         limit: usize,
         rotation: usize,
@@ -158,9 +168,12 @@ impl FastTable {
         if q.qclass != 1 || is_special(q.qtype) {
             return None;
         }
-        let entry = match self.names.get(q.qname()) {
-            Some(e) => e,
-            None => self.base.as_ref()?.names.get(q.qname())?,
+        let found = match self.names.get(q.qname()) {
+            Some(e) => Some(e),
+            None => self.base.as_ref().and_then(|b| b.names.get(q.qname())),
+        };
+        let Some(entry) = found else {
+            return self.negative(zones, q, limit, out);
         };
         let (pre, tag) = match entry.by_type.iter().find(|(t, _, _)| *t == q.qtype) {
             Some((_, v, tag)) => (v.get(rotation.checked_rem(v.len())?)?, *tag),
@@ -184,6 +197,26 @@ impl FastTable {
         }
         Some(tag)
     }
+}
+
+impl FastTable {
+    /// The NXDOMAIN answer to `q`, if its name is one a zone lacks and the answer fits `limit`.
+    fn negative(
+        &self,
+        zones: &ZoneSet,
+        q: &Query<'_>,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<u16> {
+        let zone = zones.nxdomain_zone(q.qname())?;
+        let negative = self.negatives.get(zone)?.as_ref()?;
+        negative.write(q, limit, out).then_some(UNTAGGED)
+    }
+}
+
+/// Per zone of `zones`, its prebuilt NXDOMAIN answer.
+fn negatives(zones: &ZoneSet) -> Vec<Option<Negative>> {
+    zones.zones.iter().map(Negative::build).collect()
 }
 
 /// The entry of `wire` (its node `node`); None below a cut.

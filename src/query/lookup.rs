@@ -45,18 +45,67 @@ impl ZoneSet {
     /// The origin (lowercase wire form) of the most specific zone containing `wire`, found
     /// without allocating: rate limiting keys negative answers by it.
     pub fn origin_of(&self, wire: &[u8]) -> Option<&[u8]> {
+        self.index_of(wire)
+            .and_then(|i| self.zones.get(i))
+            .map(|z| &*z.origin_wire)
+    }
+
+    /// The index in `zones` of the most specific zone containing `wire`, found without
+    /// allocating.
+    pub fn index_of(&self, wire: &[u8]) -> Option<usize> {
         let mut rest = wire;
         loop {
             if let Some(&i) = self.by_origin.get(rest) {
-                return self.zones.get(i).map(|z| &*z.origin_wire);
+                return Some(i);
             }
-            let len = usize::from(*rest.first()?);
-            if len == 0 {
-                return None;
-            }
-            rest = rest.get(1 + len..)?;
+            rest = rest.get(1 + usize::from(next_label(rest)?)..)?;
         }
     }
+
+    /// The index in `zones` of the zone that answers `wire` NXDOMAIN whatever the type: no node
+    /// of that name, no wildcard at its closest encloser, no cut above it. Found without
+    /// allocating, for the prebuilt negative answers; None for every other outcome, which
+    /// [`resolve`] decides.
+    pub fn nxdomain_zone(&self, wire: &[u8]) -> Option<usize> {
+        let i = self.index_of(wire)?;
+        let zone = self.zones.get(i)?;
+        let apex_len = zone.origin_wire.len();
+        // A node's ancestors up to the apex are nodes too, so walking up from the name, the
+        // first that exists is the closest encloser (RFC 4592 §3.3.1).
+        let mut at = 0;
+        while zone.node(wire.get(at..)?).is_none() {
+            if wire.len() - at <= apex_len {
+                return None; // the apex itself is missing: only a broken invariant
+            }
+            at += 1 + usize::from(next_label(wire.get(at..)?)?);
+        }
+        if at == 0 {
+            return None; // the name exists
+        }
+        let encloser = wire.get(at..)?;
+        let mut source = [0u8; 258];
+        source.get_mut(..2)?.copy_from_slice(&[1, b'*']);
+        source
+            .get_mut(2..2 + encloser.len())?
+            .copy_from_slice(encloser);
+        if zone.node(source.get(..2 + encloser.len())?).is_some() {
+            return None;
+        }
+        // A cut at the encloser or between it and the apex makes it a referral.
+        while wire.len() - at > apex_len {
+            let suffix = wire.get(at..)?;
+            if zone.node(suffix)?.cut {
+                return None;
+            }
+            at += 1 + usize::from(next_label(suffix)?);
+        }
+        Some(i)
+    }
+}
+
+/// The length of the first label of `wire`; None at the root (or an empty slice).
+fn next_label(wire: &[u8]) -> Option<u8> {
+    wire.first().copied().filter(|&len| len != 0)
 }
 
 /// What to answer: sections and flags, before encoding.
@@ -351,6 +400,52 @@ mod tests {
                 .len()
                 >= 3
         );
+    }
+
+    #[test]
+    fn nxdomain_is_told_without_a_lookup_exactly_when_the_lookup_says_so() {
+        let mut f1 = tempfile::NamedTempFile::new().unwrap();
+        let mut f2 = tempfile::NamedTempFile::new().unwrap();
+        use std::io::Write;
+        f1.write_all(
+            b"$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.1\nsub NS ns.sub\n\
+              ns.sub A 127.0.0.9\n*.w TXT w\na.b.c A 127.0.0.2\nchild NS ns\n",
+        )
+        .unwrap();
+        f2.write_all(b"$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.3\n")
+            .unwrap();
+        let (a, _) =
+            crate::zone::load_zone(f1.path(), &Name::from_ascii("t.test").unwrap()).unwrap();
+        let (b, _) =
+            crate::zone::load_zone(f2.path(), &Name::from_ascii("child.t.test").unwrap()).unwrap();
+        let zones = ZoneSet::new(vec![a, b]);
+        // Every name of up to three labels from these over each apex, and outside both.
+        let labels = ["ns", "sub", "w", "x", "a", "b", "c", "child", "*"];
+        let mut names = vec![String::new()];
+        for _ in 0..3 {
+            let longer: Vec<String> = names
+                .iter()
+                .flat_map(|n| labels.iter().map(move |l| format!("{l}.{n}")))
+                .collect();
+            names.extend(longer);
+        }
+        let mut nx = 0;
+        for prefix in &names {
+            for apex in ["t.test.", "child.t.test.", "other.test."] {
+                let name = format!("{prefix}{apex}");
+                let wire = wire_lower(&Name::from_ascii(&name).unwrap());
+                let told = zones.nxdomain_zone(&wire);
+                let resolved = resolve(&zones, &wire, RecordType::A, true, 0);
+                let is_nx = resolved.rcode == ResponseCode::NXDomain;
+                assert_eq!(told.is_some(), is_nx, "{name}");
+                if let Some(i) = told {
+                    let soa = &resolved.authority[0];
+                    assert_eq!(soa.name, zones.zones[i].origin, "{name}: the zone's SOA");
+                    nx += 1;
+                }
+            }
+        }
+        assert!(nx > 500, "{nx} NXDOMAIN names told");
     }
 
     #[test]
