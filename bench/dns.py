@@ -6,7 +6,8 @@ the order of the servers is reversed every other round:
   1. capacity: unpinned saturation, dnsperf -c 4 -q 300 -Q 1000000 (dnsperf and the server share
      both cores). Recorded per run: QPS, lost, the server's CPU (utime+stime of its whole process
      tree) and per thread, dnsperf's own CPU, and the box's steal and busy time from /proc/stat.
-     QPS per server CPU-second is the figure to compare.
+     QPS per server CPU-second (answers over all the server's CPU in the run) is the figure
+     to compare; answers per busy CPU-second of the whole box is printed beside it.
   2. latency: a background load at 50 % and at 80 % of the saturation NSD reached in phase 1 of
      the same round (the first server's, without NSD), plus a 2k QPS probe (dnsperf -v):
      p50 / p99 / p99.9 of the probe's queries. The fixed rates are below saturation by
@@ -94,6 +95,13 @@ def lost_of(out):
 def completed_of(out):
     m = re.search(r"Queries completed:\s+(\d+)", out)
     return int(m.group(1)) if m else 0
+
+
+def runtime_of(out):
+    """dnsperf's sending time (its -l): the QPS it prints is over this, not over its wall time,
+    which runs up to its timeout (-t, 5 s) longer when a query near the end was lost."""
+    m = re.search(r"Run time \(s\):\s+([\d.]+)", out)
+    return float(m.group(1)) if m else 0.0
 
 
 def probe_latencies(port, queries, length, rate):
@@ -218,11 +226,21 @@ def capacity(server, a):
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     server.stop()
     total = max(b1[2] - b0[2], 1)
-    r = {"qps": qps_of(out), "lost": lost_of(out), "cpu": (c1 - c0) / (t1 - t0),
-         "steal": (b1[1] - b0[1]) / total, "busy": (b1[0] - b0[0]) / total,
-         "dnsperf_cpu": (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / (t1 - t0),
-         "threads": {k: v / (t1 - t0) for k, v in delta(th1, th0).items()}}
-    r["qps_per_cpu"] = r["qps"] / max(r["cpu"], 1e-9)
+    # Every share is over dnsperf's sending time, and the cost per answer is the answers over
+    # all the server's CPU: dividing the QPS by the CPU share of the wall window (as this did
+    # until 2026-12-04) flattered a server that lost a query near the end by up to 11/6, the
+    # 5 s dnsperf then waits idle.
+    run = max(runtime_of(out), 1e-9)
+    ncpu = os.cpu_count() or 1
+    r = {"qps": qps_of(out), "lost": lost_of(out), "cpu": (c1 - c0) / run,
+         "steal": (b1[1] - b0[1]) / total, "busy": (b1[0] - b0[0]) / HZ / (run * ncpu),
+         "wall": t1 - t0,
+         "dnsperf_cpu": (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime) / run,
+         "threads": {k: v / run for k, v in delta(th1, th0).items()}}
+    r["qps_per_cpu"] = completed_of(out) / max(c1 - c0, 1e-9)
+    # The whole box's busy CPU (dnsperf, softirq wherever it ran) per answer: what a server
+    # saves its clients or pushes onto them shows here.
+    r["qps_per_box_cpu"] = completed_of(out) / max((b1[0] - b0[0]) / HZ, 1e-9)
     return r
 
 
@@ -329,8 +347,8 @@ def main():
             r = cap[n]
             th = " ".join(f"{k}={v * 100:.0f}%" for k, v in sorted(r["threads"].items()))
             print(f"round {rnd} {n:10s} qps {r['qps']:9.0f} (lost {r['lost']:.2f}%) cpu {r['cpu'] * 100:5.1f}% "
-                  f"qps/cpu-s {r['qps_per_cpu']:9.0f} dnsperf {r['dnsperf_cpu'] * 100:.0f}% steal {r['steal'] * 100:.1f}% "
-                  f"busy {r['busy'] * 100:.0f}% [{th}]",
+                  f"qps/cpu-s {r['qps_per_cpu']:9.0f} box {r['qps_per_box_cpu']:7.0f} dnsperf {r['dnsperf_cpu'] * 100:.0f}% steal {r['steal'] * 100:.1f}% "
+                  f"busy {r['busy'] * 100:.0f}% wall {r['wall']:.1f}s [{th}]",
                   flush=True)
         sat = cap[ref_name]["qps"]
         rates = [("50%", 0.5 * sat), ("80%", 0.8 * sat)]
@@ -351,12 +369,16 @@ def main():
         with open(a.json, "w") as f:
             json.dump({"commit": commit, "args": vars(a), "runs": runs}, f, indent=1)
     med = {n: statistics.median(r["qps_per_cpu"] for r in rs) for n, rs in runs.items()}
-    print(f"\n| server | QPS | server CPU | QPS per server CPU-s (min-max) | vs gdnsd | vs NSD | steal (max) |")
-    print("|---|---|---|---|---|---|---|")
+    box = {n: statistics.median(r["qps_per_box_cpu"] for r in rs) for n, rs in runs.items()}
+    gd = "gdnsd" if "gdnsd" in med else "gdnsd-dyna"
+    print(f"\n| server | QPS | server CPU | QPS per server CPU-s (min-max) | vs gdnsd | vs NSD "
+          f"| QPS per box CPU-s (min-max) | vs gdnsd | steal (max) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n, rs in runs.items():
-        vs = lambda ref: f"{med[n] / med[ref]:.2f}x" if ref in med else "-"
+        vs = lambda m, ref: f"{m[n] / m[ref]:.2f}x" if ref in m else "-"
         print(f"| {n} | {statistics.median(r['qps'] for r in rs):,.0f} | {statistics.median(r['cpu'] for r in rs) * 100:.0f} % "
-              f"| {spread([r['qps_per_cpu'] for r in rs])} | {vs('gdnsd' if 'gdnsd' in med else 'gdnsd-dyna')} | {vs('nsd')} "
+              f"| {spread([r['qps_per_cpu'] for r in rs])} | {vs(med, gd)} | {vs(med, 'nsd')} "
+              f"| {spread([r['qps_per_box_cpu'] for r in rs])} | {vs(box, gd)} "
               f"| {max(r['steal'] for r in rs) * 100:.1f} % |")
     if not a.skip_latency:
         print(f"\n| server | p50 / p99 / p99.9 ms at 50 % of {ref_name}'s saturation | at 80 % |")
