@@ -422,13 +422,15 @@ mod tests {
         // Every name of up to three labels from these over each apex, and outside both.
         let labels = ["ns", "sub", "w", "x", "a", "b", "c", "child", "*"];
         let mut names = vec![String::new()];
+        let mut level = names.clone();
         for _ in 0..3 {
-            let longer: Vec<String> = names
+            level = level
                 .iter()
                 .flat_map(|n| labels.iter().map(move |l| format!("{l}.{n}")))
                 .collect();
-            names.extend(longer);
+            names.extend(level.iter().cloned());
         }
+        assert_eq!(names.len(), 1 + 9 + 81 + 729);
         let mut nx = 0;
         for prefix in &names {
             for apex in ["t.test.", "child.t.test.", "other.test."] {
