@@ -290,26 +290,8 @@ fn variants(
 }
 
 fn prebuild(zones: &ZoneSet, wire: &[u8], qtype: RecordType, rotation: usize) -> Option<Prebuilt> {
-    let mut question = Vec::with_capacity(wire.len() + 4);
-    question.extend_from_slice(wire);
-    question.extend_from_slice(&u16::from(qtype).to_be_bytes());
-    question.extend_from_slice(&1u16.to_be_bytes());
-    let mut q = Query {
-        id: 0,
-        flags_hi: 0,
-        flags_lo: 0,
-        question: &question,
-        qname_len: wire.len(),
-        qname_lower: [0; 256],
-        qtype,
-        qclass: 1,
-        edns: None,
-        cookie: super::cookie::Received::Absent,
-        ecs: super::ecs::Received::Absent,
-        signed_by: None,
-        packet: &[],
-    };
-    q.qname_lower.get_mut(..wire.len())?.copy_from_slice(wire);
+    let question = wire::question_of(wire, qtype);
+    let mut q = Query::template(&question, wire, qtype)?;
     let ans = resolve(zones, wire, qtype, true, rotation);
     if ans.rcode == ResponseCode::Refused {
         return None;

@@ -36,26 +36,8 @@ impl Negative {
     /// its tail cannot be read back (then the general path answers, as before).
     pub fn build(zone: &Zone) -> Option<Self> {
         let apex = &zone.origin_wire;
-        let mut question = Vec::with_capacity(apex.len() + 4);
-        question.extend_from_slice(apex);
-        question.extend_from_slice(&u16::from(RecordType::A).to_be_bytes());
-        question.extend_from_slice(&1u16.to_be_bytes());
-        let mut q = Query {
-            id: 0,
-            flags_hi: 0,
-            flags_lo: 0,
-            question: &question,
-            qname_len: apex.len(),
-            qname_lower: [0; 256],
-            qtype: RecordType::A,
-            qclass: 1,
-            edns: None,
-            cookie: super::cookie::Received::Absent,
-            ecs: super::ecs::Received::Absent,
-            signed_by: None,
-            packet: &[],
-        };
-        q.qname_lower.get_mut(..apex.len())?.copy_from_slice(apex);
+        let question = wire::question_of(apex, RecordType::A);
+        let q = Query::template(&question, apex, RecordType::A)?;
         let ans = Answer {
             rcode: ResponseCode::NXDomain,
             authoritative: true,

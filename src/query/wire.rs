@@ -71,6 +71,39 @@ pub struct Query<'a> {
     pub packet: &'a [u8],
 }
 
+/// The question section asking (`wire`, `qtype`, IN): what a prebuilt answer is encoded for.
+pub fn question_of(wire: &[u8], qtype: RecordType) -> Vec<u8> {
+    let mut question = Vec::with_capacity(wire.len() + 4);
+    question.extend_from_slice(wire);
+    question.extend_from_slice(&u16::from(qtype).to_be_bytes());
+    question.extend_from_slice(&1u16.to_be_bytes());
+    question
+}
+
+impl<'a> Query<'a> {
+    /// The query a prebuilt answer is encoded for: ID 0, no flags, no EDNS, `question` (from
+    /// [`question_of`]) naming the lowercase `wire`. None if `wire` is longer than a name.
+    pub fn template(question: &'a [u8], wire: &[u8], qtype: RecordType) -> Option<Self> {
+        let mut q = Query {
+            id: 0,
+            flags_hi: 0,
+            flags_lo: 0,
+            question,
+            qname_len: wire.len(),
+            qname_lower: [0; 256],
+            qtype,
+            qclass: 1,
+            edns: None,
+            cookie: cookie::Received::Absent,
+            ecs: ecs::Received::Absent,
+            signed_by: None,
+            packet: &[],
+        };
+        q.qname_lower.get_mut(..wire.len())?.copy_from_slice(wire);
+        Some(q)
+    }
+}
+
 impl Query<'_> {
     /// The lowercase wire-form question name.
     pub fn qname(&self) -> &[u8] {
