@@ -261,7 +261,7 @@ fn check_reply(request: &[u8], reply: &[u8], limit: usize) {
 
 /// One DNS message through the full request path over `transport`, twice: with the fixture's
 /// edge (rate limiting, cookies) and without, where the prebuilt answer, when there is one, must
-/// equal the general path's to the byte.
+/// equal the general path's to the byte (an NXDOMAIN answer: as a message).
 pub fn dns_message(data: &[u8], transport: Transport) {
     let f = fixture();
     let stats = Counters::default();
@@ -303,6 +303,18 @@ pub fn dns_message(data: &[u8], transport: Transport) {
         &mut w,
         &mut general
     ));
+    if out.get(3).is_some_and(|b| b & 0x0f == 3) {
+        // A prebuilt NXDOMAIN answer points the SOA's names at the apex in the question. The
+        // encoder may point at a longer suffix, or, past the 64 suffixes hickory keeps for
+        // compression, nowhere: the same message, not the same bytes.
+        let parse = |b: &[u8]| Message::from_vec(b).expect("an answer parses");
+        assert_eq!(
+            parse(&out),
+            parse(&general),
+            "the prebuilt NXDOMAIN answer says something else than the general path's"
+        );
+        return;
+    }
     assert_eq!(
         out, general,
         "the prebuilt answer differs from the general path's"
