@@ -186,8 +186,8 @@ impl FastTable {
         // name, type and class); a None here only sends the query down the general path.
         let head = out.first_chunk_mut::<12>()?;
         [head[0], head[1]] = q.id.to_be_bytes();
-        head[2] |= q.flags_hi & 0x01; // RD
-        head[3] |= q.flags_lo & 0x10; // CD
+        head[2] |= q.flags_hi & wire::RD;
+        head[3] |= q.flags_lo & wire::CD;
         out.get_mut(12..12 + q.question.len())?
             .copy_from_slice(q.question);
         if q.edns.is_some_and(|e| e.dnssec_ok) {

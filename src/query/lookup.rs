@@ -82,13 +82,11 @@ impl ZoneSet {
         if at == 0 {
             return None; // the name exists
         }
-        let encloser = wire.get(at..)?;
-        let mut source = [0u8; 258];
-        source.get_mut(..2)?.copy_from_slice(&[1, b'*']);
-        source
-            .get_mut(2..2 + encloser.len())?
-            .copy_from_slice(encloser);
-        if zone.node(source.get(..2 + encloser.len())?).is_some() {
+        let mut source = [0u8; WILDCARD_LEN];
+        if zone
+            .node(wildcard_of(wire.get(at..)?, &mut source)?)
+            .is_some()
+        {
             return None;
         }
         // A cut at the encloser or between it and the apex makes it a referral.
@@ -101,6 +99,17 @@ impl ZoneSet {
         }
         Some(i)
     }
+}
+
+/// Room for the wildcard source of any encloser: `*.` and a name of at most 255 bytes.
+const WILDCARD_LEN: usize = 2 + 255;
+
+/// The wildcard source `*.encloser` (RFC 4592 §2.1.1), written into `buf` without allocating.
+fn wildcard_of<'b>(encloser: &[u8], buf: &'b mut [u8; WILDCARD_LEN]) -> Option<&'b [u8]> {
+    let len = 2 + encloser.len();
+    buf.get_mut(..2)?.copy_from_slice(&[1, b'*']);
+    buf.get_mut(2..len)?.copy_from_slice(encloser);
+    buf.get(..len)
 }
 
 /// The length of the first label of `wire`; None at the root (or an empty slice).
@@ -275,11 +284,8 @@ fn find<'z>(zone: &'z Zone, wire: &[u8], starts: &[usize], qtype: RecordType) ->
             Some(_) => {}
             None => {
                 // starts[j + 1] is the closest encloser (RFC 4592 §3.3.1).
-                let encloser = suffix(j + 1)?;
-                let mut source = Vec::with_capacity(encloser.len() + 2);
-                source.extend_from_slice(&[1, b'*']);
-                source.extend_from_slice(encloser);
-                return Some(match zone.node(&source) {
+                let mut source = [0u8; WILDCARD_LEN];
+                return Some(match zone.node(wildcard_of(suffix(j + 1)?, &mut source)?) {
                     Some(node) => Find::Wildcard(node),
                     None => Find::NxDomain,
                 });
@@ -331,6 +337,21 @@ mod tests {
     use super::*;
     use crate::dns::tests::{snapshot, ZONE};
     use crate::zone::wire_lower;
+
+    /// The zones of `files` (origin, zone text), in that order.
+    fn zone_set(files: &[(&str, &[u8])]) -> ZoneSet {
+        use std::io::Write;
+        let zones = files
+            .iter()
+            .map(|(origin, text)| {
+                let mut f = tempfile::NamedTempFile::new().unwrap();
+                f.write_all(text).unwrap();
+                let origin = Name::from_ascii(origin).unwrap();
+                crate::zone::load_zone(f.path(), &origin).unwrap().0
+            })
+            .collect();
+        ZoneSet::new(zones)
+    }
 
     fn resolve_name<'z>(
         zones: &'z ZoneSet,
@@ -404,21 +425,17 @@ mod tests {
 
     #[test]
     fn nxdomain_is_told_without_a_lookup_exactly_when_the_lookup_says_so() {
-        let mut f1 = tempfile::NamedTempFile::new().unwrap();
-        let mut f2 = tempfile::NamedTempFile::new().unwrap();
-        use std::io::Write;
-        f1.write_all(
-            b"$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.1\nsub NS ns.sub\n\
-              ns.sub A 127.0.0.9\n*.w TXT w\na.b.c A 127.0.0.2\nchild NS ns\n",
-        )
-        .unwrap();
-        f2.write_all(b"$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.3\n")
-            .unwrap();
-        let (a, _) =
-            crate::zone::load_zone(f1.path(), &Name::from_ascii("t.test").unwrap()).unwrap();
-        let (b, _) =
-            crate::zone::load_zone(f2.path(), &Name::from_ascii("child.t.test").unwrap()).unwrap();
-        let zones = ZoneSet::new(vec![a, b]);
+        let zones = zone_set(&[
+            (
+                "t.test",
+                b"$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.1\nsub NS ns.sub\n\
+                  ns.sub A 127.0.0.9\n*.w TXT w\na.b.c A 127.0.0.2\nchild NS ns\n",
+            ),
+            (
+                "child.t.test",
+                b"$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.3\n",
+            ),
+        ]);
         // Every name of up to three labels from these over each apex, and outside both.
         let labels = ["ns", "sub", "w", "x", "a", "b", "c", "child", "*"];
         let mut names = vec![String::new()];
@@ -452,20 +469,16 @@ mod tests {
 
     #[test]
     fn the_most_specific_zone_wins() {
-        let mut f1 = tempfile::NamedTempFile::new().unwrap();
-        let mut f2 = tempfile::NamedTempFile::new().unwrap();
-        use std::io::Write;
-        f1.write_all(
-            b"$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.1\nsub NS ns.elsewhere.test.\n",
-        )
-        .unwrap();
-        f2.write_all(b"$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.2\nwww A 127.0.0.3\n")
-            .unwrap();
-        let (a, _) =
-            crate::zone::load_zone(f1.path(), &Name::from_ascii("t.test").unwrap()).unwrap();
-        let (b, _) =
-            crate::zone::load_zone(f2.path(), &Name::from_ascii("sub.t.test").unwrap()).unwrap();
-        let zones = ZoneSet::new(vec![a, b]);
+        let zones = zone_set(&[
+            (
+                "t.test",
+                b"$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.1\nsub NS ns.elsewhere.test.\n",
+            ),
+            (
+                "sub.t.test",
+                b"$TTL 60\n@ SOA ns h 1 2 3 4 5\n@ NS ns\nns A 127.0.0.2\nwww A 127.0.0.3\n",
+            ),
+        ]);
         let r = resolve_name(&zones, "www.sub.t.test.", RecordType::A, true);
         assert!(r.authoritative, "served from the child zone, not referred");
         assert_eq!(r.answers[0].data.to_string(), "127.0.0.3");

@@ -48,7 +48,7 @@ impl Negative {
         wire::encode_answer(&mut out, &q, ans.rcode, &ans, usize::from(u16::MAX)).ok()?;
         let flags = *out.get(2..4)?.first_chunk::<2>()?;
         let tail: Box<[u8]> = out.get(12 + question.len()..)?.into();
-        let pointers = record_pointers(&tail)?.into_boxed_slice();
+        let pointers = soa_pointers(&tail)?.into_boxed_slice();
         Some(Self {
             flags,
             tail,
@@ -72,11 +72,10 @@ impl Negative {
             return false;
         }
         out.clear();
-        let [id0, id1] = q.id.to_be_bytes();
         let [hi, lo] = self.flags;
-        let ar = u8::from(q.edns.is_some());
-        out.extend_from_slice(&[id0, id1, hi | (q.flags_hi & 0x01), lo | (q.flags_lo & 0x10)]);
-        out.extend_from_slice(&[0, 1, 0, 0, 0, 1, 0, ar]);
+        let (hi, lo) = (hi | (q.flags_hi & wire::RD), lo | (q.flags_lo & wire::CD));
+        let counts = [1, 0, 1, u16::from(q.edns.is_some())];
+        out.extend_from_slice(&wire::header_bytes(q.id, hi, lo, counts));
         out.extend_from_slice(q.question);
         let start = out.len();
         out.extend_from_slice(&self.tail);
@@ -100,33 +99,19 @@ impl Negative {
     }
 }
 
-/// The offsets of the compression pointers in `tail`: records whose names are the owner and,
-/// for the types whose RDATA may be compressed here (SOA, NS, CNAME), the RDATA's names. None
-/// where a record cannot be read or carries RDATA names of another type.
-fn record_pointers(tail: &[u8]) -> Option<Vec<usize>> {
+/// The offsets of the compression pointers in `tail`, which is one SOA record: in its owner,
+/// MNAME and RNAME. None where it is not exactly that record.
+fn soa_pointers(tail: &[u8]) -> Option<Vec<usize>> {
     let mut pointers = Vec::new();
-    let mut at = 0;
-    while at < tail.len() {
-        at = name_pointer(tail, at, &mut pointers)?;
-        let rtype = wire::u16_at(tail, at)?;
-        let rdlen = usize::from(wire::u16_at(tail, at + 8)?);
-        let rdata = at + 10;
-        let end = rdata + rdlen;
-        let names = match RecordType::from(rtype) {
-            RecordType::SOA => 2,
-            RecordType::NS | RecordType::CNAME => 1,
-            _ => 0,
-        };
-        let mut r = rdata;
-        for _ in 0..names {
-            r = name_pointer(tail, r, &mut pointers)?;
-        }
-        if r > end || end > tail.len() {
-            return None;
-        }
-        at = end;
+    let at = name_pointer(tail, 0, &mut pointers)?;
+    if wire::u16_at(tail, at)? != u16::from(RecordType::SOA) {
+        return None;
     }
-    Some(pointers)
+    let end = at + 10 + usize::from(wire::u16_at(tail, at + 8)?);
+    let mname_end = name_pointer(tail, at + 10, &mut pointers)?;
+    let rname_end = name_pointer(tail, mname_end, &mut pointers)?;
+    // The five 32-bit counters follow the names.
+    (rname_end + 20 == end && end == tail.len()).then_some(pointers)
 }
 
 /// Reads the name at `at`; pushes the offset of the pointer that ends it, if one does. The

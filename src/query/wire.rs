@@ -26,8 +26,8 @@ const HEADER_LEN: usize = 12;
 const QR: u8 = 0x80;
 const AA: u8 = 0x04;
 const TC: u8 = 0x02;
-const RD: u8 = 0x01;
-const CD: u8 = 0x10;
+pub(crate) const RD: u8 = 0x01;
+pub(crate) const CD: u8 = 0x10;
 
 /// EDNS(0) parameters of a query (RFC 6891).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,7 +348,7 @@ fn header(out: &mut Vec<u8>, id: u16, hi: u8, lo: u8, counts: [u16; 4]) {
 }
 
 /// The 12 header bytes.
-fn header_bytes(id: u16, hi: u8, lo: u8, counts: [u16; 4]) -> [u8; HEADER_LEN] {
+pub(crate) fn header_bytes(id: u16, hi: u8, lo: u8, counts: [u16; 4]) -> [u8; HEADER_LEN] {
     let [i0, i1] = id.to_be_bytes();
     let [[q0, q1], [a0, a1], [n0, n1], [r0, r1]] = counts.map(u16::to_be_bytes);
     [i0, i1, hi, lo, q0, q1, a0, a1, n0, n1, r0, r1]
